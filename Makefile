@@ -1,0 +1,57 @@
+# Two commands do everything on a fresh clone: `make replay` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PARITY_CACHE_DIR ?= $(CURDIR)/.cache/parity
+
+DEFAULT_CASES := cases/default
+TRAIN_CASES := cases/train
+REFERENCE_CKPT := checkpoints/reference.pt
+
+CASES ?= $(DEFAULT_CASES)
+CKPT ?= $(REFERENCE_CKPT)
+RUNNERS ?= auto
+PIPELINE ?= vehicle,training
+OUT ?=
+PYTEST_ARGS ?=
+
+.PHONY: venv replay test test-all cases train clean-cache help
+
+help:
+	@echo "make replay [CASES=...] [CKPT=...] [RUNNERS=...] [PIPELINE=...] [OUT=...]"
+	@echo "make test | make test-all | make cases | make train"
+
+# The venv is rebuilt whenever pyproject.toml is newer than the last install.
+# torch==2.13.0 first: it is the CPU build on this machine's disk; a range would pull a CUDA build.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+cases: $(STAMP)
+	$(PY) -m parity cases generate --suite default --out $(DEFAULT_CASES)
+
+$(REFERENCE_CKPT): | $(STAMP)
+	$(PY) -m parity cases generate --suite train --out $(TRAIN_CASES)
+	$(PY) -m parity cases generate --suite default --out $(DEFAULT_CASES)
+	$(PY) -m parity train --cases $(TRAIN_CASES) --eval-cases $(DEFAULT_CASES) --out $@
+
+train: $(REFERENCE_CKPT)
+
+# Default cases and the reference checkpoint are made on first use, then reused.
+replay: $(STAMP) $(if $(filter $(DEFAULT_CASES)%,$(CASES)),cases) $(if $(filter $(REFERENCE_CKPT),$(CKPT)),$(REFERENCE_CKPT))
+	$(PY) -m parity replay --cases $(CASES) --checkpoint $(CKPT) --runners $(RUNNERS) --pipeline $(PIPELINE) $(if $(OUT),--out $(OUT))
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-cache:
+	rm -rf .cache

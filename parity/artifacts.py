@@ -1,0 +1,145 @@
+"""Deployment artifacts (ONNX export, fp16 ONNX; later TensorRT engines), built once and cached by content.
+
+An artifact's key holds everything that decides its bytes (input hashes, options, library
+versions); the cache folder is the key's digest. A build happens in a temporary folder renamed
+into place, so an interrupted build never leaves a half-written artifact behind.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+from . import atomic
+from .provenance import sha256_file, sha256_json
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+FP16_MIN_POSITIVE = 1e-7  # onnxconverter-common's default clamp range for initializers
+FP16_MAX_FINITE = 1e4
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("PARITY_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "parity"
+
+
+class ArtifactCache:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root else default_cache_dir()
+        self.builds = 0  # how many artifacts this cache object actually built (tests and logs)
+
+    def get(self, kind: str, key: dict, filename: str, build) -> tuple[Path, dict]:
+        """Path of `filename` for `key`, calling build(tmp_path) -> extra meta only on a miss."""
+        digest = sha256_json({"kind": kind, **key})[:24]
+        folder = self.root / kind / digest
+        meta_file = folder / "meta.json"
+        if meta_file.is_file() and (folder / filename).is_file():
+            return folder / filename, json.loads(meta_file.read_text())
+        self.root.joinpath(kind).mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", dir=self.root / kind))
+        try:
+            extra = build(tmp / filename) or {}
+            meta = {"kind": kind, "key": key, "digest": digest, "sha256": sha256_file(tmp / filename), **extra}
+            atomic.write_json(tmp / "meta.json", meta)
+            try:
+                os.replace(tmp, folder)
+            except OSError:  # another process finished the same artifact first: use theirs
+                shutil.rmtree(tmp, ignore_errors=True)
+            self.builds += 1
+            log.info("built %s artifact %s", kind, digest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder / filename, json.loads(meta_file.read_text())
+
+
+def export_onnx(checkpoint, cache: ArtifactCache) -> tuple[Path, dict]:
+    """fp32 ONNX of the checkpoint's model with a dynamic batch dimension."""
+    import torch
+
+    adapter = checkpoint.adapter()
+    key = {
+        "weights_sha256": checkpoint.sha256,
+        "adapter": checkpoint.meta["adapter"],
+        "config": checkpoint.meta.get("config", {}),
+        "opset": OPSET,
+        "exporter": "torch.onnx.export(dynamo=False)",
+        "torch": torch.__version__,
+    }
+
+    def build(path: Path) -> dict:
+        model = checkpoint.build_model()
+        dummy = torch.zeros(1, *adapter.input_shape())
+        with warnings.catch_warnings():
+            # The TorchScript exporter is deprecated in favour of dynamo; it is kept because its
+            # node names (/backbone/3/Conv) map back to module names for per-layer localisation.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, (dummy,), str(path),
+                input_names=[adapter.input_name], output_names=[adapter.output_name],
+                dynamic_axes={adapter.input_name: {0: "batch"}, adapter.output_name: {0: "batch"}},
+                opset_version=OPSET, dynamo=False, do_constant_folding=True,
+            )
+        return {"precision": "fp32"}
+
+    return cache.get("onnx", key, "model.onnx", build)
+
+
+def fp16_onnx(onnx_path: Path, cache: ArtifactCache) -> tuple[Path, dict]:
+    """fp16 graph with fp32 inputs/outputs (onnxconverter-common, keep_io_types=True).
+
+    The converter silently clamps initializers into [1e-7, 1e4]; the count of values it clamps is
+    recorded in the artifact's meta and logged, never hidden.
+    """
+    import onnxconverter_common
+
+    key = {
+        "onnx_sha256": sha256_file(onnx_path),
+        "converter": f"onnxconverter-common {onnxconverter_common.__version__}",
+        "keep_io_types": True,
+        "min_positive_val": FP16_MIN_POSITIVE,
+        "max_finite_val": FP16_MAX_FINITE,
+    }
+
+    def build(path: Path) -> dict:
+        import onnx
+        from onnxconverter_common import float16
+
+        model = onnx.load(str(onnx_path))
+        clamped = clamped_initializers(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # it warns per clamped value; we count them instead
+            m16 = float16.convert_float_to_float16(
+                model, min_positive_val=FP16_MIN_POSITIVE, max_finite_val=FP16_MAX_FINITE, keep_io_types=True
+            )
+        onnx.save(m16, str(path))
+        if clamped:
+            log.warning("fp16 conversion clamped %d initializer values in %s", sum(clamped.values()), onnx_path)
+        return {"precision": "fp16", "io_types": "fp32", "clamped_initializers": clamped}
+
+    return cache.get("onnx-fp16", key, "model.onnx", build)
+
+
+def clamped_initializers(model) -> dict[str, int]:
+    """Per initializer, how many values fp16 conversion will clamp (|v| > 1e4 or 0 < |v| < 1e-7)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    out = {}
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype != np.float32:
+            continue
+        a = np.abs(arr)
+        n = int(((a > FP16_MAX_FINITE) | ((a > 0) & (a < FP16_MIN_POSITIVE))).sum())
+        if n:
+            out[init.name] = n
+    return out

@@ -1,0 +1,337 @@
+"""The on-disk case format (schema version 1): a folder with `case.json`, frame files and optional GT lanes.
+
+    <case>/case.json        metadata, camera, frame list (documented in docs/case-format.md)
+    <case>/frames/*.nv12    frames as the vehicle ISP emitted them (NV12, 4:2:0)
+    <case>/jpeg/*.jpg       optional RGB copy as a training set would hold it (also .png)
+    <case>/lanes.npy        optional GT, float32 [frame, lane, anchor row], x in source pixels, NaN = absent
+
+`load_case` validates everything it can without decoding pixels and raises one `CaseError` listing
+every problem, each naming the file and the field. `case.json` is written last by `CaseWriter`, so a
+folder without it is an unfinished case, never a corrupt one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+from .errors import CaseError
+
+SCHEMA_VERSION = 1
+CASE_FILE = "case.json"
+STREAMS = ("nv12", "jpeg", "png")
+RGB_STREAMS = ("jpeg", "png")
+
+
+@dataclass
+class Case:
+    root: Path
+    meta: dict
+    timestamps: np.ndarray
+    frame_files: list[dict[str, str]]
+    gt: np.ndarray | None = None
+    anchor_rows: np.ndarray | None = None
+    lane_names: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def width(self) -> int:
+        return int(self.meta["image"]["width"])
+
+    @property
+    def height(self) -> int:
+        return int(self.meta["image"]["height"])
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self.meta["streams"])
+
+    @property
+    def isp(self) -> dict:
+        return self.meta.get("isp", {"yuv_matrix": "bt601", "yuv_range": "limited"})
+
+    def __len__(self) -> int:
+        return len(self.frame_files)
+
+    def read(self, index: int, stream: str) -> np.ndarray:
+        """Frame `index` of `stream`: NV12 as a (H*3/2)xW uint8 array, RGB streams as HxWx3 uint8."""
+        rel = self.frame_files[index].get(stream)
+        if rel is None:
+            raise CaseError([f"{self.root / CASE_FILE}: frame {index} has no {stream!r} stream"])
+        path = self.root / rel
+        try:
+            if stream == "nv12":
+                data = np.fromfile(path, dtype=np.uint8)
+                expected = self.width * self.height * 3 // 2
+                if data.size != expected:
+                    raise ValueError(f"{data.size} bytes, expected {expected} for {self.width}x{self.height} NV12")
+                return data.reshape(self.height * 3 // 2, self.width)
+            from PIL import Image
+
+            with Image.open(path) as im:
+                rgb = np.asarray(im.convert("RGB"))
+            if rgb.shape[:2] != (self.height, self.width):
+                raise ValueError(f"image is {rgb.shape[1]}x{rgb.shape[0]}, case.json says {self.width}x{self.height}")
+            return rgb
+        except (OSError, ValueError) as exc:
+            raise CaseError([f"{path}: cannot read frame {index} ({stream}): {exc}"]) from None
+
+    def content_hash(self) -> str:
+        """sha256 over case.json, GT and every frame file: identifies exactly what was replayed."""
+        h = hashlib.sha256()
+        h.update((self.root / CASE_FILE).read_bytes())
+        files = []
+        lanes = self.meta.get("lanes")
+        if lanes:
+            files.append(lanes["file"])
+        for entry in self.frame_files:
+            files.extend(entry[s] for s in STREAMS if s in entry)
+        for rel in files:
+            h.update(rel.encode())
+            with open(self.root / rel, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        return h.hexdigest()
+
+
+def is_case_dir(path: Path) -> bool:
+    return (path / CASE_FILE).is_file()
+
+
+def _inside(root: Path, rel: str) -> bool:
+    if os.path.isabs(rel):
+        return False
+    resolved = (root / rel).resolve()
+    return resolved == root.resolve() or root.resolve() in resolved.parents
+
+
+def load_case(path: str | os.PathLike) -> Case:
+    """Load and validate one case folder; raise CaseError listing every problem found."""
+    root = Path(path)
+    cj = root / CASE_FILE
+    if not root.exists():
+        raise CaseError([f"{root}: no such case folder"])
+    if not cj.is_file():
+        raise CaseError([f"{root}: not a case folder (no {CASE_FILE})"])
+    try:
+        meta = json.loads(cj.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CaseError([f"{cj}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CaseError([f"{cj}: cannot read: {exc}"]) from None
+    if not isinstance(meta, dict):
+        raise CaseError([f"{cj}: top level must be an object, got {type(meta).__name__}"])
+
+    problems: list[str] = []
+
+    def bad(field_name: str, msg: str) -> None:
+        problems.append(f"{cj}: {field_name}: {msg}")
+
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise CaseError([f"{cj}: schema_version: unsupported {version!r} (this parity reads {SCHEMA_VERSION})"])
+    if not isinstance(meta.get("name"), str) or not meta.get("name"):
+        bad("name", "missing or not a non-empty string")
+
+    image = meta.get("image")
+    width = height = None
+    if not isinstance(image, dict):
+        bad("image", "missing (expected {width, height})")
+    else:
+        width, height = image.get("width"), image.get("height")
+        for key, val in (("width", width), ("height", height)):
+            if not isinstance(val, int) or isinstance(val, bool) or val <= 0:
+                bad(f"image.{key}", f"must be a positive integer, got {val!r}")
+                width = height = None
+
+    streams = meta.get("streams")
+    if not isinstance(streams, list) or not streams or any(s not in STREAMS for s in streams):
+        bad("streams", f"must be a non-empty list drawn from {list(STREAMS)}, got {streams!r}")
+        streams = []
+    if "nv12" in streams and width and height and (width % 2 or height % 2):
+        bad("image", f"NV12 needs even width and height, got {width}x{height}")
+
+    fps = meta.get("fps")
+    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not fps > 0:
+        bad("fps", f"must be a positive number, got {fps!r}")
+
+    frames = meta.get("frames")
+    timestamps: list[float] = []
+    frame_files: list[dict[str, str]] = []
+    if not isinstance(frames, list) or not frames:
+        bad("frames", "missing or empty")
+        frames = []
+    nv12_bytes = width * height * 3 // 2 if width and height else None
+    for i, entry in enumerate(frames):
+        where = f"frames[{i}]"
+        if not isinstance(entry, dict):
+            bad(where, "must be an object {t, <stream>: path}")
+            continue
+        t = entry.get("t")
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t):
+            bad(f"{where}.t", f"timestamp must be a finite number, got {t!r}")
+            t = float("nan")
+        elif timestamps and not t > timestamps[-1]:
+            bad(f"{where}.t", f"timestamps must increase: {t} after {timestamps[-1]}")
+        timestamps.append(float(t))
+        files = {}
+        for s in streams:
+            rel = entry.get(s)
+            if not isinstance(rel, str) or not rel:
+                bad(f"{where}.{s}", "missing path")
+                continue
+            if not _inside(root, rel):
+                bad(f"{where}.{s}", f"path {rel!r} escapes the case folder")
+                continue
+            fp = root / rel
+            if not fp.is_file():
+                problems.append(f"{fp}: missing frame file ({where}.{s})")
+                continue
+            if s == "nv12" and nv12_bytes and fp.stat().st_size != nv12_bytes:
+                problems.append(
+                    f"{fp}: {fp.stat().st_size} bytes, expected {nv12_bytes} for {width}x{height} NV12 ({where})"
+                )
+            files[s] = rel
+        frame_files.append(files)
+
+    gt = anchor_rows = None
+    lane_names: list[str] = []
+    lanes = meta.get("lanes")
+    if lanes is not None:
+        if not isinstance(lanes, dict):
+            bad("lanes", "must be an object {file, names, anchor_rows}")
+        else:
+            lane_names = lanes.get("names") or []
+            rows = lanes.get("anchor_rows")
+            rel = lanes.get("file")
+            if not isinstance(lane_names, list) or not all(isinstance(n, str) for n in lane_names) or not lane_names:
+                bad("lanes.names", "must be a non-empty list of strings")
+                lane_names = []
+            if not isinstance(rows, list) or not rows or not all(isinstance(r, (int, float)) for r in rows):
+                bad("lanes.anchor_rows", "must be a non-empty list of numbers")
+                rows = None
+            else:
+                anchor_rows = np.asarray(rows, dtype=np.float64)
+                if np.any(np.diff(anchor_rows) <= 0):
+                    bad("lanes.anchor_rows", "must be strictly increasing")
+                if height and (anchor_rows.min() < 0 or anchor_rows.max() > height - 1):
+                    bad("lanes.anchor_rows", f"rows must lie in [0, {height - 1}], got {anchor_rows.min()}..{anchor_rows.max()}")
+            if not isinstance(rel, str) or not _inside(root, rel):
+                bad("lanes.file", f"missing or escapes the case folder: {rel!r}")
+            elif not (root / rel).is_file():
+                problems.append(f"{root / rel}: missing GT lanes file (lanes.file)")
+            else:
+                try:
+                    gt = np.load(root / rel, allow_pickle=False)
+                except (OSError, ValueError) as exc:
+                    problems.append(f"{root / rel}: not a readable .npy array: {exc}")
+                    gt = None
+                if gt is not None:
+                    want = (len(frames), len(lane_names), len(rows) if rows else None)
+                    if gt.ndim != 3 or gt.shape != want or not np.issubdtype(gt.dtype, np.floating):
+                        problems.append(
+                            f"{root / rel}: GT lanes must be float [frames, lanes, rows] = {want}, got {gt.dtype} {gt.shape}"
+                        )
+                        gt = None
+                    elif np.isinf(gt).any():
+                        problems.append(f"{root / rel}: GT lanes contain Inf (use NaN for absent points)")
+                        gt = None
+                    else:
+                        gt = gt.astype(np.float32)
+
+    if problems:
+        raise CaseError(problems)
+    return Case(
+        root=root,
+        meta=meta,
+        timestamps=np.asarray(timestamps, dtype=np.float64),
+        frame_files=frame_files,
+        gt=gt,
+        anchor_rows=anchor_rows,
+        lane_names=lane_names,
+    )
+
+
+def find_cases(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand each path to case folders: a case folder itself, or a folder whose children are cases."""
+    found: list[Path] = []
+    missing: list[str] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            missing.append(f"{p}: no such file or directory")
+        elif is_case_dir(p):
+            found.append(p)
+        elif p.is_dir():
+            children = sorted(c for c in p.iterdir() if c.is_dir() and is_case_dir(c))
+            if not children:
+                missing.append(f"{p}: neither a case folder (no {CASE_FILE}) nor a folder of cases")
+            found.extend(children)
+        else:
+            missing.append(f"{p}: not a folder")
+    if missing:
+        raise CaseError(missing)
+    return found
+
+
+class CaseWriter:
+    """Writes a case frame by frame; `close()` writes case.json last and atomically."""
+
+    def __init__(self, root: str | os.PathLike, meta: dict, streams: list[str], jpeg_quality: int = 92):
+        self.root = Path(root)
+        self.meta = dict(meta)
+        self.streams = list(streams)
+        self.jpeg_quality = jpeg_quality
+        self.frames: list[dict] = []
+        self.lanes: list[np.ndarray] = []
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / CASE_FILE).unlink(missing_ok=True)  # the case is unfinished until close()
+        for s in self.streams:
+            (self.root / _STREAM_DIR[s]).mkdir(exist_ok=True)
+
+    def add(self, t: float, rgb: np.ndarray | None = None, nv12: np.ndarray | None = None, lanes=None) -> None:
+        i = len(self.frames)
+        entry: dict = {"t": round(float(t), 6)}
+        for s in self.streams:
+            rel = f"{_STREAM_DIR[s]}/{i:06d}.{_STREAM_EXT[s]}"
+            if s == "nv12":
+                nv12.tofile(self.root / rel)
+            else:
+                from PIL import Image
+
+                img = Image.fromarray(rgb)
+                if s == "jpeg":
+                    # Fixed encoder settings keep the bytes reproducible for a given seed.
+                    img.save(self.root / rel, format="JPEG", quality=self.jpeg_quality, subsampling=2, optimize=False)
+                else:
+                    img.save(self.root / rel, format="PNG", compress_level=1)
+            entry[s] = rel
+        self.frames.append(entry)
+        if lanes is not None:
+            self.lanes.append(np.asarray(lanes, dtype=np.float32))
+
+    def close(self, lane_names: list[str] | None = None, anchor_rows=None) -> Path:
+        meta = {"schema_version": SCHEMA_VERSION, **self.meta, "streams": self.streams, "frames": self.frames}
+        if self.lanes:
+            with atomic.atomic_path(self.root / "lanes.npy") as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, np.stack(self.lanes), allow_pickle=False)
+            meta["lanes"] = {
+                "file": "lanes.npy",
+                "names": list(lane_names),
+                "anchor_rows": [float(r) for r in anchor_rows],
+            }
+        atomic.write_json(self.root / CASE_FILE, meta)
+        return self.root
+
+
+_STREAM_DIR = {"nv12": "frames", "jpeg": "jpeg", "png": "png"}
+_STREAM_EXT = {"nv12": "nv12", "jpeg": "jpg", "png": "png"}

@@ -1,0 +1,89 @@
+"""YUV <-> RGB conversion as camera ISPs and vehicle decoders do it (BT.601/BT.709, full/limited range).
+
+Every conversion is a 3x3 matrix plus offsets derived from the standard's Kr/Kb, so the same code
+serves the synthetic ISP (encode) and the pipelines (decode), and a mismatch between them is a
+choice of parameters, not a second implementation.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import UsageError
+
+# Luma coefficients (ITU-R BT.601 and BT.709).
+KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
+RANGES = ("limited", "full")
+
+
+def _check(matrix: str, yuv_range: str) -> None:
+    if matrix not in KR_KB:
+        raise UsageError(f"unknown YUV matrix {matrix!r}; expected one of {sorted(KR_KB)}")
+    if yuv_range not in RANGES:
+        raise UsageError(f"unknown YUV range {yuv_range!r}; expected one of {list(RANGES)}")
+
+
+def rgb_to_yuv_matrix(matrix: str) -> np.ndarray:
+    """Rows give (Y, Cb, Cr) in [0,1] / [-0.5,0.5] from RGB in [0,1]."""
+    kr, kb = KR_KB[matrix]
+    kg = 1.0 - kr - kb
+    return np.array(
+        [
+            [kr, kg, kb],
+            [-0.5 * kr / (1 - kb), -0.5 * kg / (1 - kb), 0.5],
+            [0.5, -0.5 * kg / (1 - kr), -0.5 * kb / (1 - kr)],
+        ],
+        dtype=np.float64,
+    )
+
+
+def _range_scale(yuv_range: str) -> tuple[float, float, float]:
+    """(luma offset, luma span, chroma span) in 8-bit code values."""
+    return (16.0, 219.0, 224.0) if yuv_range == "limited" else (0.0, 255.0, 255.0)
+
+
+def rgb_to_nv12(rgb: np.ndarray, matrix: str = "bt601", yuv_range: str = "limited") -> np.ndarray:
+    """uint8 HxWx3 RGB -> NV12 bytes laid out as a (H*3/2)xW uint8 array (Y plane, then interleaved UV).
+
+    Chroma is subsampled 2x2 by averaging, as ISPs do before emitting 4:2:0.
+    """
+    _check(matrix, yuv_range)
+    h, w, _ = rgb.shape
+    if h % 2 or w % 2:
+        raise UsageError(f"NV12 needs even width and height, got {w}x{h}")
+    off, ys, cs = _range_scale(yuv_range)
+    yuv = (rgb.astype(np.float64) / 255.0) @ rgb_to_yuv_matrix(matrix).T
+    y = np.clip(np.rint(off + ys * yuv[..., 0]), 0, 255).astype(np.uint8)
+    c = yuv[..., 1:].reshape(h // 2, 2, w // 2, 2, 2).mean(axis=(1, 3))
+    uv = np.clip(np.rint(128.0 + cs * c), 0, 255).astype(np.uint8)
+    return np.concatenate([y, uv.reshape(h // 2, w)], axis=0)
+
+
+def nv12_to_rgb(
+    nv12: np.ndarray, matrix: str = "bt601", yuv_range: str = "limited", chroma: str = "nearest"
+) -> np.ndarray:
+    """NV12 (H*3/2)xW uint8 -> uint8 HxWx3 RGB, rounding to nearest.
+
+    `chroma` is how the 4:2:0 chroma is brought back to full resolution: "nearest" replicates
+    each sample over its 2x2 block (what most embedded decoders do), "bilinear" interpolates
+    with centred (MPEG-2) siting.
+    """
+    _check(matrix, yuv_range)
+    h = nv12.shape[0] * 2 // 3
+    w = nv12.shape[1]
+    off, ys, cs = _range_scale(yuv_range)
+    y = (nv12[:h].astype(np.float32) - off) / ys
+    uv = (nv12[h:].reshape(h // 2, w // 2, 2).astype(np.float32) - 128.0) / cs
+    if chroma == "nearest":
+        uv = uv.repeat(2, axis=0).repeat(2, axis=1)
+    elif chroma == "bilinear":
+        import torch
+        import torch.nn.functional as F
+
+        t = torch.from_numpy(np.ascontiguousarray(uv.transpose(2, 0, 1)))[None]
+        uv = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0].numpy().transpose(1, 2, 0)
+    else:
+        raise UsageError(f"unknown chroma upsampling {chroma!r}; expected 'nearest' or 'bilinear'")
+    inv = np.linalg.inv(rgb_to_yuv_matrix(matrix)).astype(np.float32)
+    yuv = np.concatenate([y[..., None], uv], axis=-1)
+    rgb = yuv @ inv.T
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)

@@ -1,0 +1,301 @@
+"""Replay: every frame of every case through every runner, under each pipeline, into a tidy table.
+
+Identical inputs go to every runner (each batch is preprocessed once per pipeline). The
+reference for parity is the `torch` runner on the same pipeline, so backend differences and
+preprocessing differences are reported apart; the pipeline gap is its own line.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+from .artifacts import ArtifactCache
+from .case import Case, find_cases, load_case
+from .checkpoint import load_checkpoint
+from .errors import CaseError, ParityError, UsageError
+from .metrics import lateral_difference, resample_rows, tusimple
+from .provenance import git_sha, versions
+from .runners import REFERENCE, create, resolve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplayConfig:
+    cases: list[str]
+    checkpoint: str
+    runners: str | list[str] = "auto"
+    pipelines: str | list[str] = "vehicle"
+    out: str | None = None
+    batch_size: int = 16
+    cache_dir: str | None = None
+    progress: bool = True
+    argv: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReplayResult:
+    out: Path
+    summary: dict
+    exit_code: int
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**6:06d}"
+
+
+def load_all_cases(paths: list[str]) -> list[Case]:
+    """Every case, validated up front; all problems of all cases are reported together."""
+    problems, cases = [], []
+    for p in find_cases(paths):
+        try:
+            cases.append(load_case(p))
+        except CaseError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise CaseError(problems)
+    names = [c.name for c in cases]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise CaseError([f"case name {n!r} is used by more than one case folder" for n in dupes])
+    return cases
+
+
+def _lane_rows(case, runner, pipeline, ckpt_name, lane_names, x, ref, gt_scores, infer_ms):
+    """Lane-level tidy rows for one case x runner x pipeline: x[T, L, R]."""
+    import pandas as pd
+
+    T, L, R = x.shape
+    frame = np.repeat(np.arange(T), L)
+    lane = np.tile(np.arange(L), T)
+    flat = x.reshape(T * L, R)
+    diff = np.abs(x - ref).reshape(T * L, R)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN lanes give NaN, as intended
+            dmean = np.nanmean(diff, axis=1)
+            dmax = np.nanmax(diff, axis=1)
+    df = pd.DataFrame(
+        {
+            "checkpoint": ckpt_name,
+            "case": case.name,
+            "frame": frame.astype(np.int32),
+            "t": case.timestamps[frame],
+            "runner": runner,
+            "pipeline": pipeline,
+            "perturbation": "none",
+            "severity": np.int8(0),
+            "lane": lane.astype(np.int8),
+            "lane_name": np.asarray(lane_names, dtype=object)[lane],
+            "exists": np.isfinite(flat).any(axis=1),
+            "x": list(flat.astype(np.float32)),
+            "dx_ref_mean_px": dmean,
+            "dx_ref_max_px": dmax,
+            "infer_ms": np.repeat(infer_ms, L),
+        }
+    )
+    if gt_scores is not None:
+        df["frame_accuracy"] = np.repeat(gt_scores[:, 0], L)
+        df["frame_fp"] = np.repeat(gt_scores[:, 1], L)
+        df["frame_fn"] = np.repeat(gt_scores[:, 2], L)
+    return df
+
+
+def replay(cfg: ReplayConfig) -> ReplayResult:
+    import pandas as pd
+
+    started = datetime.now(timezone.utc)
+    cases = load_all_cases(cfg.cases)
+    ckpt = load_checkpoint(cfg.checkpoint)
+    adapter = ckpt.adapter()
+    available = adapter.pipelines()
+    pipe_names = cfg.pipelines if isinstance(cfg.pipelines, list) else [p.strip() for p in cfg.pipelines.split(",") if p.strip()]
+    for p in pipe_names:
+        if p not in available:
+            raise UsageError(f"unknown pipeline {p!r} (this model has: {', '.join(available)})")
+    pipelines = [available[p] for p in pipe_names]
+    names = resolve(cfg.runners)
+    if REFERENCE not in names:
+        names = [REFERENCE] + names  # parity is measured against it
+    if cfg.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    cache = ArtifactCache(cfg.cache_dir)
+    runners = [create(n, ckpt, cache) for n in names]
+
+    run_id = new_run_id()
+    out = Path(cfg.out) if cfg.out else Path("reports") / run_id
+    parts = out / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
+
+    preds: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    times: dict[tuple[str, str], float] = {}
+    frames_done: dict[tuple[str, str], int] = {}
+    errors: list[dict] = []
+    exit_code = 0
+    total = sum(len(c) for c in cases) * len(pipelines)
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="replay", unit="frame", disable=not cfg.progress, file=sys.stderr)
+    with ExitStack() as stack:
+        for r in runners:
+            stack.enter_context(r)
+        for case in cases:
+            rows = adapter.anchor_rows(case.height)
+            gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None
+            try:
+                case_preds = {}
+                case_ms = {}
+                for pipe in pipelines:
+                    outs = {r.name: [] for r in runners}
+                    ms = {r.name: [] for r in runners}
+                    for start in range(0, len(case), cfg.batch_size):
+                        idx = range(start, min(start + cfg.batch_size, len(case)))
+                        feed = {adapter.input_name: pipe.prepare(case, idx)}
+                        for r in runners:
+                            logits = r.infer(feed)[adapter.output_name]
+                            if not np.isfinite(logits).all():
+                                raise ParityError(f"runner {r.name} produced NaN/Inf logits on {case.name} frames {idx.start}..{idx.stop - 1}")
+                            outs[r.name].append(adapter.decode(logits, case.width))
+                            ms[r.name].append(np.full(len(idx), r.last_inference_time * 1e3 / len(idx)))
+                        bar.update(len(idx))
+                    for r in runners:
+                        case_preds[(r.name, pipe.name)] = np.concatenate(outs[r.name])
+                        case_ms[(r.name, pipe.name)] = np.concatenate(ms[r.name])
+                frames = []
+                for (rname, pname), x in case_preds.items():
+                    ref = case_preds[(REFERENCE, pname)]
+                    scores = tusimple(x, gt, rows, case.width) if gt is not None else None
+                    frames.append(_lane_rows(case, rname, pname, ckpt.name, adapter.lane_names, x, ref, scores, case_ms[(rname, pname)]))
+                table = pd.concat(frames, ignore_index=True)
+                with atomic.atomic_path(parts / f"{case.name}.parquet") as tmp:
+                    table.to_parquet(tmp, index=False)
+                for key, x in case_preds.items():
+                    preds.setdefault(key, {})[case.name] = x
+                    times[key] = times.get(key, 0.0) + float(case_ms[key].sum()) / 1e3
+                    frames_done[key] = frames_done.get(key, 0) + len(x)
+            except Exception as exc:  # one bad case never kills the run; it is recorded and fails the exit code
+                code = exc.exit_code if isinstance(exc, ParityError) else 1
+                exit_code = max(exit_code, code)
+                errors.append({"case": case.name, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)})
+                log.error("case %s failed: %s", case.name, exc)
+        bar.close()
+        runner_info = {r.name: r.describe() for r in runners}
+
+    part_files = sorted(parts.glob("*.parquet"))
+    if part_files:
+        table = pd.concat([pd.read_parquet(p) for p in part_files], ignore_index=True)
+        with atomic.atomic_path(out / "frames.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
+    summary = {
+        "schema": "parity.replay/1",
+        "run_id": run_id,
+        "started": started.isoformat(),
+        "finished": datetime.now(timezone.utc).isoformat(),
+        "command": cfg.argv,
+        "reference": {"runner": REFERENCE, "pipeline": "same as the row", "meaning": "lateral difference is runner vs torch fp32 on the same input"},
+        "accuracy_reference": "ground truth (TuSimple accuracy/FP/FN, 20 px threshold scaled to image width)",
+        "provenance": {
+            "git_sha": git_sha(),
+            "versions": versions(),
+            "checkpoint": {"path": str(ckpt.path), "sha256": ckpt.sha256, "name": ckpt.name, "method": ckpt.meta.get("method")},
+            "cases": {c.name: {"path": str(c.root), "sha256": c.content_hash(), "frames": len(c)} for c in cases},
+            "pipelines": {p.name: p.to_dict() for p in pipelines},
+            "runners": runner_info,
+        },
+        "results": _aggregate(preds, times, frames_done, cases, adapter, runner_info),
+        "pipeline_gap": _pipeline_gap(preds, pipe_names),
+        "errors": errors,
+    }
+    atomic.write_json(out / "summary.json", summary)
+    return ReplayResult(out, summary, exit_code)
+
+
+def _aggregate(preds, times, frames_done, cases, adapter, runner_info) -> list[dict]:
+    by_case = {c.name: c for c in cases}
+    results = []
+    for (rname, pname), per_case in preds.items():
+        acc_rows = []
+        xs, refs = [], []
+        for cname, x in per_case.items():
+            case = by_case[cname]
+            rows = adapter.anchor_rows(case.height)
+            if case.gt is not None:
+                acc_rows.append(tusimple(x, resample_rows(case.gt, case.anchor_rows, rows), rows, case.width))
+            xs.append(x.ravel())
+            refs.append(preds[(REFERENCE, pname)][cname].ravel())
+        acc = np.concatenate(acc_rows).mean(axis=0) if acc_rows else [float("nan")] * 3
+        diff = lateral_difference(np.concatenate(xs), np.concatenate(refs))
+        results.append(
+            {
+                "runner": rname,
+                "pipeline": pname,
+                "label": runner_info[rname]["label"],
+                "frames": frames_done[(rname, pname)],
+                "accuracy": float(acc[0]),
+                "fp": float(acc[1]),
+                "fn": float(acc[2]),
+                "dx_ref_mean_px": diff["mean_px"],
+                "dx_ref_p99_px": diff["p99_px"],
+                "dx_ref_max_px": diff["max_px"],
+                "existence_disagreement": diff["existence_disagreement"],
+                "fps": frames_done[(rname, pname)] / times[(rname, pname)] if times[(rname, pname)] > 0 else float("nan"),
+            }
+        )
+    return results
+
+
+def _pipeline_gap(preds, pipe_names) -> list[dict]:
+    """Each runner's lanes on the vehicle pipeline vs the same runner on the training pipeline."""
+    if not {"vehicle", "training"} <= set(pipe_names):
+        return []
+    out = []
+    for (rname, pname), per_case in preds.items():
+        if pname != "vehicle" or (rname, "training") not in preds:
+            continue
+        other = preds[(rname, "training")]
+        common = [c for c in per_case if c in other]
+        if not common:
+            continue
+        d = lateral_difference(np.concatenate([per_case[c].ravel() for c in common]), np.concatenate([other[c].ravel() for c in common]))
+        out.append({"runner": rname, "vehicle_vs_training": d})
+    return out
+
+
+def format_table(summary: dict) -> str:
+    """The per-runner table printed at the end of a replay."""
+    head = f"{'runner':<10} {'pipeline':<9} {'frames':>6} {'acc':>6} {'FP':>6} {'FN':>6} {'dx mean':>8} {'dx p99':>7} {'dx max':>7} {'exist!=':>7} {'fps':>7}"
+    lines = [head, "-" * len(head)]
+
+    def f(v, fmt):
+        return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, fmt)
+
+    for r in summary["results"]:
+        lines.append(
+            f"{r['runner']:<10} {r['pipeline']:<9} {r['frames']:>6} {f(r['accuracy'], '.4f'):>6} {f(r['fp'], '.3f'):>6} "
+            f"{f(r['fn'], '.3f'):>6} {f(r['dx_ref_mean_px'], '.3f'):>8} {f(r['dx_ref_p99_px'], '.2f'):>7} "
+            f"{f(r['dx_ref_max_px'], '.2f'):>7} {f(r['existence_disagreement'], '.4f'):>7} {f(r['fps'], '.0f'):>7}"
+        )
+    lines.append("dx: lateral difference vs torch fp32 on the same pipeline, px in source image; exist!=: share of points where existence differs")
+    labels = {r["runner"]: r["label"] for r in summary["results"]}
+    for name, label in labels.items():
+        lines.append(f"  {name}: {label}")
+    for g in summary.get("pipeline_gap", []):
+        d = g["vehicle_vs_training"]
+        lines.append(
+            f"pipeline gap ({g['runner']}, vehicle vs training): mean {f(d['mean_px'], '.2f')} px, p99 {f(d['p99_px'], '.2f')} px, "
+            f"max {f(d['max_px'], '.2f')} px, existence differs at {f(d['existence_disagreement'], '.4f')} of points"
+        )
+    for e in summary.get("errors", []):
+        lines.append(f"FAILED case {e['case']}: {e['error']}")
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""Runner registry: names users type (`torch`, `ort-fp32`, ...) -> lazily built runners.
+
+Entries name the modules they need; `available()` checks them without importing heavy packages,
+so `parity runners` and `--runners auto` know what this machine can run.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import RunnerUnavailable, UsageError
+from .base import Runner, RunnerError, TensorSpec
+
+__all__ = ["Runner", "RunnerError", "TensorSpec", "RUNNERS", "RunnerEntry", "create", "resolve", "REFERENCE"]
+
+REFERENCE = "torch"
+
+
+@dataclass(frozen=True)
+class RunnerEntry:
+    name: str
+    description: str
+    requires: tuple[str, ...]
+    install_hint: str
+    factory: Callable
+
+    def missing(self) -> list[str]:
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def available(self) -> bool:
+        return not self.missing()
+
+
+def _torch(name, checkpoint, cache):
+    from .torch_runner import TorchRunner
+
+    adapter = checkpoint.adapter()
+    return TorchRunner(name, checkpoint.build_model, adapter.input_name, adapter.output_name, adapter.input_shape())
+
+
+def _ort(precision: str):
+    def make(name, checkpoint, cache):
+        from ..artifacts import export_onnx, fp16_onnx
+        from .onnxrt import OnnxRuntimeRunner
+
+        path, meta = export_onnx(checkpoint, cache)
+        label = "fp32 (onnxruntime CPU provider)"
+        if precision == "fp16":
+            path, meta = fp16_onnx(path, cache)
+            # The CPU provider has few fp16 kernels: it inserts Casts and computes in fp32.
+            label = "fp16 storage, fp32 arithmetic (onnxruntime CPU provider)"
+        artifact = {"artifact_sha256": meta["sha256"], "artifact_key": meta["key"]}
+        if "clamped_initializers" in meta:
+            artifact["clamped_initializers"] = meta["clamped_initializers"]
+        return OnnxRuntimeRunner(name, path, label, ("CPUExecutionProvider",), artifact)
+
+    return make
+
+
+RUNNERS: dict[str, RunnerEntry] = {
+    e.name: e
+    for e in (
+        RunnerEntry("torch", "PyTorch fp32 on CPU (the reference)", ("torch",), "pip install torch", _torch),
+        RunnerEntry("ort-fp32", "ONNX Runtime, fp32 ONNX export, CPU provider", ("onnxruntime", "onnx"), "pip install onnxruntime onnx", _ort("fp32")),
+        RunnerEntry(
+            "ort-fp16", "ONNX Runtime, fp16 ONNX (fp32 IO), CPU provider: fp16 storage, fp32 arithmetic",
+            ("onnxruntime", "onnx", "onnxconverter_common"), "pip install onnxruntime onnx onnxconverter-common", _ort("fp16"),
+        ),
+    )
+}
+
+
+def resolve(spec: str | list[str]) -> list[str]:
+    """'auto' -> every runner available here; otherwise a checked comma-separated list."""
+    names = spec if isinstance(spec, list) else [s.strip() for s in spec.split(",") if s.strip()]
+    if names == ["auto"]:
+        return [n for n, e in RUNNERS.items() if e.available()]
+    if not names:
+        raise UsageError("no runners given")
+    for n in names:
+        if n not in RUNNERS:
+            close = difflib.get_close_matches(n, RUNNERS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UsageError(f"unknown runner {n!r}{hint} (known: {', '.join(RUNNERS)})")
+    return list(dict.fromkeys(names))
+
+
+def create(name: str, checkpoint, cache) -> Runner:
+    entry = RUNNERS[resolve([name])[0]]
+    missing = entry.missing()
+    if missing:
+        raise RunnerUnavailable(f"runner {name!r} needs {', '.join(missing)}, which is not installed ({entry.install_hint})")
+    return entry.factory(name, checkpoint, cache)

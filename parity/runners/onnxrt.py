@@ -1,0 +1,54 @@
+"""ONNX Runtime runner (CPU provider here; CUDA/TensorRT providers where onnxruntime-gpu is installed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import Runner, TensorSpec
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(uint8)": "uint8"}
+
+
+class OnnxRuntimeRunner(Runner):
+    def __init__(self, name: str, onnx_path: Path, label: str, providers=("CPUExecutionProvider",), artifact: dict | None = None):
+        super().__init__(name)
+        self.onnx_path = Path(onnx_path)
+        self.label = label
+        self.providers = list(providers)
+        self.artifact = artifact or {}
+        self.session = None
+
+    def activate_impl(self) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.onnx_path), sess_options=opts, providers=self.providers)
+
+    def io_spec_impl(self) -> dict[str, TensorSpec]:
+        spec = {}
+        for i in self.session.get_inputs():
+            shape = tuple(d if isinstance(d, int) else None for d in i.shape)
+            spec[i.name] = TensorSpec(shape, _ORT_TYPES.get(i.type, i.type))
+        return spec
+
+    def infer_impl(self, feed):
+        names = [o.name for o in self.session.get_outputs()]
+        outs = self.session.run(names, feed)
+        return {n: np.asarray(o) for n, o in zip(names, outs)}
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+    def describe_impl(self) -> dict:
+        import onnxruntime as ort
+
+        return {
+            "backend": "onnxruntime",
+            "onnxruntime": ort.__version__,
+            "providers": self.providers,
+            "onnx": str(self.onnx_path),
+            **self.artifact,
+        }

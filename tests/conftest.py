@@ -1,0 +1,63 @@
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity.synth import Scenario, write_case
+
+
+def _tiny_scenario(name="tiny", **kw):
+    params = dict(seed=7, frames=6, fps=10.0, k0=1 / 500, drift_amp_m=0.4)
+    params.update(kw)
+    return Scenario(name, **params)
+
+
+@pytest.fixture(scope="session")
+def tiny_scenario():
+    return _tiny_scenario()
+
+
+@pytest.fixture(scope="session")
+def tiny_case(tmp_path_factory, tiny_scenario) -> Path:
+    """A 6-frame case with NV12 + JPEG streams and GT."""
+    return write_case(tiny_scenario, tmp_path_factory.mktemp("cases") / "tiny")
+
+
+@pytest.fixture
+def case_copy(tmp_path, tiny_case) -> Path:
+    """A private copy of the tiny case that a test may break."""
+    import shutil
+
+    dst = tmp_path / "tiny"
+    shutil.copytree(tiny_case, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory):
+    """The reference architecture with seeded random weights: enough to test every stage's plumbing."""
+    import torch
+
+    from parity.checkpoint import save_checkpoint
+    from parity.models.rowanchor import RowAnchorAdapter
+
+    torch.manual_seed(0)
+    adapter = RowAnchorAdapter()
+    model = adapter.build().eval()
+    path = tmp_path_factory.mktemp("ckpt") / "random.pt"
+    return save_checkpoint(path, model, {"method": "random-init", "config": adapter.config.to_dict(), "hyperparameters": {}})
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("artifact-cache")
+
+
+def run_cli(*args, cwd=None):
+    """Run `python -m parity` in a subprocess: real exit code, real stderr."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "parity", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from parity.case import load_case
+from parity.colour import nv12_to_rgb, rgb_to_nv12
+from parity.models.rowanchor import RowAnchorAdapter
+
+
+def test_limited_range_levels():
+    img = np.zeros((2, 2, 3), np.uint8)
+    assert rgb_to_nv12(img)[:2].max() == 16  # black is Y=16 in limited range
+    assert rgb_to_nv12(img + 255)[:2].min() == 235  # white is Y=235
+    assert rgb_to_nv12(img + 255, yuv_range="full")[:2].min() == 255
+
+
+@pytest.mark.parametrize("matrix", ["bt601", "bt709"])
+@pytest.mark.parametrize("rng_", ["limited", "full"])
+def test_nv12_round_trip_on_smooth_image(matrix, rng_):
+    yy, xx = np.mgrid[0:64, 0:96]
+    rgb = np.stack([xx * 2.5, yy * 3.5, 200 - xx], axis=-1).clip(0, 255).astype(np.uint8)
+    back = nv12_to_rgb(rgb_to_nv12(rgb, matrix, rng_), matrix, rng_)
+    assert np.abs(back.astype(int) - rgb).max() <= 4  # chroma subsampling of a smooth ramp + rounding
+
+
+def test_wrong_matrix_or_range_shifts_colour():
+    rgb = np.full((4, 4, 3), (0, 200, 0), np.uint8)
+    nv12 = rgb_to_nv12(rgb, "bt601", "limited")
+    assert nv12_to_rgb(nv12, "bt601", "limited")[0, 0].tolist() == [0, 200, 0]
+    assert nv12_to_rgb(nv12, "bt709", "limited")[0, 0, 1] < 175  # green loses ~30 levels
+    assert nv12_to_rgb(nv12, "bt601", "full")[0, 0, 0] > 10  # range mismatch lifts black
+
+
+def test_training_and_vehicle_pipelines_differ(tiny_case):
+    case = load_case(tiny_case)
+    pipes = RowAnchorAdapter().pipelines()
+    a = pipes["training"].prepare(case, [0, 1])
+    b = pipes["vehicle"].prepare(case, [0, 1])
+    assert a.shape == b.shape == (2, 3, 112, 288) and a.dtype == np.float32
+    diff = np.abs(a - b)
+    assert diff.mean() > 0.02  # really different inputs...
+    assert diff.mean() < 0.5  # ...of the same scene
+    assert pipes["training"].stream_for(case) == "jpeg" and pipes["vehicle"].stream_for(case) == "nv12"

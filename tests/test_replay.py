@@ -1,0 +1,99 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from parity.cli import main
+
+from .conftest import run_cli
+
+
+def test_replay_end_to_end(tiny_case, random_checkpoint, cache_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main([
+        "replay", "--cases", str(tiny_case), "--checkpoint", str(random_checkpoint.path),
+        "--runners", "torch,ort-fp32,ort-fp16", "--pipeline", "vehicle,training",
+        "--out", str(out), "--cache-dir", str(cache_dir), "--batch-size", "4", "--no-progress",
+    ])
+    printed = capsys.readouterr().out
+    assert code == 0
+    df = pd.read_parquet(out / "frames.parquet")
+    assert len(df) == 6 * 3 * 2 * 4  # frames x runners x pipelines x lanes
+    assert set(df.runner) == {"torch", "ort-fp32", "ort-fp16"} and set(df.pipeline) == {"vehicle", "training"}
+    assert {"case", "frame", "t", "lane", "x", "infer_ms", "perturbation", "severity", "checkpoint"} <= set(df.columns)
+    assert all(len(x) == 18 for x in df.x)
+    torch_rows = df[df.runner == "torch"]
+    assert np.nanmax(torch_rows.dx_ref_max_px.to_numpy(dtype=float), initial=0.0) == 0.0
+
+    summary = json.loads((out / "summary.json").read_text())
+    prov = summary["provenance"]
+    assert prov["checkpoint"]["sha256"] == random_checkpoint.sha256
+    assert len(prov["cases"]["tiny"]["sha256"]) == 64
+    assert {"torch", "onnxruntime", "numpy"} <= set(prov["versions"])
+    assert "git_sha" in prov and set(prov["runners"]) == {"torch", "ort-fp32", "ort-fp16"}
+    assert len(summary["results"]) == 6 and summary["errors"] == []
+    r = {(x["runner"], x["pipeline"]): x for x in summary["results"]}
+    assert r[("ort-fp32", "vehicle")]["dx_ref_max_px"] < 0.05
+    assert 0 <= r[("torch", "vehicle")]["accuracy"] <= 1
+    assert summary["pipeline_gap"] and summary["pipeline_gap"][0]["vehicle_vs_training"]["points"] > 0
+    for name in ("torch", "ort-fp32", "ort-fp16", "fps", "pipeline gap"):
+        assert name in printed
+
+
+def test_reference_runner_is_added_when_missing(tiny_case, random_checkpoint, cache_dir, tmp_path):
+    out = tmp_path / "run"
+    assert main(["replay", "--cases", str(tiny_case), "--checkpoint", str(random_checkpoint.path), "--runners", "ort-fp16",
+                 "--out", str(out), "--cache-dir", str(cache_dir), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [x["runner"] for x in summary["results"]] == ["torch", "ort-fp16"]
+
+
+def test_one_bad_case_does_not_kill_the_run(tiny_case, random_checkpoint, cache_dir, tmp_path):
+    suite = tmp_path / "suite"
+    shutil.copytree(tiny_case, suite / "good")
+    shutil.copytree(tiny_case, suite / "bad")
+    meta = json.loads((suite / "bad" / "case.json").read_text())
+    meta["name"] = "bad"
+    (suite / "bad" / "case.json").write_text(json.dumps(meta))
+    (suite / "bad" / "jpeg" / "000004.jpg").write_bytes(b"not a jpeg")  # passes validation, fails on decode
+    out = tmp_path / "run"
+    code = main(["replay", "--cases", str(suite), "--checkpoint", str(random_checkpoint.path), "--runners", "torch",
+                 "--pipeline", "training", "--out", str(out), "--cache-dir", str(cache_dir), "--no-progress"])
+    assert code == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert [e["case"] for e in summary["errors"]] == ["bad"] and "000004.jpg" in summary["errors"][0]["error"]
+    df = pd.read_parquet(out / "frames.parquet")
+    assert set(df.case) == {"tiny"}  # the good case's results survive
+
+
+def test_missing_path_is_one_line_exit_2(random_checkpoint):
+    res = run_cli("replay", "--cases", "/nonexistent", "--checkpoint", random_checkpoint.path)
+    assert res.returncode == 2
+    assert res.stderr.strip() == "parity: error: /nonexistent: no such file or directory"
+
+
+def test_corrupt_case_json_exit_2(case_copy, random_checkpoint):
+    (case_copy / "case.json").write_text("{ not json")
+    res = run_cli("replay", "--cases", case_copy, "--checkpoint", random_checkpoint.path)
+    assert res.returncode == 2
+    assert str(case_copy / "case.json") in res.stderr and "invalid JSON" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--runners", "tensorrt-fp16"], "unknown runner 'tensorrt-fp16'"),
+        (["--pipeline", "car"], "unknown pipeline 'car'"),
+        (["--checkpoint", "/nope.pt"], "/nope.pt: no such checkpoint file"),
+    ],
+)
+def test_usage_errors_exit_2(tiny_case, random_checkpoint, args, message):
+    base = {"--checkpoint": str(random_checkpoint.path)}
+    for k, v in zip(args[::2], args[1::2]):
+        base[k] = v
+    argv = ["replay", "--cases", str(tiny_case)] + [x for kv in base.items() for x in kv]
+    res = run_cli(*argv)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from parity.artifacts import ArtifactCache
+from parity.case import load_case
+from parity.errors import RunnerUnavailable, UsageError
+from parity.runners import RUNNERS, RunnerEntry, RunnerError, create, resolve
+
+
+@pytest.fixture(scope="module")
+def feed(tiny_case, random_checkpoint):
+    adapter = random_checkpoint.adapter()
+    return {"image": adapter.pipelines()["vehicle"].prepare(load_case(tiny_case), range(4))}
+
+
+def _logits(name, ckpt, cache, feed):
+    with create(name, ckpt, cache) as r:
+        return r.infer(feed)["logits"], r
+
+
+def test_ort_fp32_matches_torch(random_checkpoint, cache_dir, feed):
+    cache = ArtifactCache(cache_dir)
+    ref, _ = _logits("torch", random_checkpoint, cache, feed)
+    got, runner = _logits("ort-fp32", random_checkpoint, cache, feed)
+    assert ref.shape == got.shape == (4, 65, 18, 4)
+    assert np.abs(ref - got).max() < 1e-4
+    assert runner.last_inference_time > 0
+
+
+def test_ort_fp16_is_close_and_labelled_honestly(random_checkpoint, cache_dir, feed):
+    cache = ArtifactCache(cache_dir)
+    ref, _ = _logits("torch", random_checkpoint, cache, feed)
+    got, runner = _logits("ort-fp16", random_checkpoint, cache, feed)
+    err = np.abs(ref - got).max()
+    assert 0 < err < 0.05 * np.abs(ref).max()  # fp16 weights: close, but not bit-equal
+    assert "fp16 storage, fp32 arithmetic" in runner.label
+    info = runner.describe()
+    assert info["artifact_key"]["keep_io_types"] is True and "clamped_initializers" in info
+
+
+def test_artifacts_are_cached_by_content(random_checkpoint, tmp_path):
+    first = ArtifactCache(tmp_path)
+    a = create("ort-fp16", random_checkpoint, first)
+    assert first.builds == 2  # fp32 export + fp16 conversion
+    second = ArtifactCache(tmp_path)
+    b = create("ort-fp16", random_checkpoint, second)
+    assert second.builds == 0 and a.onnx_path == b.onnx_path
+
+
+def test_runner_contract(random_checkpoint, cache_dir, feed):
+    r = create("ort-fp32", random_checkpoint, ArtifactCache(cache_dir))
+    with pytest.raises(RunnerError, match="before activate"):
+        r.infer(feed)
+    with r:
+        spec = r.io_spec()
+        assert spec["image"].shape == (None, 3, 112, 288) and spec["image"].dtype == "float32"
+        with pytest.raises(RunnerError, match="dtype float64"):
+            r.infer({"image": feed["image"].astype(np.float64)})
+        with pytest.raises(RunnerError, match="shape 4x3x100x288"):
+            r.infer({"image": feed["image"][:, :, :100]})
+        with pytest.raises(RunnerError, match="missing input 'image'"):
+            r.infer({"input": feed["image"]})
+    assert not r.is_active
+
+
+def test_registry_names():
+    assert resolve("auto") == ["torch", "ort-fp32", "ort-fp16"]
+    with pytest.raises(UsageError, match="did you mean 'ort-fp16'"):
+        resolve("ort-f16")
+
+
+def test_missing_dependency_gives_install_hint(random_checkpoint, cache_dir, monkeypatch):
+    fake = RunnerEntry("needs-nothing-here", "test", ("no_such_module_xyz",), "pip install xyz", lambda *a: None)
+    monkeypatch.setitem(RUNNERS, fake.name, fake)
+    assert fake.name not in resolve("auto")
+    with pytest.raises(RunnerUnavailable, match="no_such_module_xyz.*pip install xyz"):
+        create(fake.name, random_checkpoint, ArtifactCache(cache_dir))
