@@ -25,7 +25,7 @@ def test_nv12_round_trip_on_smooth_image(matrix, rng_):
 def test_wrong_matrix_or_range_shifts_colour():
     rgb = np.full((4, 4, 3), (0, 200, 0), np.uint8)
     nv12 = rgb_to_nv12(rgb, "bt601", "limited")
-    assert nv12_to_rgb(nv12, "bt601", "limited")[0, 0].tolist() == [0, 200, 0]
+    assert np.abs(nv12_to_rgb(nv12, "bt601", "limited")[0, 0].astype(int) - (0, 200, 0)).max() <= 1
     assert nv12_to_rgb(nv12, "bt709", "limited")[0, 0, 1] < 175  # green loses ~30 levels
     assert nv12_to_rgb(nv12, "bt601", "full")[0, 0, 0] > 10  # range mismatch lifts black
 
