@@ -7,9 +7,10 @@ preprocessing differences are reported apart; the pipeline gap is its own line.
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
-import time
 import traceback
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,7 +51,7 @@ class ReplayResult:
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**6:06d}"
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
 def load_all_cases(paths: list[str]) -> list[Case]:
@@ -79,13 +80,10 @@ def _lane_rows(case, runner, pipeline, ckpt_name, lane_names, x, ref, gt_scores,
     lane = np.tile(np.arange(L), T)
     flat = x.reshape(T * L, R)
     diff = np.abs(x - ref).reshape(T * L, R)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN lanes give NaN, as intended
-            dmean = np.nanmean(diff, axis=1)
-            dmax = np.nanmax(diff, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a lane absent in either gives NaN, as intended
+        dmean = np.nanmean(diff, axis=1)
+        dmax = np.nanmax(diff, axis=1)
     df = pd.DataFrame(
         {
             "checkpoint": ckpt_name,
@@ -146,7 +144,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     total = sum(len(c) for c in cases) * len(pipelines)
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc="replay", unit="frame", disable=not cfg.progress, file=sys.stderr)
+    bar = tqdm(total=total, desc="replay", unit="frame", disable=None if cfg.progress else True, file=sys.stderr)
     with ExitStack() as stack:
         for r in runners:
             stack.enter_context(r)
@@ -287,6 +285,7 @@ def format_table(summary: dict) -> str:
             f"{f(r['dx_ref_max_px'], '.2f'):>7} {f(r['existence_disagreement'], '.4f'):>7} {f(r['fps'], '.0f'):>7}"
         )
     lines.append("dx: lateral difference vs torch fp32 on the same pipeline, px in source image; exist!=: share of points where existence differs")
+    lines.append("fps: runner inference alone (no preprocessing), batches of the run's --batch-size")
     labels = {r["runner"]: r["label"] for r in summary["results"]}
     for name, label in labels.items():
         lines.append(f"  {name}: {label}")

@@ -47,7 +47,7 @@ def generate_suite(name: str, out: str | Path, force: bool = False, progress: bo
     try:
         from tqdm import tqdm
 
-        it = tqdm(scenarios, desc=f"suite {name}", unit="case", disable=not progress)
+        it = tqdm(scenarios, desc=f"suite {name}", unit="case", disable=None if progress else True)
     except ImportError:  # pragma: no cover - tqdm is a core dependency
         it = scenarios
     for scn in it:

@@ -106,7 +106,7 @@ def train(
     history = []
     from tqdm import tqdm
 
-    bar = tqdm(total=steps, desc="train", unit="step", disable=not progress)
+    bar = tqdm(total=steps, desc="train", unit="step", disable=None if progress else True)
     model.train()
     for epoch in range(epochs):
         perm = torch.randperm(n, generator=gen)
