@@ -38,6 +38,8 @@ class Case:
     gt: np.ndarray | None = None
     anchor_rows: np.ndarray | None = None
     lane_names: list[str] = field(default_factory=list)
+    gt_points: np.ndarray | None = None  # [frame, lane, row, 3] metres, ISO 8855 vehicle frame
+    labelled: np.ndarray | None = None  # bool [frame]: which frames carry GT (all when GT exists)
 
     @property
     def name(self) -> str:
@@ -61,6 +63,11 @@ class Case:
 
     def __len__(self) -> int:
         return len(self.frame_files)
+
+    def frame_label(self, index: int) -> str:
+        """What a frame is called outside parity (its original file name for imported cases)."""
+        entry = self.meta["frames"][index]
+        return entry.get("source_file") or next(entry[s] for s in STREAMS if s in entry)
 
     def read(self, index: int, stream: str) -> np.ndarray:
         """Frame `index` of `stream`: NV12 as a (H*3/2)xW uint8 array, RGB streams as HxWx3 uint8."""
@@ -93,6 +100,8 @@ class Case:
         lanes = self.meta.get("lanes")
         if lanes:
             files.append(lanes["file"])
+            if lanes.get("points_file"):
+                files.append(lanes["points_file"])
         for entry in self.frame_files:
             files.extend(entry[s] for s in STREAMS if s in entry)
         for rel in files:
@@ -200,10 +209,12 @@ def load_case(path: str | os.PathLike) -> Case:
                 problems.append(
                     f"{fp}: {fp.stat().st_size} bytes, expected {nv12_bytes} for {width}x{height} NV12 ({where})"
                 )
+            elif s in RGB_STREAMS and width and height:
+                problems.extend(_image_size_problems(fp, width, height, where))
             files[s] = rel
         frame_files.append(files)
 
-    gt = anchor_rows = None
+    gt = anchor_rows = points = labelled = None
     lane_names: list[str] = []
     lanes = meta.get("lanes")
     if lanes is not None:
@@ -212,7 +223,6 @@ def load_case(path: str | os.PathLike) -> Case:
         else:
             lane_names = lanes.get("names") or []
             rows = lanes.get("anchor_rows")
-            rel = lanes.get("file")
             if not isinstance(lane_names, list) or not all(isinstance(n, str) for n in lane_names) or not lane_names:
                 bad("lanes.names", "must be a non-empty list of strings")
                 lane_names = []
@@ -225,29 +235,20 @@ def load_case(path: str | os.PathLike) -> Case:
                     bad("lanes.anchor_rows", "must be strictly increasing")
                 if height and (anchor_rows.min() < 0 or anchor_rows.max() > height - 1):
                     bad("lanes.anchor_rows", f"rows must lie in [0, {height - 1}], got {anchor_rows.min()}..{anchor_rows.max()}")
-            if not isinstance(rel, str) or not _inside(root, rel):
-                bad("lanes.file", f"missing or escapes the case folder: {rel!r}")
-            elif not (root / rel).is_file():
-                problems.append(f"{root / rel}: missing GT lanes file (lanes.file)")
+            want = (len(frames), len(lane_names), len(rows) if rows else None)
+            gt = _load_array(root, lanes, "file", want, "[frames, lanes, rows]", bad, problems, required=True)
+            if lanes.get("points_file") is not None:
+                points = _load_array(root, lanes, "points_file", (*want, 3), "[frames, lanes, rows, xyz]", bad, problems)
+            lf = lanes.get("labelled_frames")
+            if lf is None:
+                labelled = np.ones(len(frames), dtype=bool)
+            elif not isinstance(lf, list) or not all(isinstance(i, int) and 0 <= i < len(frames) for i in lf):
+                bad("lanes.labelled_frames", f"must be a list of frame indices in 0..{len(frames) - 1}")
             else:
-                try:
-                    gt = np.load(root / rel, allow_pickle=False)
-                except (OSError, ValueError) as exc:
-                    problems.append(f"{root / rel}: not a readable .npy array: {exc}")
-                    gt = None
-                if gt is not None:
-                    want = (len(frames), len(lane_names), len(rows) if rows else None)
-                    if gt.ndim != 3 or gt.shape != want or not np.issubdtype(gt.dtype, np.floating):
-                        problems.append(
-                            f"{root / rel}: GT lanes must be float [frames, lanes, rows] = {want}, got {gt.dtype} {gt.shape}"
-                        )
-                        gt = None
-                    elif np.isinf(gt).any():
-                        problems.append(f"{root / rel}: GT lanes contain Inf (use NaN for absent points)")
-                        gt = None
-                    else:
-                        gt = gt.astype(np.float32)
+                labelled = np.zeros(len(frames), dtype=bool)
+                labelled[lf] = True
 
+    problems.extend(_extra_files(root, frame_files, streams))
     if problems:
         raise CaseError(problems)
     return Case(
@@ -258,7 +259,63 @@ def load_case(path: str | os.PathLike) -> Case:
         gt=gt,
         anchor_rows=anchor_rows,
         lane_names=lane_names,
+        gt_points=points,
+        labelled=labelled,
     )
+
+
+def _image_size_problems(path: Path, width: int, height: int, where: str) -> list[str]:
+    """Reads the image header only (no decode)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            size = im.size
+    except (OSError, UnidentifiedImageError) as exc:
+        return [f"{path}: not a readable image ({where}): {exc}"]
+    if size != (width, height):
+        return [f"{path}: frame is {size[0]}x{size[1]}, case.json image is {width}x{height} ({where})"]
+    return []
+
+
+def _load_array(root, lanes, key, want, what, bad, problems, required=False):
+    rel = lanes.get(key)
+    if not isinstance(rel, str) or not _inside(root, rel):
+        bad(f"lanes.{key}", f"missing or escapes the case folder: {rel!r}")
+        return None
+    path = root / rel
+    if not path.is_file():
+        problems.append(f"{path}: missing GT file (lanes.{key})")
+        return None
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        problems.append(f"{path}: not a readable .npy array: {exc}")
+        return None
+    if arr.shape != want or not np.issubdtype(arr.dtype, np.floating):
+        problems.append(f"{path}: GT must be float {what} = {want}, got {arr.dtype} {arr.shape}")
+        return None
+    if np.isinf(arr).any():
+        problems.append(f"{path}: GT contains Inf (use NaN for absent points)")
+        return None
+    return arr.astype(np.float32)
+
+
+_STREAM_SUFFIXES = {"nv12": (".nv12", ".yuv"), "jpeg": (".jpg", ".jpeg"), "png": (".png",)}
+
+
+def _extra_files(root: Path, frame_files: list[dict[str, str]], streams: list[str]) -> list[str]:
+    """Frame files lying in a stream's folders that case.json does not list (a frame dropped from the list)."""
+    out = []
+    for s in streams:
+        listed = {(root / f[s]).resolve() for f in frame_files if s in f}
+        for folder in sorted({p.parent for p in listed}):
+            if folder == root.resolve():
+                continue
+            for p in sorted(folder.iterdir()):
+                if p.suffix.lower() in _STREAM_SUFFIXES[s] and p.resolve() not in listed:
+                    out.append(f"{p}: extra frame file not listed in case.json frames ({s})")
+    return out
 
 
 def find_cases(paths: list[str | os.PathLike]) -> list[Path]:
@@ -292,12 +349,13 @@ class CaseWriter:
         self.jpeg_quality = jpeg_quality
         self.frames: list[dict] = []
         self.lanes: list[np.ndarray] = []
+        self.points: list[np.ndarray] = []
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / CASE_FILE).unlink(missing_ok=True)  # the case is unfinished until close()
         for s in self.streams:
             (self.root / _STREAM_DIR[s]).mkdir(exist_ok=True)
 
-    def add(self, t: float, rgb: np.ndarray | None = None, nv12: np.ndarray | None = None, lanes=None) -> None:
+    def add(self, t: float, rgb: np.ndarray | None = None, nv12: np.ndarray | None = None, lanes=None, lanes3d=None) -> None:
         i = len(self.frames)
         entry: dict = {"t": round(float(t), 6)}
         for s in self.streams:
@@ -317,20 +375,54 @@ class CaseWriter:
         self.frames.append(entry)
         if lanes is not None:
             self.lanes.append(np.asarray(lanes, dtype=np.float32))
+        if lanes3d is not None:
+            self.points.append(np.asarray(lanes3d, dtype=np.float32))
 
-    def close(self, lane_names: list[str] | None = None, anchor_rows=None) -> Path:
+    def add_files(self, t: float, files: dict[str, str | os.PathLike], source_file: str | None = None, lanes=None) -> None:
+        """Add a frame from existing files (hard-linked where possible, else copied), keeping its original name."""
+        import shutil
+
+        i = len(self.frames)
+        entry: dict = {"t": round(float(t), 6)}
+        for s in self.streams:
+            src = Path(files[s])
+            rel = f"{_STREAM_DIR[s]}/{i:06d}{src.suffix.lower()}"
+            dst = self.root / rel
+            dst.unlink(missing_ok=True)
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+            entry[s] = rel
+        if source_file:
+            entry["source_file"] = source_file
+        self.frames.append(entry)
+        if lanes is not None:
+            self.lanes.append(np.asarray(lanes, dtype=np.float32))
+
+    def close(self, lane_names: list[str] | None = None, anchor_rows=None, labelled_frames=None) -> Path:
         meta = {"schema_version": SCHEMA_VERSION, **self.meta, "streams": self.streams, "frames": self.frames}
         if self.lanes:
-            with atomic.atomic_path(self.root / "lanes.npy") as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, np.stack(self.lanes), allow_pickle=False)
+            _save_npy(self.root / "lanes.npy", np.stack(self.lanes))
             meta["lanes"] = {
                 "file": "lanes.npy",
                 "names": list(lane_names),
                 "anchor_rows": [float(r) for r in anchor_rows],
             }
+            if self.points:
+                _save_npy(self.root / "lanes3d.npy", np.stack(self.points))
+                meta["lanes"]["points_file"] = "lanes3d.npy"
+                meta["lanes"]["points_frame"] = "ISO 8855 vehicle frame: x forward, y left, z up, metres, origin on the ground under the camera"
+            if labelled_frames is not None:
+                meta["lanes"]["labelled_frames"] = [int(i) for i in labelled_frames]
         atomic.write_json(self.root / CASE_FILE, meta)
         return self.root
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with atomic.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
 
 
 _STREAM_DIR = {"nv12": "frames", "jpeg": "jpeg", "png": "png"}

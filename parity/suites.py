@@ -1,31 +1,65 @@
-"""Named sets of synthetic cases: the bundled default replay suite and the reference model's training set.
+"""Named synthetic scenarios and suites: the bundled default replay suite and the training set.
 
-Suites are recipes (scenario + seed), not data: `generate_suite` renders them on first use, and
-the seeds of the default suite never occur in the training set, so it is held out.
+Suites are recipes (scenario + seed), not data: `generate_suite` renders them on first use. The
+default suite's seeds never occur in the training set, so it is held out.
 """
 from __future__ import annotations
 
+import difflib
+import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from .case import CASE_FILE, load_case
 from .errors import UsageError
-from .synth import Scenario, write_case
+from .synth import Camera, Scenario, Vehicle, write_case
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("straight_day", seed=1001, frames=120, fps=20.0, tags=("day", "straight")),
+        Scenario(
+            "curve_left", seed=1002, frames=120, fps=20.0, lanes=4, start_lane=2,
+            curvature=((0.0, 0.0), (60.0, -1 / 350)), tags=("day", "curve", "clothoid"),
+        ),
+        Scenario(
+            "s_curve_dusk", seed=1003, frames=120, fps=15.0, ka=1 / 300, period_m=420, drift_amp_m=0.45,
+            drift_period_s=3.5, lighting="dusk", light=0.6, tint=(1.08, 0.95, 0.85), shadows=True,
+            noise_sigma=3.0, tags=("dusk", "s-curve", "shadows"),
+        ),
+        Scenario(
+            "lane_change", seed=1004, frames=120, fps=20.0, lanes=3, start_lane=0, lane_changes=((1.0, 1),),
+            lane_change_s=4.0, drift_amp_m=0.1, curvature=((0.0, 1 / 900),), tags=("day", "lane-change"),
+        ),
+        Scenario(
+            "night", seed=1005, frames=120, fps=20.0, lighting="night", light=0.9, noise_sigma=3.0,
+            curvature=((0.0, 1 / 700),), markings=("solid", "dashed", "double", "solid"), tags=("night",),
+        ),
+        Scenario(
+            "tunnel_exit", seed=1006, frames=120, fps=20.0, speed_mps=20.0, lighting="tunnel_exit",
+            tunnel_exit_s=40.0, lanes=2, start_lane=0, tags=("tunnel", "exposure"),
+        ),
+        Scenario(
+            "worn_markings", seed=1007, frames=120, fps=10.0, wear=0.55, missing_dashes=0.3, asphalt=0.42,
+            width_var_m=0.2, camera=Camera(roll_deg=0.8), tags=("day", "worn-paint", "roll"),
+        ),
+        Scenario(
+            "occlusion_traffic", seed=1008, frames=120, fps=30.0, speed_mps=15.0, lanes=3, start_lane=1,
+            vehicles=(Vehicle(1, 14.0, 0.5), Vehicle(2, 9.0, 1.5, (0.55, 0.55, 0.6)), Vehicle(0, 25.0, -2.0, (0.5, 0.1, 0.1))),
+            tags=("day", "occlusion", "traffic"),
+        ),
+        Scenario(
+            "rain_merge", seed=1009, frames=120, fps=20.0, lanes=3, start_lane=1, rain=0.6, merge=(20.0, 140.0),
+            noise_sigma=2.5, tags=("rain", "merge"),
+        ),
+    )
+}
 
 
 def default_suite() -> list[Scenario]:
-    return [
-        Scenario("straight_day", seed=1001, frames=120, tags=("day", "straight")),
-        Scenario("curve_left", seed=1002, frames=120, k0=-1 / 350, lanes_total=4, ego_lane=2, tags=("day", "curve")),
-        Scenario(
-            "s_curve_weave", seed=1003, frames=120, ka=1 / 300, period_m=420, drift_amp_m=0.5,
-            drift_period_s=3.5, tags=("day", "s-curve", "weave"),
-        ),
-        Scenario(
-            "dusk_shadows", seed=1004, frames=120, k0=1 / 600, light=0.6, tint=(1.08, 0.95, 0.85),
-            shadows=True, noise_sigma=3.5, lanes_total=2, ego_lane=0, tags=("dusk", "shadows"),
-        ),
-    ]
+    return list(SCENARIOS.values())
 
 
 def train_suite(n_cases: int = 48, frames: int = 25) -> list[Scenario]:
@@ -36,28 +70,46 @@ def train_suite(n_cases: int = 48, frames: int = 25) -> list[Scenario]:
 SUITES = {"default": (default_suite, ("nv12", "jpeg")), "train": (train_suite, ("jpeg",))}
 
 
+def scenario(name: str, seed: int | None = None, frames: int | None = None) -> Scenario:
+    """A named scenario, optionally with another seed (noise, texture, wear) or length."""
+    if name not in SCENARIOS:
+        close = difflib.get_close_matches(name, SCENARIOS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UsageError(f"unknown scenario {name!r}{hint} (known: {', '.join(SCENARIOS)})")
+    scn = SCENARIOS[name]
+    changes = {k: v for k, v in (("seed", seed), ("frames", frames)) if v is not None}
+    return replace(scn, **changes) if changes else scn
+
+
 def generate_suite(name: str, out: str | Path, force: bool = False, progress: bool = True) -> list[Path]:
     """Render every case of suite `name` under `out`; cases already complete are kept."""
     if name not in SUITES:
         raise UsageError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
     make, streams = SUITES[name]
     out = Path(out)
-    paths = []
     scenarios = make()
-    try:
-        from tqdm import tqdm
+    todo = [s for s in scenarios if force or not (out / s.name / CASE_FILE).is_file()]
+    from tqdm import tqdm
 
-        it = tqdm(scenarios, desc=f"suite {name}", unit="case", disable=None if progress else True)
-    except ImportError:  # pragma: no cover - tqdm is a core dependency
-        it = scenarios
-    for scn in it:
-        root = out / scn.name
-        if (root / CASE_FILE).is_file() and not force:
-            paths.append(root)
-            continue
-        if root.exists():
-            shutil.rmtree(root)
-        paths.append(write_case(scn, root, streams=streams))
+    # Cases are independent and deterministic: render them in parallel, one process per core.
+    workers = min(len(todo), os.cpu_count() or 1)
+    with tqdm(total=len(todo), desc=f"suite {name}", unit="case", disable=None if progress else True) as bar:
+        if workers > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                for _ in pool.map(_render_case, todo, [out] * len(todo), [streams] * len(todo)):
+                    bar.update(1)
+        else:
+            for scn in todo:
+                _render_case(scn, out, streams)
+                bar.update(1)
+    paths = [out / s.name for s in scenarios]
     for p in paths:
         load_case(p)  # a generated suite must validate
     return paths
+
+
+def _render_case(scn: Scenario, out: Path, streams) -> Path:
+    root = out / scn.name
+    if root.exists():
+        shutil.rmtree(root)
+    return write_case(scn, root, streams=streams)

@@ -9,7 +9,7 @@ from parity.synth import Scenario, write_case
 
 
 def _tiny_scenario(name="tiny", **kw):
-    params = dict(seed=7, frames=6, fps=10.0, k0=1 / 500, drift_amp_m=0.4)
+    params = dict(seed=7, frames=6, fps=10.0, curvature=((0.0, 1 / 500),), drift_amp_m=0.4)
     params.update(kw)
     return Scenario(name, **params)
 

@@ -57,7 +57,8 @@ def test_one_bad_case_does_not_kill_the_run(tiny_case, random_checkpoint, cache_
     meta = json.loads((suite / "bad" / "case.json").read_text())
     meta["name"] = "bad"
     (suite / "bad" / "case.json").write_text(json.dumps(meta))
-    (suite / "bad" / "jpeg" / "000004.jpg").write_bytes(b"not a jpeg")  # passes validation, fails on decode
+    jpg = suite / "bad" / "jpeg" / "000004.jpg"
+    jpg.write_bytes(jpg.read_bytes()[:2000])  # the header still validates; decoding fails mid-run
     out = tmp_path / "run"
     code = main(["replay", "--cases", str(suite), "--checkpoint", str(random_checkpoint.path), "--runners", "torch",
                  "--pipeline", "training", "--out", str(out), "--cache-dir", str(cache_dir), "--no-progress"])
