@@ -17,7 +17,7 @@ PIPELINE ?= vehicle,training
 OUT ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv replay test test-all cases train clean-cache help
+.PHONY: venv replay test test-all cases train bench clean-cache help
 
 help:
 	@echo "make replay [CASES=...] [CKPT=...] [RUNNERS=...] [PIPELINE=...] [OUT=...]"
@@ -44,7 +44,7 @@ $(REFERENCE_CKPT): | $(STAMP)
 train: $(REFERENCE_CKPT)
 
 # Default cases and the reference checkpoint are made on first use, then reused.
-replay: $(STAMP) $(if $(filter $(DEFAULT_CASES)%,$(CASES)),cases) $(if $(filter $(REFERENCE_CKPT),$(CKPT)),$(REFERENCE_CKPT))
+replay: $(STAMP) $(if $(filter $(DEFAULT_CASES)% default,$(CASES)),cases) $(if $(filter $(REFERENCE_CKPT),$(CKPT)),$(REFERENCE_CKPT))
 	$(PY) -m parity replay --cases $(CASES) --checkpoint $(CKPT) --runners $(RUNNERS) --pipeline $(PIPELINE) $(if $(OUT),--out $(OUT))
 
 test: $(STAMP)
@@ -55,3 +55,7 @@ test-all: $(STAMP)
 
 clean-cache:
 	rm -rf .cache
+
+# Speed and memory targets live here, never in unit tests. Results: reports/bench/.
+bench: $(STAMP)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

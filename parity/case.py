@@ -318,11 +318,42 @@ def _extra_files(root: Path, frame_files: list[dict[str, str]], streams: list[st
     return out
 
 
+def cases_dir() -> Path:
+    """Where suite names resolve: $PARITY_CASES_DIR, else ./cases."""
+    return Path(os.environ.get("PARITY_CASES_DIR", "cases"))
+
+
+def _expand(arg: str) -> tuple[list[Path], str | None]:
+    """A path, a glob pattern, or a suite name -> candidate paths (or a problem)."""
+    import glob
+
+    p = Path(arg)
+    if p.exists():
+        return [p], None
+    if glob.has_magic(arg):
+        hits = [Path(h) for h in sorted(glob.glob(arg)) if Path(h).is_dir()]
+        return hits, None if hits else f"{arg}: no folder matches this pattern"
+    from .suites import SUITES
+
+    if arg in SUITES:
+        suite = cases_dir() / arg
+        if suite.is_dir():
+            return [suite], None
+        return [], f"{arg}: suite not generated yet (run: parity cases generate --suite {arg} --out {suite})"
+    return [], f"{arg}: no such file or directory"
+
+
 def find_cases(paths: list[str | os.PathLike]) -> list[Path]:
-    """Expand each path to case folders: a case folder itself, or a folder whose children are cases."""
+    """Expand paths, glob patterns and suite names to case folders: a case folder itself, or a folder of cases."""
     found: list[Path] = []
     missing: list[str] = []
-    for p in map(Path, paths):
+    expanded = []
+    for arg in map(str, paths):
+        hits, problem = _expand(arg)
+        if problem:
+            missing.append(problem)
+        expanded.extend(hits)
+    for p in expanded:
         if not p.exists():
             missing.append(f"{p}: no such file or directory")
         elif is_case_dir(p):
@@ -336,7 +367,7 @@ def find_cases(paths: list[str | os.PathLike]) -> list[Path]:
             missing.append(f"{p}: not a folder")
     if missing:
         raise CaseError(missing)
-    return found
+    return list(dict.fromkeys(found))
 
 
 class CaseWriter:

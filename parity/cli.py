@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import CaseError, ParityError
+from .errors import CaseError, ParityError, UsageError
 
 
 def _cmd_replay(args) -> int:
@@ -49,6 +49,59 @@ def _cmd_cases_generate(args) -> int:
 
     paths = generate_suite(args.suite, args.out, force=args.force, progress=not args.no_progress)
     print(f"{len(paths)} cases in {args.out}")
+    return 0
+
+
+def _cmd_cases_synth(args) -> int:
+    from .suites import scenario
+    from .synth import write_case
+
+    scn = scenario(args.scenario, seed=args.seed, frames=args.frames)
+    streams = [s.strip() for s in args.streams.split(",")]
+    path = write_case(scn, args.out, streams=streams)
+    print(f"wrote {path} ({scn.frames} frames, scenario {args.scenario}, seed {scn.seed})")
+    return 0
+
+
+def _cmd_cases_preview(args) -> int:
+    from .case import find_cases, load_case
+    from .preview import contact_sheet
+
+    cases = [load_case(p) for p in find_cases(args.paths)]
+    print(f"wrote {contact_sheet(cases, args.out, frame=args.frame, columns=args.columns)} ({len(cases)} cases)")
+    return 0
+
+
+def _cmd_cases_import(args) -> int:
+    from . import importers
+
+    if args.format == "tusimple":
+        paths = importers.import_tusimple(args.labels, args.root, args.out, fps=args.fps or 20.0)
+    elif args.format == "culane":
+        paths = [importers.import_culane(args.folder, args.out, fps=args.fps or 30.0, name=args.name)]
+    elif args.format == "images":
+        if not args.fps:
+            raise UsageError("images import needs --fps")
+        paths = [importers.import_images(args.folder, args.camera, args.out, fps=args.fps, name=args.name)]
+    else:
+        paths = [importers.import_video(args.video, args.camera, args.out, max_frames=args.max_frames, name=args.name)]
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .case import find_cases, load_case
+    from .exporters import case_gt, export, run_lanes
+
+    if bool(args.run) == bool(args.gt):
+        raise UsageError("give either --run DIR (predictions) or --gt CASE... (ground truth)")
+    if args.run:
+        items = run_lanes(args.run, args.runner, args.pipeline)
+    else:
+        items = ((c, *case_gt(c), None) for c in (load_case(p) for p in find_cases(args.gt)))
+    n = export(args.format, items, args.out, only_labelled=args.only_labelled)
+    print(f"wrote {n} {'lines' if args.format == 'tusimple' else 'files'} to {args.out}")
     return 0
 
 
@@ -119,9 +172,44 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--force", action="store_true", help="re-render cases that already exist")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=_cmd_cases_generate)
+    sy = csub.add_parser("synth", help="render one named synthetic scenario")
+    sy.add_argument("--scenario", required=True, help="e.g. straight_day, night, lane_change (see parity/suites.py)")
+    sy.add_argument("--frames", type=int)
+    sy.add_argument("--seed", type=int)
+    sy.add_argument("--streams", default="nv12,jpeg", help="recorded streams: nv12, jpeg, png")
+    sy.add_argument("--out", required=True)
+    sy.set_defaults(func=_cmd_cases_synth)
+    pv = csub.add_parser("preview", help="PNG contact sheet: one frame per case with GT lanes drawn")
+    pv.add_argument("paths", nargs="+")
+    pv.add_argument("--out", required=True, help="PNG file")
+    pv.add_argument("--frame", type=int, help="frame index (default: the middle frame)")
+    pv.add_argument("--columns", type=int, default=3)
+    pv.set_defaults(func=_cmd_cases_preview)
+    im = csub.add_parser("import", help="import TuSimple, CULane, a folder of images or a video")
+    im.add_argument("format", choices=["tusimple", "culane", "images", "video"])
+    im.add_argument("--out", required=True, help="folder the case(s) are written under")
+    im.add_argument("--labels", nargs="+", help="tusimple: label JSON-lines files")
+    im.add_argument("--root", help="tusimple: dataset root holding the clips/ folders")
+    im.add_argument("--folder", help="culane/images: folder of frames")
+    im.add_argument("--video", help="video: the video file")
+    im.add_argument("--camera", help="images/video: camera JSON (fx, fy, cx, cy[, height_m, pitch_deg, roll_deg])")
+    im.add_argument("--fps", type=float)
+    im.add_argument("--max-frames", type=int)
+    im.add_argument("--name", help="case name (default: folder or file name)")
+    im.set_defaults(func=_cmd_cases_import)
     v = csub.add_parser("validate", help="check case folders; exit 1 if any problem")
     v.add_argument("paths", nargs="+")
     v.set_defaults(func=_cmd_cases_validate)
+
+    ex = sub.add_parser("export", help="lanes to TuSimple JSON lines or CULane .lines.txt for the official evaluators")
+    ex.add_argument("--format", required=True, choices=["tusimple", "culane"])
+    ex.add_argument("--run", help="replay run folder (exports predictions)")
+    ex.add_argument("--runner", default="torch")
+    ex.add_argument("--pipeline", default="vehicle")
+    ex.add_argument("--gt", nargs="+", help="case folders (exports their ground truth)")
+    ex.add_argument("--only-labelled", action="store_true", help="skip frames without GT labels")
+    ex.add_argument("--out", required=True, help="tusimple: a .json file; culane: a folder")
+    ex.set_defaults(func=_cmd_export)
 
     rn = sub.add_parser("runners", help="list runners and whether this machine can run them")
     rn.set_defaults(func=_cmd_runners)

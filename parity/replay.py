@@ -71,6 +71,16 @@ def load_all_cases(paths: list[str]) -> list[Case]:
     return cases
 
 
+def score_frames(case, x, gt, rows):
+    """Per-frame TuSimple [T, 3] on the case's labelled frames, NaN rows elsewhere (None without GT)."""
+    if gt is None:
+        return None
+    out = np.full((len(case), 3), np.nan)
+    m = case.labelled
+    out[m] = tusimple(x[m], gt[m], rows, case.width)
+    return out
+
+
 def _lane_rows(case, runner, pipeline, ckpt_name, lane_names, x, ref, gt_scores, infer_ms):
     """Lane-level tidy rows for one case x runner x pipeline: x[T, L, R]."""
     import pandas as pd
@@ -173,7 +183,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
                 frames = []
                 for (rname, pname), x in case_preds.items():
                     ref = case_preds[(REFERENCE, pname)]
-                    scores = tusimple(x, gt, rows, case.width) if gt is not None else None
+                    scores = score_frames(case, x, gt, rows)
                     frames.append(_lane_rows(case, rname, pname, ckpt.name, adapter.lane_names, x, ref, scores, case_ms[(rname, pname)]))
                 table = pd.concat(frames, ignore_index=True)
                 with atomic.atomic_path(parts / f"{case.name}.parquet") as tmp:
@@ -207,7 +217,14 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
             "git_sha": git_sha(),
             "versions": versions(),
             "checkpoint": {"path": str(ckpt.path), "sha256": ckpt.sha256, "name": ckpt.name, "method": ckpt.meta.get("method")},
-            "cases": {c.name: {"path": str(c.root), "sha256": c.content_hash(), "frames": len(c)} for c in cases},
+            "cases": {
+                c.name: {
+                    "path": str(c.root.resolve()), "sha256": c.content_hash(), "frames": len(c),
+                    "labelled_frames": int(c.labelled.sum()) if c.labelled is not None else 0,
+                    "model_rows": adapter.anchor_rows(c.height).round(4).tolist(),
+                }
+                for c in cases
+            },
             "pipelines": {p.name: p.to_dict() for p in pipelines},
             "runners": runner_info,
         },
@@ -229,7 +246,8 @@ def _aggregate(preds, times, frames_done, cases, adapter, runner_info) -> list[d
             case = by_case[cname]
             rows = adapter.anchor_rows(case.height)
             if case.gt is not None:
-                acc_rows.append(tusimple(x, resample_rows(case.gt, case.anchor_rows, rows), rows, case.width))
+                scores = score_frames(case, x, resample_rows(case.gt, case.anchor_rows, rows), rows)
+                acc_rows.append(scores[case.labelled])
             xs.append(x.ravel())
             refs.append(preds[(REFERENCE, pname)][cname].ravel())
         acc = np.concatenate(acc_rows).mean(axis=0) if acc_rows else [float("nan")] * 3

@@ -359,8 +359,9 @@ class Renderer:
             light = light * (1 - 0.5 * band * side)
         if scn.lighting == "night":
             # Ambient plus low-beam headlights: a cone that falls off with distance; paint is retroreflective.
-            beam = np.exp(-(((x - 0.3) / np.maximum(z, 1.0)) / 0.28) ** 2) * np.minimum(1.0, (14.0 / np.maximum(z, 1.0)) ** 2)
-            light = scn.light * (0.07 + 1.1 * beam * (1 + 0.8 * paint))
+            # Low beams carry ~40 m: far and outer markings fade into the sensor noise.
+            beam = np.exp(-(((x - 0.3) / np.maximum(z, 1.0)) / 0.2) ** 2) * np.minimum(1.0, (9.0 / np.maximum(z, 1.0)) ** 2)
+            light = scn.light * (0.03 + 1.0 * beam * (1 + 0.6 * paint))
         elif scn.lighting == "tunnel_exit":
             inside = s < scn.tunnel_exit_s
             lamps = 0.05 * (np.cos(2 * math.pi * s / 12.0) > 0.6)
@@ -394,7 +395,7 @@ class Renderer:
                 sigma = np.sqrt(scn.noise_sigma**2 + 0.02 * np.clip(img, 0, 255))
                 img += rng.standard_normal(img.shape, dtype=np.float32) * sigma.astype(np.float32)
                 if scn.lighting == "night":
-                    img += rng.standard_normal(img.shape, dtype=np.float32) * 3.0  # high analogue gain
+                    img += rng.standard_normal(img.shape, dtype=np.float32) * 4.0  # high analogue gain
         rgb = np.clip(np.rint(img), 0, 255).astype(np.uint8)
         return rgb, gt_lanes(scn, ego)
 

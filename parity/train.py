@@ -31,11 +31,11 @@ def load_training_set(cases: list[Case], adapter: RowAnchorAdapter, pipeline_nam
     for case in cases:
         if case.gt is None:
             continue
-        for start in range(0, len(case), 64):
-            idx = range(start, min(start + 64, len(case)))
-            xs.append(pipe.prepare(case, idx))
-        gts.append(_gt_on_model_rows(case, adapter))
-        widths.append(np.full(len(case), case.width, dtype=np.float32))
+        labelled = np.flatnonzero(case.labelled)
+        for start in range(0, len(labelled), 64):
+            xs.append(pipe.prepare(case, labelled[start : start + 64]))
+        gts.append(_gt_on_model_rows(case, adapter)[labelled])
+        widths.append(np.full(len(labelled), case.width, dtype=np.float32))
     return np.concatenate(xs), np.concatenate(gts), np.concatenate(widths)
 
 
@@ -54,9 +54,11 @@ def evaluate(model, adapter: RowAnchorAdapter, cases: list[Case], pipeline_name:
     pipe = adapter.pipelines()[pipeline_name]
     per_case, all_rows = {}, []
     for case in cases:
-        inputs = np.concatenate([pipe.prepare(case, range(s, min(s + 64, len(case)))) for s in range(0, len(case), 64)])
+        labelled = np.flatnonzero(case.labelled)
+        inputs = np.concatenate([pipe.prepare(case, labelled[s : s + 64]) for s in range(0, len(labelled), 64)])
         pred = predict(model, adapter, inputs, case.width)
-        scores = tusimple(pred, _gt_on_model_rows(case, adapter), adapter.anchor_rows(case.height), case.width)
+        gt = _gt_on_model_rows(case, adapter)[labelled]
+        scores = tusimple(pred, gt, adapter.anchor_rows(case.height), case.width)
         per_case[case.name] = dict(zip(("accuracy", "fp", "fn"), scores.mean(axis=0).round(4).tolist()))
         all_rows.append(scores)
     overall = np.concatenate(all_rows).mean(axis=0)
