@@ -81,47 +81,66 @@ def score_frames(case, x, gt, rows):
     return out
 
 
-def _lane_rows(case, runner, pipeline, ckpt_name, lane_names, x, ref, gt_scores, infer_ms):
-    """Lane-level tidy rows for one case x runner x pipeline: x[T, L, R]."""
-    import pandas as pd
+def lane_table(case, runner, pipeline, ckpt_name, lane_names, x, ref, gt_scores, infer_ms, perturbation="none", severity=0):
+    """Lane-level tidy rows for one case x runner x pipeline as an Arrow table (x[T, L, R]).
+
+    Built from numpy columns with no per-row Python objects, so memory stays proportional to the
+    numbers themselves (the per-row x is a fixed-size list column).
+    """
+    import pyarrow as pa
 
     T, L, R = x.shape
     frame = np.repeat(np.arange(T), L)
     lane = np.tile(np.arange(L), T)
-    flat = x.reshape(T * L, R)
+    flat = np.ascontiguousarray(x.reshape(T * L, R), dtype=np.float32)
     diff = np.abs(x - ref).reshape(T * L, R)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a lane absent in either gives NaN, as intended
         dmean = np.nanmean(diff, axis=1)
         dmax = np.nanmax(diff, axis=1)
-    df = pd.DataFrame(
-        {
-            "checkpoint": ckpt_name,
-            "case": case.name,
-            "frame": frame.astype(np.int32),
-            "t": case.timestamps[frame],
-            "runner": runner,
-            "pipeline": pipeline,
-            "perturbation": "none",
-            "severity": np.int8(0),
-            "lane": lane.astype(np.int8),
-            "lane_name": np.asarray(lane_names, dtype=object)[lane],
-            "exists": np.isfinite(flat).any(axis=1),
-            "x": list(flat.astype(np.float32)),
-            "dx_ref_mean_px": dmean,
-            "dx_ref_max_px": dmax,
-            "infer_ms": np.repeat(infer_ms, L),
-        }
-    )
+    n = T * L
+    cols = {
+        "checkpoint": pa.array(np.full(n, ckpt_name, dtype=object)).dictionary_encode(),
+        "case": pa.array(np.full(n, case.name, dtype=object)).dictionary_encode(),
+        "frame": pa.array(frame.astype(np.int32)),
+        "t": pa.array(case.timestamps[frame]),
+        "runner": pa.array(np.full(n, runner, dtype=object)).dictionary_encode(),
+        "pipeline": pa.array(np.full(n, pipeline, dtype=object)).dictionary_encode(),
+        "perturbation": pa.array(np.full(n, perturbation, dtype=object)).dictionary_encode(),
+        "severity": pa.array(np.full(n, severity, dtype=np.int8)),
+        "lane": pa.array(lane.astype(np.int8)),
+        "lane_name": pa.DictionaryArray.from_arrays(pa.array(lane.astype(np.int32)), pa.array(list(lane_names))),
+        "exists": pa.array(np.isfinite(flat).any(axis=1)),
+        "x": pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), R),
+        "dx_ref_mean_px": pa.array(dmean),
+        "dx_ref_max_px": pa.array(dmax),
+    }
+    if infer_ms is not None:
+        cols["infer_ms"] = pa.array(np.repeat(infer_ms, L))
     if gt_scores is not None:
-        df["frame_accuracy"] = np.repeat(gt_scores[:, 0], L)
-        df["frame_fp"] = np.repeat(gt_scores[:, 1], L)
-        df["frame_fn"] = np.repeat(gt_scores[:, 2], L)
-    return df
+        for k, name in enumerate(("frame_accuracy", "frame_fp", "frame_fn")):
+            cols[name] = pa.array(np.repeat(gt_scores[:, k], L))
+    return pa.table(cols)
+
+
+def write_table(table, path) -> None:
+    import pyarrow.parquet as pq
+
+    with atomic.atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def merge_parts(parts: list, path) -> None:
+    """Concatenate per-case part files into one table (schemas unified: GT columns may be absent in some)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(p) for p in parts]
+    write_table(pa.concat_tables(tables, promote_options="default"), path)
 
 
 def replay(cfg: ReplayConfig) -> ReplayResult:
-    import pandas as pd
+    import pyarrow as pa
 
     started = datetime.now(timezone.utc)
     cases = load_all_cases(cfg.cases)
@@ -184,10 +203,8 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
                 for (rname, pname), x in case_preds.items():
                     ref = case_preds[(REFERENCE, pname)]
                     scores = score_frames(case, x, gt, rows)
-                    frames.append(_lane_rows(case, rname, pname, ckpt.name, adapter.lane_names, x, ref, scores, case_ms[(rname, pname)]))
-                table = pd.concat(frames, ignore_index=True)
-                with atomic.atomic_path(parts / f"{case.name}.parquet") as tmp:
-                    table.to_parquet(tmp, index=False)
+                    frames.append(lane_table(case, rname, pname, ckpt.name, adapter.lane_names, x, ref, scores, case_ms[(rname, pname)]))
+                write_table(pa.concat_tables(frames), parts / f"{case.name}.parquet")
                 for key, x in case_preds.items():
                     preds.setdefault(key, {})[case.name] = x
                     times[key] = times.get(key, 0.0) + float(case_ms[key].sum()) / 1e3
@@ -202,9 +219,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
 
     part_files = sorted(parts.glob("*.parquet"))
     if part_files:
-        table = pd.concat([pd.read_parquet(p) for p in part_files], ignore_index=True)
-        with atomic.atomic_path(out / "frames.parquet") as tmp:
-            table.to_parquet(tmp, index=False)
+        merge_parts(part_files, out / "frames.parquet")
     summary = {
         "schema": "parity.replay/1",
         "run_id": run_id,
