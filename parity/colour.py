@@ -15,16 +15,17 @@ KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
 RANGES = ("limited", "full")
 
 
-def _check(matrix: str, yuv_range: str) -> None:
-    if matrix not in KR_KB:
-        raise UsageError(f"unknown YUV matrix {matrix!r}; expected one of {sorted(KR_KB)}")
-    if yuv_range not in RANGES:
-        raise UsageError(f"unknown YUV range {yuv_range!r}; expected one of {list(RANGES)}")
+def _check(matrix, yuv_range) -> None:
+    """A matrix is a standard's name or its (Kr, Kb); a range is a name or (luma offset, luma span, chroma span)."""
+    if not (matrix in KR_KB or (isinstance(matrix, (tuple, list)) and len(matrix) == 2)):
+        raise UsageError(f"unknown YUV matrix {matrix!r}; expected one of {sorted(KR_KB)} or (Kr, Kb)")
+    if not (yuv_range in RANGES or (isinstance(yuv_range, (tuple, list)) and len(yuv_range) == 3)):
+        raise UsageError(f"unknown YUV range {yuv_range!r}; expected one of {list(RANGES)} or (offset, luma span, chroma span)")
 
 
-def rgb_to_yuv_matrix(matrix: str) -> np.ndarray:
+def rgb_to_yuv_matrix(matrix) -> np.ndarray:
     """Rows give (Y, Cb, Cr) in [0,1] / [-0.5,0.5] from RGB in [0,1]."""
-    kr, kb = KR_KB[matrix]
+    kr, kb = KR_KB[matrix] if isinstance(matrix, str) else matrix
     kg = 1.0 - kr - kb
     return np.array(
         [
@@ -36,12 +37,14 @@ def rgb_to_yuv_matrix(matrix: str) -> np.ndarray:
     )
 
 
-def _range_scale(yuv_range: str) -> tuple[float, float, float]:
+def range_scale(yuv_range) -> tuple[float, float, float]:
     """(luma offset, luma span, chroma span) in 8-bit code values."""
+    if not isinstance(yuv_range, str):
+        return tuple(float(v) for v in yuv_range)
     return (16.0, 219.0, 224.0) if yuv_range == "limited" else (0.0, 255.0, 255.0)
 
 
-def rgb_to_nv12(rgb: np.ndarray, matrix: str = "bt601", yuv_range: str = "limited") -> np.ndarray:
+def rgb_to_nv12(rgb: np.ndarray, matrix="bt601", yuv_range="limited") -> np.ndarray:
     """uint8 HxWx3 RGB -> NV12 bytes laid out as a (H*3/2)xW uint8 array (Y plane, then interleaved UV).
 
     Chroma is subsampled 2x2 by averaging, as ISPs do before emitting 4:2:0.
@@ -50,7 +53,7 @@ def rgb_to_nv12(rgb: np.ndarray, matrix: str = "bt601", yuv_range: str = "limite
     h, w, _ = rgb.shape
     if h % 2 or w % 2:
         raise UsageError(f"NV12 needs even width and height, got {w}x{h}")
-    off, ys, cs = _range_scale(yuv_range)
+    off, ys, cs = range_scale(yuv_range)
     yuv = (rgb.astype(np.float64) / 255.0) @ rgb_to_yuv_matrix(matrix).T
     y = np.clip(np.rint(off + ys * yuv[..., 0]), 0, 255).astype(np.uint8)
     c = yuv[..., 1:].reshape(h // 2, 2, w // 2, 2, 2).mean(axis=(1, 3))
@@ -58,9 +61,7 @@ def rgb_to_nv12(rgb: np.ndarray, matrix: str = "bt601", yuv_range: str = "limite
     return np.concatenate([y, uv.reshape(h // 2, w)], axis=0)
 
 
-def nv12_to_rgb(
-    nv12: np.ndarray, matrix: str = "bt601", yuv_range: str = "limited", chroma: str = "nearest"
-) -> np.ndarray:
+def nv12_to_rgb(nv12: np.ndarray, matrix="bt601", yuv_range="limited", chroma: str = "nearest") -> np.ndarray:
     """NV12 (H*3/2)xW uint8 -> uint8 HxWx3 RGB, rounding to nearest.
 
     `chroma` is how the 4:2:0 chroma is brought back to full resolution: "nearest" replicates
@@ -70,7 +71,7 @@ def nv12_to_rgb(
     _check(matrix, yuv_range)
     h = nv12.shape[0] * 2 // 3
     w = nv12.shape[1]
-    off, ys, cs = _range_scale(yuv_range)
+    off, ys, cs = range_scale(yuv_range)
     y = (nv12[:h].astype(np.float32) - off) / ys
     uv = (nv12[h:].reshape(h // 2, w // 2, 2).astype(np.float32) - 128.0) / cs
     if chroma == "nearest":
