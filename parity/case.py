@@ -318,6 +318,14 @@ def _extra_files(root: Path, frame_files: list[dict[str, str]], streams: list[st
     return out
 
 
+def _cases_below(folder: Path) -> list[Path]:
+    """Case folders anywhere under `folder` (a case's own subfolders are not searched), sorted."""
+    out = []
+    for child in sorted(c for c in folder.iterdir() if c.is_dir()):
+        out.extend([child] if is_case_dir(child) else _cases_below(child))
+    return out
+
+
 def cases_dir() -> Path:
     """Where suite names resolve: $PARITY_CASES_DIR, else ./cases."""
     return Path(os.environ.get("PARITY_CASES_DIR", "cases"))
@@ -359,7 +367,7 @@ def find_cases(paths: list[str | os.PathLike]) -> list[Path]:
         elif is_case_dir(p):
             found.append(p)
         elif p.is_dir():
-            children = sorted(c for c in p.iterdir() if c.is_dir() and is_case_dir(c))
+            children = _cases_below(p)
             if not children:
                 missing.append(f"{p}: neither a case folder (no {CASE_FILE}) nor a folder of cases")
             found.extend(children)

@@ -106,6 +106,7 @@ def test_cases_resolve_from_globs_and_suite_names(tmp_path, tiny_case, monkeypat
     for n in ("a_day", "b_night", "c_day"):
         shutil.copytree(tiny_case, suite / n)
     assert [p.name for p in find_cases([str(suite / "*_day")])] == ["a_day", "c_day"]
+    assert [p.name for p in find_cases([str(tmp_path / "cases")])] == ["a_day", "b_night", "c_day"]  # nested suites
     monkeypatch.setenv("PARITY_CASES_DIR", str(tmp_path / "cases"))
     assert [p.name for p in find_cases(["default"])] == ["a_day", "b_night", "c_day"]
     with pytest.raises(CaseError, match="suite not generated yet"):
