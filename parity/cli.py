@@ -126,6 +126,44 @@ def _cmd_cases_validate(args) -> int:
     return 1 if problems else 0
 
 
+def _cmd_perturb_list(args) -> int:
+    from .perturb import REGISTRY, SUITES
+
+    print(f"{'name':<20} {'family':<13} {'stage':<9} {'unit':<34} severities 1..5")
+    for p in REGISTRY.values():
+        print(f"{p.name:<20} {p.family:<13} {p.stage:<9} {p.unit:<34} {', '.join(map(str, p.values))}")
+    print(f"{len(REGISTRY)} perturbations; suites: " + "; ".join(f"{k} ({len(v)})" for k, v in SUITES.items()))
+    return 0
+
+
+def _cmd_perturb_show(args) -> int:
+    from .case import load_case
+    from .checkpoint import load_checkpoint
+    from .preview_perturb import severity_grid
+
+    case = load_case(args.case)
+    ckpt = load_checkpoint(args.checkpoint) if args.checkpoint else None
+    path = severity_grid(args.name, case, args.frame, args.out, pipeline=args.pipeline, checkpoint=ckpt, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from .sweep import SweepConfig, format_summary, parse_severities, sweep
+
+    out, summary, code = sweep(SweepConfig(
+        cases=args.cases, checkpoint=args.checkpoint, runners=args.runners, pipeline=args.pipeline,
+        perturb=args.perturb, severities=parse_severities(args.severities), frames=args.frames, seed=args.seed,
+        out=args.out, batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress, argv=sys.argv[1:],
+    ))
+    for runner in dict.fromkeys(r["runner"] for r in summary["results"]):
+        print(format_summary(summary, runner))
+    for e in summary["errors"]:
+        print(f"FAILED case {e['case']}: {e['error']}")
+    print(f"wrote {out / 'sweep.parquet'}, {out / 'summary.csv'} and {out / 'summary.json'}")
+    return code
+
+
 def _cmd_runners(args) -> int:
     from .runners import RUNNERS
 
@@ -210,6 +248,35 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--only-labelled", action="store_true", help="skip frames without GT labels")
     ex.add_argument("--out", required=True, help="tusimple: a .json file; culane: a folder")
     ex.set_defaults(func=_cmd_export)
+
+    pt = sub.add_parser("perturb", help="list perturbations, or draw one at every severity")
+    psub = pt.add_subparsers(dest="perturb_command", required=True)
+    pl = psub.add_parser("list", help="name, family, stage and the value at each severity")
+    pl.set_defaults(func=_cmd_perturb_list)
+    ps = psub.add_parser("show", help="PNG grid of what the model sees at severities 0..5")
+    ps.add_argument("name")
+    ps.add_argument("--case", required=True)
+    ps.add_argument("--frame", type=int, default=0)
+    ps.add_argument("--pipeline", default="vehicle")
+    ps.add_argument("--checkpoint", help="needed for fgsm (its gradient)")
+    ps.add_argument("--seed", type=int, default=0)
+    ps.add_argument("--out", required=True)
+    ps.set_defaults(func=_cmd_perturb_show)
+
+    sw = sub.add_parser("sweep", help="perturbation x severity sweep over cases and runners")
+    sw.add_argument("--cases", nargs="+", required=True)
+    sw.add_argument("--checkpoint", required=True)
+    sw.add_argument("--runners", default="torch")
+    sw.add_argument("--pipeline", default="vehicle")
+    sw.add_argument("--perturb", default="deploy", help="suite (deploy, corruptions, all) or comma-separated names")
+    sw.add_argument("--severities", default="1..5")
+    sw.add_argument("--frames", type=int, help="evenly spaced frames per case (default: all)")
+    sw.add_argument("--seed", type=int, default=0)
+    sw.add_argument("--out", help="output folder (default reports/sweep-<run-id>)")
+    sw.add_argument("--batch-size", type=int, default=16)
+    sw.add_argument("--cache-dir")
+    sw.add_argument("--no-progress", action="store_true")
+    sw.set_defaults(func=_cmd_sweep)
 
     rn = sub.add_parser("runners", help="list runners and whether this machine can run them")
     rn.set_defaults(func=_cmd_runners)

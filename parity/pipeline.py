@@ -2,39 +2,48 @@
 
 A model has a *training* pipeline (what its training set went through) and a *vehicle* pipeline
 (what the car's runtime does). Their difference is exactly the deployment mismatch the seeds
-describe; here it is a difference of parameters on one implementation.
+describe; here it is a difference of parameters on one implementation. Pipelines are dataclasses,
+loadable from JSON or TOML (`load_pipeline`), and stored with every run's provenance.
+
+Order of operations: decode (NV12 -> RGB with the pipeline's matrix/range/chroma, or the RGB
+stream) -> crop -> resize -> quantise to 8 bits -> channel order -> scale and normalise -> dtype
+and layout. Perturbations hook in at `raw` (the decoded frame), `resized` (the 8-bit model-size
+image) and `tensor` (the normalised input), see parity/perturb.py.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 import numpy as np
 
 from .case import Case
 from .colour import nv12_to_rgb
 from .errors import CaseError, UsageError
+from .resize import KERNELS, PIXEL_CENTRES, resize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-KERNELS = ("nearest", "bilinear", "bicubic", "area")
-PIXEL_CENTRES = ("half_pixel", "align_corners")
 
 
 @dataclass(frozen=True)
 class Resize:
     kernel: str = "bilinear"
     antialias: bool = True
-    # Where a destination pixel samples the source: "half_pixel" maps centres to centres
-    # (PIL, OpenCV, torch align_corners=False); "align_corners" maps the corner pixels onto each other.
+    # Where a destination pixel samples the source: "half_pixel" maps centres to centres (Pillow,
+    # OpenCV, torch align_corners=False), "align_corners" maps corner pixels onto each other,
+    # "asymmetric" maps corners to top-left edges (TensorFlow 1, OpenCV INTER_NEAREST).
     pixel_centre: str = "half_pixel"
+    cubic_a: float = -0.75  # Pillow uses -0.5, OpenCV and torch -0.75
+    pil_rounding: bool = False  # round to 8 bits between the two passes, as Pillow does
+    offset: float = 0.0  # sampling grid shift in source pixels (what a wrong pixel-centre convention does)
 
     def __post_init__(self):
         if self.kernel not in KERNELS:
             raise UsageError(f"unknown resize kernel {self.kernel!r}; expected one of {KERNELS}")
         if self.pixel_centre not in PIXEL_CENTRES:
             raise UsageError(f"unknown pixel centre {self.pixel_centre!r}; expected one of {PIXEL_CENTRES}")
-        if self.pixel_centre == "align_corners" and self.kernel not in ("bilinear", "bicubic"):
-            raise UsageError(f"pixel_centre='align_corners' is defined for bilinear/bicubic, not {self.kernel}")
 
 
 @dataclass(frozen=True)
@@ -42,24 +51,68 @@ class Pipeline:
     name: str
     size: tuple[int, int]  # model input (height, width)
     streams: tuple[str, ...] = ("jpeg", "png", "nv12")  # recorded streams, in order of preference
-    yuv_matrix: str = "bt601"
-    yuv_range: str = "limited"
+    yuv_matrix: str | tuple[float, float] = "bt601"
+    yuv_range: str | tuple[float, float, float] = "limited"
     chroma: str = "nearest"
-    crop_top: float = 0.0  # fraction of the source height cut from the top (sky)
+    channel_order: str = "rgb"
+    crop: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 1.0)  # top, bottom, left, right as fractions
+    crop_offset: tuple[int, int] = (0, 0)  # (dx, dy) source pixels; outside the frame the edge repeats
     resize: Resize = field(default_factory=Resize)
+    quantize: str = "round"  # how the resized image becomes 8-bit: "round" (half up) or "truncate"
+    bits: int = 8
+    scale: float = 1 / 255  # pixel value multiplier before mean/std (1/255: 0-1 inputs; 1.0: 0-255)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    dtype: str = "float32"
+    layout: str = "NCHW"
 
+    def __post_init__(self):
+        checks = [
+            (self.channel_order in ("rgb", "bgr"), f"channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}"),
+            (self.quantize in ("round", "truncate"), f"quantize must be 'round' or 'truncate', got {self.quantize!r}"),
+            (1 <= self.bits <= 8, f"bits must be 1..8, got {self.bits}"),
+            (self.dtype in ("float32", "float16"), f"dtype must be float32 or float16, got {self.dtype!r}"),
+            (self.layout in ("NCHW", "NHWC"), f"layout must be NCHW or NHWC, got {self.layout!r}"),
+            (0 <= self.crop[0] < self.crop[1] <= 1 and 0 <= self.crop[2] < self.crop[3] <= 1, f"crop fractions out of order: {self.crop}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise UsageError(f"pipeline {self.name!r}: {msg}")
+
+    # ---- serialisation -----------------------------------------------------------------------
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "pipeline") -> "Pipeline":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UsageError(f"{where}: unknown pipeline field(s) {unknown}; known: {sorted(known)}")
+        d = dict(d)
+        if isinstance(d.get("resize"), dict):
+            rk = {f.name for f in fields(Resize)}
+            bad = sorted(set(d["resize"]) - rk)
+            if bad:
+                raise UsageError(f"{where}: unknown resize field(s) {bad}; known: {sorted(rk)}")
+            d["resize"] = Resize(**d["resize"])
+        for k in ("size", "streams", "crop", "crop_offset", "mean", "std"):
+            if k in d:
+                d[k] = tuple(d[k])
+        for k in ("yuv_matrix", "yuv_range"):
+            if isinstance(d.get(k), list):
+                d[k] = tuple(d[k])
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise UsageError(f"{where}: {exc}") from None
+
+    # ---- the stages ----------------------------------------------------------------------------
     def stream_for(self, case: Case) -> str:
         for s in self.streams:
             if s in case.streams:
                 return s
-        raise CaseError(
-            [f"{case.root}: case has streams {case.streams}, pipeline {self.name!r} reads one of {list(self.streams)}"]
-        )
+        raise CaseError([f"{case.root}: case has streams {case.streams}, pipeline {self.name!r} reads one of {list(self.streams)}"])
 
     def decode(self, case: Case, index: int, stream: str) -> np.ndarray:
         frame = case.read(index, stream)
@@ -67,50 +120,87 @@ class Pipeline:
             return nv12_to_rgb(frame, self.yuv_matrix, self.yuv_range, self.chroma)
         return frame
 
-    def crop_rows(self, height: int) -> int:
-        return int(round(self.crop_top * height))
+    def crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        t, b, l, r = self.crop
+        dx, dy = self.crop_offset
+        return round(t * height) + dy, round(b * height) + dy, round(l * width) + dx, round(r * width) + dx
 
-    def prepare(self, case: Case, indices) -> np.ndarray:
-        """Frames `indices` of `case` -> float32 [N, 3, H, W] model input."""
+    def prepare(self, case: Case, indices, hooks=None) -> np.ndarray:
+        """Frames `indices` of `case` -> model input batch. `hooks` applies a perturbation's stages."""
         stream = self.stream_for(case)
-        rgb = np.stack([self.decode(case, int(i), stream) for i in indices])
-        return self.apply(rgb)
+        frames = []
+        for i in indices:
+            rgb = self.decode(case, int(i), stream)
+            if hooks is not None:
+                rgb = hooks.raw(rgb, int(i))
+            frames.append(rgb)
+        return self.apply(np.stack(frames), hooks=hooks, indices=list(indices))
 
-    def apply(self, rgb: np.ndarray) -> np.ndarray:
-        """uint8 [N, H, W, 3] RGB frames -> float32 [N, 3, h, w] normalised input."""
-        import torch
-        import torch.nn.functional as F
-
-        top = self.crop_rows(rgb.shape[1])
-        x = torch.from_numpy(np.ascontiguousarray(rgb[:, top:])).permute(0, 3, 1, 2).float()
+    def apply(self, rgb: np.ndarray, hooks=None, indices=None) -> np.ndarray:
+        """uint8 [N, H, W, 3] decoded RGB frames -> model input."""
+        N, H, W, _ = rgb.shape
+        top, bottom, left, right = self.crop_box(H, W)
+        rows = np.clip(np.arange(top, bottom), 0, H - 1)
+        cols = np.clip(np.arange(left, right), 0, W - 1)
+        if top >= 0 and bottom <= H and left >= 0 and right <= W:
+            x = rgb[:, top:bottom, left:right]  # a view: no copy on the common path
+        else:
+            x = rgb[:, rows][:, :, cols]
         r = self.resize
-        kwargs = {}
-        if r.kernel in ("bilinear", "bicubic"):
-            kwargs = {"align_corners": r.pixel_centre == "align_corners", "antialias": r.antialias}
-        x = F.interpolate(x, size=self.size, mode=r.kernel, **kwargs)
-        # Both the training loader (PIL) and the vehicle resizer produce uint8 images.
-        x = x.round_().clamp_(0, 255) / 255.0
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return ((x - mean) / std).numpy().astype(np.float32, copy=False)
+        x = resize(x.astype(np.float32), self.size, r.kernel, r.antialias, r.pixel_centre, r.cubic_a, r.pil_rounding, r.offset)
+        if hooks is not None:
+            x = hooks.resized(x, indices)  # before quantisation: it may quantise differently
+        x = quantize(x, self.quantize, self.bits)
+        if self.channel_order == "bgr":
+            x = x[..., ::-1]
+        x = (x * np.float32(self.scale) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if self.layout == "NCHW" else x, dtype=np.float32)
+        if hooks is not None:
+            x = hooks.tensor(x, indices)
+        return x.astype(self.dtype, copy=False)
+
+
+def quantize(x: np.ndarray, mode: str = "round", bits: int = 8) -> np.ndarray:
+    """Float image in 0..255 -> 8-bit values (still float): rounded half up or truncated, then `bits` deep."""
+    x = np.clip(np.floor(x + 0.5) if mode == "round" else np.floor(x), 0, 255)
+    if bits < 8:
+        step = np.float32(2.0 ** (8 - bits))
+        x = np.floor(x / step) * step
+    return x
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    """A pipeline from a .json or .toml file (the fields of `Pipeline`; `resize` as a table)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(path.read_text())
+        else:
+            data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot read pipeline: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a pipeline file holds one table/object")
+    data.setdefault("name", path.stem)
+    return Pipeline.from_dict(data, where=str(path))
 
 
 def training_pipeline(size=(112, 288), crop_top=136 / 360) -> Pipeline:
-    """The training set's path: JPEG RGB, PIL-style antialiased bilinear, half-pixel centres."""
-    return Pipeline("training", size=size, streams=("jpeg", "png", "nv12"), crop_top=crop_top)
+    """The training set's path: JPEG RGB, Pillow's antialiased bilinear with half-pixel centres."""
+    return Pipeline(
+        "training", size=size, streams=("jpeg", "png", "nv12"), crop=(crop_top, 1.0, 0.0, 1.0),
+        resize=Resize("bilinear", antialias=True, pixel_centre="half_pixel", pil_rounding=True),
+    )
 
 
 def vehicle_pipeline(size=(112, 288), crop_top=136 / 360) -> Pipeline:
     """The car's path: NV12 from the ISP, BT.601 limited range with nearest chroma upsampling,
     a GPU-style bilinear resize without antialiasing and with align-corners sampling."""
     return Pipeline(
-        "vehicle",
-        size=size,
-        streams=("nv12", "jpeg", "png"),
-        yuv_matrix="bt601",
-        yuv_range="limited",
-        chroma="nearest",
-        crop_top=crop_top,
+        "vehicle", size=size, streams=("nv12", "jpeg", "png"), yuv_matrix="bt601", yuv_range="limited",
+        chroma="nearest", crop=(crop_top, 1.0, 0.0, 1.0),
         resize=Resize("bilinear", antialias=False, pixel_centre="align_corners"),
     )
 

@@ -54,6 +54,17 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
+def resolve_pipeline(name: str, available: dict):
+    """A pipeline of the model by name, or a pipeline file (.json/.toml)."""
+    from .pipeline import load_pipeline
+
+    if name in available:
+        return available[name]
+    if name.endswith((".json", ".toml")):
+        return load_pipeline(name)
+    raise UsageError(f"unknown pipeline {name!r} (this model has: {', '.join(available)}; or give a .json/.toml file)")
+
+
 def load_all_cases(paths: list[str]) -> list[Case]:
     """Every case, validated up front; all problems of all cases are reported together."""
     problems, cases = [], []
@@ -81,8 +92,8 @@ def score_frames(case, x, gt, rows):
     return out
 
 
-def lane_table(case, runner, pipeline, ckpt_name, lane_names, x, ref, gt_scores, infer_ms, perturbation="none", severity=0):
-    """Lane-level tidy rows for one case x runner x pipeline as an Arrow table (x[T, L, R]).
+def lane_table(case_name, frames, t, runner, pipeline, ckpt_name, lane_names, x, ref, gt_scores, infer_ms, perturbation="none", severity=0):
+    """Lane-level tidy rows for one case x runner x pipeline as an Arrow table (x[T, L, R] at `frames`, times `t`).
 
     Built from numpy columns with no per-row Python objects, so memory stays proportional to the
     numbers themselves (the per-row x is a fixed-size list column).
@@ -90,7 +101,8 @@ def lane_table(case, runner, pipeline, ckpt_name, lane_names, x, ref, gt_scores,
     import pyarrow as pa
 
     T, L, R = x.shape
-    frame = np.repeat(np.arange(T), L)
+    slot = np.repeat(np.arange(T), L)
+    frame = np.asarray(frames)[slot]
     lane = np.tile(np.arange(L), T)
     flat = np.ascontiguousarray(x.reshape(T * L, R), dtype=np.float32)
     diff = np.abs(x - ref).reshape(T * L, R)
@@ -101,9 +113,9 @@ def lane_table(case, runner, pipeline, ckpt_name, lane_names, x, ref, gt_scores,
     n = T * L
     cols = {
         "checkpoint": pa.array(np.full(n, ckpt_name, dtype=object)).dictionary_encode(),
-        "case": pa.array(np.full(n, case.name, dtype=object)).dictionary_encode(),
+        "case": pa.array(np.full(n, case_name, dtype=object)).dictionary_encode(),
         "frame": pa.array(frame.astype(np.int32)),
-        "t": pa.array(case.timestamps[frame]),
+        "t": pa.array(np.asarray(t, dtype=np.float64)[slot]),
         "runner": pa.array(np.full(n, runner, dtype=object)).dictionary_encode(),
         "pipeline": pa.array(np.full(n, pipeline, dtype=object)).dictionary_encode(),
         "perturbation": pa.array(np.full(n, perturbation, dtype=object)).dictionary_encode(),
@@ -148,10 +160,8 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     adapter = ckpt.adapter()
     available = adapter.pipelines()
     pipe_names = cfg.pipelines if isinstance(cfg.pipelines, list) else [p.strip() for p in cfg.pipelines.split(",") if p.strip()]
-    for p in pipe_names:
-        if p not in available:
-            raise UsageError(f"unknown pipeline {p!r} (this model has: {', '.join(available)})")
-    pipelines = [available[p] for p in pipe_names]
+    pipelines = [resolve_pipeline(p, available) for p in pipe_names]
+    pipe_names = [p.name for p in pipelines]
     names = resolve(cfg.runners)
     if REFERENCE not in names:
         names = [REFERENCE] + names  # parity is measured against it
@@ -203,7 +213,8 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
                 for (rname, pname), x in case_preds.items():
                     ref = case_preds[(REFERENCE, pname)]
                     scores = score_frames(case, x, gt, rows)
-                    frames.append(lane_table(case, rname, pname, ckpt.name, adapter.lane_names, x, ref, scores, case_ms[(rname, pname)]))
+                    frames.append(lane_table(case.name, np.arange(len(case)), case.timestamps, rname, pname, ckpt.name,
+                                             adapter.lane_names, x, ref, scores, case_ms[(rname, pname)]))
                 write_table(pa.concat_tables(frames), parts / f"{case.name}.parquet")
                 for key, x in case_preds.items():
                     preds.setdefault(key, {})[case.name] = x

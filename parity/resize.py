@@ -12,7 +12,7 @@ runs vectorised. Which library matches which setting (tests check each within 1 
 | antialias=False, asymmetric, nearest | OpenCV INTER_NEAREST |
 | antialias=False, align_corners, bilinear/bicubic | torch `F.interpolate(align_corners=True)`, ONNX Resize `align_corners` |
 | antialias=False, asymmetric, bilinear | ONNX Resize `asymmetric` (TensorFlow 1 `resize_bilinear`) |
-| antialias=True,  half_pixel, bilinear/bicubic(a=-0.75) | torch `F.interpolate(antialias=True)` |
+| antialias=True,  half_pixel, bilinear/bicubic(a=-0.5) | torch `F.interpolate(antialias=True)` |
 """
 from __future__ import annotations
 
@@ -55,13 +55,20 @@ def _source_coord(dst: np.ndarray, n_in: int, n_out: int, centre: str) -> np.nda
 
 
 @lru_cache(maxsize=256)
-def weights(n_in: int, n_out: int, kernel: str, antialias: bool, centre: str, cubic_a: float = -0.75) -> np.ndarray:
-    """[n_out, n_in] float64 matrix; row i holds the weights of output sample i."""
+def weights(n_in: int, n_out: int, kernel: str, antialias: bool, centre: str, cubic_a: float = -0.75, offset: float = 0.0) -> np.ndarray:
+    """[n_out, n_in] float64 matrix; row i holds the weights of output sample i.
+
+    `offset` shifts every sampling position by that many source pixels (a sub-pixel misalignment).
+    """
     if kernel not in KERNELS:
         raise ValueError(f"unknown resize kernel {kernel!r}; expected one of {KERNELS}")
     dst = np.arange(n_out, dtype=np.float64)
     W = np.zeros((n_out, n_in))
     scale = n_in / n_out
+    if offset and kernel == "nearest":
+        src = _source_coord(dst, n_in, n_out, centre) + offset
+        W[np.arange(n_out), np.clip(np.floor(src + 0.5).astype(int), 0, n_in - 1)] = 1.0
+        return W
     if kernel == "nearest":
         # Integer arithmetic: floating-point error would flip the source pixel exactly at ties.
         d = np.arange(n_out, dtype=np.int64)
@@ -82,7 +89,7 @@ def weights(n_in: int, n_out: int, kernel: str, antialias: bool, centre: str, cu
             W[np.arange(n_out), np.clip(sx.astype(int), 0, n_in - 1)] += 1 - fx
             np.add.at(W, (np.arange(n_out), np.clip(sx.astype(int) + 1, 0, n_in - 1)), fx)
             return W
-        lo = dst * scale
+        lo = dst * scale + offset
         hi = lo + scale
         edges = np.arange(n_in + 1, dtype=np.float64)
         W = np.clip(np.minimum(hi[:, None], edges[None, 1:]) - np.maximum(lo[:, None], edges[None, :-1]), 0, None) / scale
@@ -92,7 +99,7 @@ def weights(n_in: int, n_out: int, kernel: str, antialias: bool, centre: str, cu
         # Pillow's algorithm: when shrinking the kernel is stretched by the scale; the window is
         # clipped to the image and the weights renormalised (no border replication).
         fscale = max(scale, 1.0)
-        centre_in = (dst + 0.5) * scale if centre == "half_pixel" else _source_coord(dst, n_in, n_out, centre) + 0.5
+        centre_in = ((dst + 0.5) * scale if centre == "half_pixel" else _source_coord(dst, n_in, n_out, centre) + 0.5) + offset
         sup = support * fscale
         for i, c in enumerate(centre_in):
             xmin = max(int(c - sup + 0.5), 0)
@@ -104,7 +111,7 @@ def weights(n_in: int, n_out: int, kernel: str, antialias: bool, centre: str, cu
         return W
     # Fixed taps around the mapped coordinate, indices clamped at the border (replicate), as OpenCV
     # and torch do; the kernel is not stretched, so downscaling aliases.
-    src = _source_coord(dst, n_in, n_out, centre)
+    src = _source_coord(dst, n_in, n_out, centre) + offset
     taps = int(math.ceil(support)) if kernel != "box" else 1
     base = np.floor(src)
     for k in range(-taps + 1, taps + 1):
@@ -124,19 +131,20 @@ def resize(
     centre: str = "half_pixel",
     cubic_a: float = -0.75,
     pil_rounding: bool = False,
+    offset: float = 0.0,
 ) -> np.ndarray:
     """Resize channels-last [..., H, W, C] to size=(h, w). uint8 in -> uint8 out (rounded, clipped).
 
-    `pil_rounding` rounds to uint8 between the horizontal and the vertical pass, as Pillow does.
+    `pil_rounding` rounds to 8-bit values between the horizontal and the vertical pass, as Pillow does.
     """
     if img.ndim < 3:
         raise ValueError(f"resize expects [..., H, W, C], got shape {img.shape}")
     h, w = size
     H, W = img.shape[-3], img.shape[-2]
-    Wy = weights(H, h, kernel, antialias, centre, cubic_a).astype(np.float32)
-    Wx = weights(W, w, kernel, antialias, centre, cubic_a).astype(np.float32)
+    Wy = weights(H, h, kernel, antialias, centre, cubic_a, offset).astype(np.float32)
+    Wx = weights(W, w, kernel, antialias, centre, cubic_a, offset).astype(np.float32)
     x = np.einsum("xw,...hwc->...hxc", Wx, img.astype(np.float32), optimize=True)  # horizontal first, as Pillow
-    if pil_rounding and img.dtype == np.uint8:
+    if pil_rounding:
         x = np.clip(np.floor(x + 0.5), 0, 255)
     x = np.einsum("yh,...hxc->...yxc", Wy, x, optimize=True)
     if img.dtype == np.uint8:

@@ -1,0 +1,261 @@
+"""Severity sweeps: every case x perturbation x severity x runner, against the unperturbed output.
+
+The unperturbed (severity 0) output of each runner is computed once per case and is the
+reference for that runner's perturbed outputs, so `dx_ref_*` in the table is what the
+perturbation moved. Each batch is preprocessed once and the same tensor goes to every runner
+(FGSM included). The table holds no timings, so the same sweep gives the same table.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic, perturb
+from .artifacts import ArtifactCache
+from .checkpoint import load_checkpoint
+from .errors import ParityError, UsageError
+from .metrics import lateral_difference, resample_rows
+from .provenance import git_sha, versions
+from .replay import REFERENCE, load_all_cases, lane_table, merge_parts, new_run_id, resolve_pipeline, write_table
+from .runners import create, resolve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepConfig:
+    cases: list[str]
+    checkpoint: str
+    runners: str = "torch"
+    pipeline: str = "vehicle"
+    perturb: str = "deploy"
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    frames: int | None = None  # evenly spaced frames per case (None: all)
+    seed: int = 0
+    out: str | None = None
+    batch_size: int = 16
+    cache_dir: str | None = None
+    progress: bool = True
+    argv: list[str] = field(default_factory=list)
+
+
+def parse_severities(spec: str) -> list[int]:
+    """'1..5', '1,3,5' or '3' -> sorted list within 1..5."""
+    try:
+        if ".." in spec:
+            a, b = spec.split("..")
+            out = list(range(int(a), int(b) + 1))
+        else:
+            out = [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--severities: expected e.g. 1..5 or 1,3,5, got {spec!r}") from None
+    if not out or any(not 1 <= s <= 5 for s in out):
+        raise UsageError(f"--severities must lie in 1..5, got {spec!r}")
+    return sorted(set(out))
+
+
+def sweep(cfg: SweepConfig):
+    import pyarrow as pa
+
+    started = datetime.now(timezone.utc)
+    cases = load_all_cases(cfg.cases)
+    ckpt = load_checkpoint(cfg.checkpoint)
+    adapter = ckpt.adapter()
+    pipe = resolve_pipeline(cfg.pipeline, adapter.pipelines())
+    names = resolve(cfg.runners)
+    if REFERENCE not in names:
+        names = [REFERENCE] + names
+    perts = [perturb.get(n) for n in perturb.resolve(cfg.perturb)]
+    cache = ArtifactCache(cfg.cache_dir)
+    runners = [create(n, ckpt, cache) for n in names]
+    fgsm_model = ckpt.build_model() if any(p.stage == "tensor" and p.name == "fgsm" for p in perts) else None
+
+    out = Path(cfg.out) if cfg.out else Path("reports") / f"sweep-{new_run_id()}"
+    parts = out / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    errors, agg = [], {}
+    from tqdm import tqdm
+
+    n_frames = sum(min(len(c), cfg.frames or len(c)) for c in cases)
+    bar = tqdm(total=n_frames * (1 + len(perts) * len(cfg.severities)), desc="sweep", unit="frame",
+               disable=None if cfg.progress else True, file=sys.stderr)
+    with ExitStack() as stack:
+        for r in runners:
+            stack.enter_context(r)
+        for case in cases:
+            try:
+                tables = _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg, bar)
+                write_table(pa.concat_tables(tables, promote_options="default"), parts / f"{case.name}.parquet")
+            except Exception as exc:  # recorded, fails the exit code, the other cases go on
+                errors.append({"case": case.name, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)})
+                log.error("case %s failed: %s", case.name, exc)
+    bar.close()
+    part_files = sorted(parts.glob("*.parquet"))
+    if part_files:
+        merge_parts(part_files, out / "sweep.parquet")
+    results = _summarise(agg)
+    summary = {
+        "schema": "parity.sweep/1",
+        "started": started.isoformat(),
+        "finished": datetime.now(timezone.utc).isoformat(),
+        "command": cfg.argv,
+        "reference": "each runner's own unperturbed output on the same pipeline and frames",
+        "provenance": {
+            "git_sha": git_sha(), "versions": versions(),
+            "checkpoint": {"path": str(ckpt.path), "sha256": ckpt.sha256, "name": ckpt.name},
+            "cases": {c.name: {"path": str(c.root.resolve()), "sha256": c.content_hash()} for c in cases},
+            "pipeline": pipe.to_dict(), "seed": cfg.seed, "frames_per_case": cfg.frames,
+            "perturbations": {p.name: {"family": p.family, "stage": p.stage, "values": list(p.values), "unit": p.unit} for p in perts},
+            "runners": {r.name: r.describe() for r in runners},
+        },
+        "results": results,
+        "errors": errors,
+    }
+    atomic.write_json(out / "summary.json", summary)
+    _write_csv(results, out / "summary.csv")
+    code = max([2 if "CaseError" in e["error"] else 1 for e in errors], default=0)
+    return out, summary, code
+
+
+def _frames(case, n):
+    if not n or n >= len(case):
+        return np.arange(len(case))
+    return np.unique(np.linspace(0, len(case) - 1, n).round().astype(int))
+
+
+def _run(runners, adapter, feed_fn, idx, width, batch):
+    """x[name] = decoded lanes for frames `idx`, feeding each batch to every runner."""
+    outs = {r.name: [] for r in runners}
+    logits_ref = []
+    for s in range(0, len(idx), batch):
+        feed = {adapter.input_name: feed_fn(idx[s : s + batch])}
+        for r in runners:
+            logits = r.infer(feed)[adapter.output_name]
+            if not np.isfinite(logits).all():
+                raise ParityError(f"runner {r.name} produced NaN/Inf logits")
+            outs[r.name].append(adapter.decode(logits, width))
+            if r.name == REFERENCE:
+                logits_ref.append(logits)
+    return {k: np.concatenate(v) for k, v in outs.items()}, np.concatenate(logits_ref)
+
+
+def _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg, bar):
+    rows = adapter.anchor_rows(case.height)
+    gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None
+    idx = _frames(case, cfg.frames)
+    clean, clean_logits = _run(runners, adapter, lambda f: pipe.prepare(case, f), idx, case.width, cfg.batch_size)
+    bar.update(len(idx))
+    # FGSM pushes away from the GT where a frame is labelled, else from the clean prediction.
+    targets = {int(f): c for f, c in zip(idx, clean_logits.argmax(axis=1))}
+    if gt is not None:
+        gt_cells = adapter.targets(gt, case.width)
+        for f in idx:
+            if case.labelled[f]:
+                targets[int(f)] = gt_cells[f]
+
+    def tensor_context(frames):
+        return {"model": fgsm_model, "targets": np.stack([targets[int(f)] for f in frames]), "std": pipe.std}
+
+    tables = []
+    for r in runners:
+        scores = _scores(case, clean[r.name], gt, rows, idx)
+        tables.append(lane_table(case.name, idx, case.timestamps[idx], r.name, pipe.name, ckpt.name, adapter.lane_names,
+                                 clean[r.name], clean[r.name], scores, None))
+        _accumulate(agg, ("none", 0, r.name), clean[r.name], clean[r.name], scores)
+    for p in perts:
+        for sev in cfg.severities:
+            applied = perturb.Applied(p, sev, cfg.seed, case.name, tensor_context)
+            ppipe = applied.pipeline(pipe)
+            fed, ts = applied.schedule(case.timestamps)
+            keep = fed[idx] >= 0
+            slots, src = idx[keep], fed[idx][keep]
+            order = {int(f): k for k, f in enumerate(idx)}
+            ref_pos = np.array([order[int(f)] for f in slots], dtype=int)
+            hooks = applied.hooks()
+            x, _ = _run(runners, adapter, lambda f: ppipe.prepare(case, f, hooks=hooks), src, case.width, cfg.batch_size)
+            for r in runners:
+                scores = _scores(case, x[r.name], gt, rows, slots)
+                ref = clean[r.name][ref_pos]
+                tables.append(lane_table(case.name, slots, ts[slots], r.name, pipe.name, ckpt.name, adapter.lane_names,
+                                         x[r.name], ref, scores, None, perturbation=p.name, severity=sev))
+                _accumulate(agg, (p.name, sev, r.name), x[r.name], ref, scores)
+            bar.update(len(idx))
+    return tables
+
+
+def _scores(case, x, gt, rows, frames):
+    """TuSimple per frame for frames `frames` (NaN where unlabelled), or None without GT."""
+    if gt is None:
+        return None
+    out = np.full((len(frames), 3), np.nan)
+    m = case.labelled[frames]
+    if m.any():
+        from .metrics import tusimple
+
+        out[m] = tusimple(x[m], gt[frames][m], rows, case.width)
+    return out
+
+
+def _accumulate(agg, key, x, ref, scores):
+    a = agg.setdefault(key, {"x": [], "ref": [], "scores": [], "frames": 0})
+    a["frames"] += len(x)
+    a["x"].append(x.ravel())
+    a["ref"].append(ref.ravel())
+    if scores is not None:
+        a["scores"].append(scores[np.isfinite(scores[:, 0])])
+
+
+def _summarise(agg) -> list[dict]:
+    out = []
+    base_acc = {}
+    for (pname, sev, runner), a in sorted(agg.items(), key=lambda kv: (kv[0][0] != "none", kv[0])):
+        d = lateral_difference(np.concatenate(a["x"]), np.concatenate(a["ref"]))
+        sc = np.concatenate(a["scores"]) if a["scores"] else np.zeros((0, 3))
+        acc = float(sc[:, 0].mean()) if len(sc) else float("nan")
+        if pname == "none":
+            base_acc[runner] = acc
+        out.append({
+            "perturbation": pname, "severity": sev, "runner": runner, "frames": a["frames"],
+            "accuracy": acc, "accuracy_drop": base_acc.get(runner, float("nan")) - acc,
+            "fp": float(sc[:, 1].mean()) if len(sc) else float("nan"), "fn": float(sc[:, 2].mean()) if len(sc) else float("nan"),
+            "dx_mean_px": d["mean_px"], "dx_p99_px": d["p99_px"], "dx_max_px": d["max_px"],
+            "existence_disagreement": d["existence_disagreement"],
+        })
+    return out
+
+
+def _write_csv(results, path) -> None:
+    import pandas as pd
+
+    with atomic.atomic_path(path) as tmp:
+        pd.DataFrame(results).to_csv(tmp, index=False, float_format="%.5g")
+
+
+def format_summary(summary: dict, runner: str = REFERENCE) -> str:
+    """Per perturbation, lateral shift and accuracy drop at each severity for one runner."""
+    res = [r for r in summary["results"] if r["runner"] == runner]
+    sevs = sorted({r["severity"] for r in res if r["severity"] > 0})
+    by = {}
+    for r in res:
+        by.setdefault(r["perturbation"], {})[r["severity"]] = r
+    head = f"{'perturbation':<20}" + "".join(f"{'sev ' + str(s):>16}" for s in sevs) + f"{'worst acc drop':>16}"
+    lines = [f"runner {runner}: mean lateral shift vs unperturbed (px) / accuracy drop, per severity", head, "-" * len(head)]
+
+    def f(v, fmt):
+        return "-" if v is None or not np.isfinite(v) else format(v, fmt)
+
+    ranked = sorted((k for k in by if k != "none"), key=lambda k: -np.nan_to_num(max(by[k][s]["accuracy_drop"] for s in by[k]), nan=-1))
+    for k in ranked:
+        cells = "".join(f"{f(by[k][s]['dx_mean_px'], '.2f') + ' / ' + f(by[k][s]['accuracy_drop'], '+.3f'):>16}" if s in by[k] else f"{'':>16}" for s in sevs)
+        worst = max(by[k][s]["accuracy_drop"] for s in by[k])
+        lines.append(f"{k:<20}{cells}{f(worst, '+.3f'):>16}")
+    if "none" in by:
+        lines.append(f"unperturbed accuracy: {f(by['none'][0]['accuracy'], '.4f')}")
+    return "\n".join(lines)
