@@ -17,11 +17,12 @@ PIPELINE ?= vehicle,training
 OUT ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv replay test test-all cases train bench clean-cache help
+.PHONY: venv replay test test-all cases train bench sweep clean-cache help
 
 help:
 	@echo "make replay [CASES=...] [CKPT=...] [RUNNERS=...] [PIPELINE=...] [OUT=...]"
-	@echo "make test | make test-all | make cases | make train"
+	@echo "make sweep [PERTURB=deploy|corruptions|all|name,...] [SEVERITIES=1..5] [SWEEP_FRAMES=24]"
+	@echo "make test | make test-all | make bench | make cases | make train"
 
 # The venv is rebuilt whenever pyproject.toml is newer than the last install.
 # torch==2.13.0 first: it is the CPU build on this machine's disk; a range would pull a CUDA build.
@@ -59,3 +60,10 @@ clean-cache:
 # Speed and memory targets live here, never in unit tests. Results: reports/bench/.
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Perturbation sweep of the reference model: every deployment mismatch at severities 1..5.
+PERTURB ?= deploy
+SEVERITIES ?= 1..5
+SWEEP_FRAMES ?= 24
+sweep: $(STAMP) $(if $(filter $(DEFAULT_CASES)% default,$(CASES)),cases) $(if $(filter $(REFERENCE_CKPT),$(CKPT)),$(REFERENCE_CKPT))
+	$(PY) -m parity sweep --cases $(CASES) --checkpoint $(CKPT) --runners $(if $(filter auto,$(RUNNERS)),torch,$(RUNNERS)) --pipeline vehicle --perturb $(PERTURB) --severities $(SEVERITIES) --frames $(SWEEP_FRAMES) $(if $(OUT),--out $(OUT))

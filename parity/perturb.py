@@ -129,8 +129,10 @@ def _norm(pipe: Pipeline, v):
 @register("channel_swap", "deployment", "raw", (0.2, 0.4, 0.6, 0.8, 1.0), "share of BGR",
           "red and blue exchanged (1.0 = the frame arrives BGR), blended for lower severities")
 def _swap(rgb, v, rng):
-    out = (1 - v) * rgb.astype(np.float32) + v * rgb[..., ::-1].astype(np.float32)
-    return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+    import cv2
+
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    return bgr if v == 1.0 else cv2.addWeighted(rgb, 1 - v, bgr, v, 0.0)
 
 
 @register("uint8_rounding", "deployment", "resized", (8, 7, 6, 5, 4), "bits (truncating)",
@@ -218,17 +220,18 @@ def _contrast(rgb, v, rng):
 @register("white_balance", "photometric", "raw", (0.05, 0.1, 0.16, 0.24, 0.35), "gain shift",
           "auto white balance off: red gain 1+v, blue gain 1-v")
 def _wb(rgb, v, rng):
-    out = rgb.copy()
-    out[..., 0] = _lut(lambda x: x * (1 + v))[rgb[..., 0]]
-    out[..., 2] = _lut(lambda x: x * (1 - v))[rgb[..., 2]]
-    return out
+    import cv2
+
+    lut = np.stack([_lut(lambda x: x * (1 + v)), np.arange(256, dtype=np.uint8), _lut(lambda x: x * (1 - v))], axis=-1)
+    return cv2.LUT(rgb, lut[None])
 
 
 @register("saturation", "photometric", "raw", (0.8, 0.6, 0.4, 0.2, 0.0), "remaining saturation", "colours pulled toward luma (0 = grey)")
 def _sat(rgb, v, rng):
-    x = rgb.astype(np.float32)
-    luma = x @ np.float32([0.299, 0.587, 0.114])
-    return np.clip(np.floor(luma[..., None] + v * (x - luma[..., None]) + 0.5), 0, 255).astype(np.uint8)
+    import cv2
+
+    grey = cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)  # BT.601 luma
+    return cv2.addWeighted(rgb, v, grey, 1 - v, 0.0)
 
 
 @lru_cache(maxsize=16)
@@ -241,8 +244,16 @@ def _radius2(h: int, w: int):
 @register("vignetting", "photometric", "raw", (0.15, 0.3, 0.45, 0.6, 0.75), "corner fall-off",
           "lens shading left uncorrected: gain 1 - v r^2, r = 1 at the corners")
 def _vignette(rgb, v, rng):
-    gain = 1 - v * _radius2(rgb.shape[0], rgb.shape[1])
-    return np.clip(np.floor(rgb * gain[..., None] + 0.5), 0, 255).astype(np.uint8)
+    import cv2
+
+    return cv2.multiply(rgb, _vignette_gain(rgb.shape[0], rgb.shape[1], float(v)), scale=1 / 255)
+
+
+@lru_cache(maxsize=8)
+def _vignette_gain(h: int, w: int, v: float) -> np.ndarray:
+    """The gain map in 1/255 steps, three channels: OpenCV multiplies and rounds in one pass."""
+    g = np.rint((1 - v * _radius2(h, w)) * 255).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=2)
 
 
 # ---- codec and sensor (raw stage) ------------------------------------------------------------------
@@ -268,14 +279,49 @@ def _chroma(rgb, v, rng):
 
 @register("gaussian_noise", "codec_sensor", "raw", (3, 6, 10, 15, 22), "sigma, levels", "additive read noise")
 def _gauss(rgb, v, rng):
-    noise = rng.standard_normal(rgb.shape, dtype=np.float32) * np.float32(v)
-    return np.clip(np.floor(rgb + noise + 0.5), 0, 255).astype(np.uint8)
+    import cv2
+
+    # Saturating uint8 arithmetic on precomputed positive and negative parts: exactly clip(rgb + noise).
+    pos, neg = _scaled_bank(rgb.shape[0], rgb.shape[1], float(v))
+    dy, dx = int(rng.integers(0, 97)), int(rng.integers(0, 131))
+    h, w = rgb.shape[:2]
+    return cv2.subtract(cv2.add(rgb, pos[dy : dy + h, dx : dx + w]), neg[dy : dy + h, dx : dx + w])
+
+
+@lru_cache(maxsize=8)
+def _scaled_bank(h: int, w: int, sigma: float):
+    z = np.rint(_noise_bank(h, w) * np.float32(sigma))
+    return np.clip(z, 0, 255).astype(np.uint8), np.clip(-z, 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=4)
+def _noise_bank(h: int, w: int) -> np.ndarray:
+    """A fixed field of unit normal noise, larger than the frame; frames take seeded windows of it.
+    Drawing fresh noise for every pixel of every frame costs more than the model's inference."""
+    return np.random.default_rng(0x5EED).standard_normal((h + 97, w + 131, 3), dtype=np.float32)
+
+
+def _noise_window(shape, rng) -> np.ndarray:
+    h, w = shape[:2]
+    bank = _noise_bank(h, w)
+    dy, dx = int(rng.integers(0, 97)), int(rng.integers(0, 131))
+    flip = rng.integers(0, 2, 2)  # mirrored windows multiply the variety
+    win = bank[dy : dy + h, dx : dx + w]
+    return win[:: -1 if flip[0] else 1, :: -1 if flip[1] else 1]
+
+
+def _add_noise(rgb, noise):
+    import cv2
+
+    out = cv2.add(rgb.astype(np.float32), noise)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 @register("shot_noise", "codec_sensor", "raw", (300, 120, 60, 30, 12), "photons at white",
-          "photon (Poisson) noise: fewer photons per pixel, more noise (as imagecorruptions' shot_noise)")
+          "photon noise: variance proportional to the signal (Gaussian approximation of imagecorruptions' Poisson shot_noise)")
 def _shot(rgb, v, rng):
-    return np.clip(np.floor(rng.poisson(rgb / 255.0 * v) * (255.0 / v) + 0.5), 0, 255).astype(np.uint8)
+    sigma = np.sqrt(np.arange(256, dtype=np.float32) * np.float32(255.0 / v))  # std in levels for each input level
+    return _add_noise(rgb, _noise_window(rgb.shape, rng) * sigma[rgb])
 
 
 @register("motion_blur", "codec_sensor", "raw", (3, 5, 9, 13, 19), "kernel length, px",
