@@ -164,6 +164,26 @@ def _cmd_sweep(args) -> int:
     return code
 
 
+def _cmd_score(args) -> int:
+    from . import atomic
+    from .case import find_cases, load_case
+    from .score_predictions import format_scores, read_tusimple_predictions, score_case
+
+    preds = read_tusimple_predictions(args.pred)
+    scores = {}
+    for p in find_cases(args.gt):
+        s = score_case(load_case(p), preds)
+        if s is not None:
+            scores[p.name] = s
+    if not scores:
+        raise UsageError(f"{args.pred}: no prediction names a labelled frame of the given cases (raw_file must match the frames' source names)")
+    print(format_scores(scores))
+    if args.out:
+        atomic.write_json(args.out, scores)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_runners(args) -> int:
     from .runners import RUNNERS
 
@@ -277,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--cache-dir")
     sw.add_argument("--no-progress", action="store_true")
     sw.set_defaults(func=_cmd_sweep)
+
+    sc = sub.add_parser("score", help="score TuSimple-format predictions from any source against cases' GT")
+    sc.add_argument("--pred", required=True, help="TuSimple JSON lines (raw_file, lanes, h_samples)")
+    sc.add_argument("--gt", nargs="+", required=True, help="case folders with GT")
+    sc.add_argument("--out", help="write the scores as JSON")
+    sc.set_defaults(func=_cmd_score)
 
     rn = sub.add_parser("runners", help="list runners and whether this machine can run them")
     rn.set_defaults(func=_cmd_runners)

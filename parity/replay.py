@@ -23,7 +23,8 @@ from .artifacts import ArtifactCache
 from .case import Case, find_cases, load_case
 from .checkpoint import load_checkpoint
 from .errors import CaseError, ParityError, UsageError
-from .metrics import lateral_difference, resample_rows, tusimple
+from . import scoring
+from .metrics import argmax_flips, lateral_difference, metres_per_pixel, resample_rows, tensor_parity
 from .provenance import git_sha, versions
 from .runners import REFERENCE, create, resolve
 
@@ -54,6 +55,13 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
+def raw_parity(logits: np.ndarray, ref: np.ndarray) -> dict:
+    """Per-frame raw output parity of a batch against the reference runner's logits."""
+    p = tensor_parity(logits, ref)
+    return {"raw_max": p["max"], "raw_p99": p["p99"], "raw_mean": p["mean"], "raw_cosine": p["cosine"],
+            "argmax_flip_rate": argmax_flips(logits, ref)}
+
+
 def resolve_pipeline(name: str, available: dict):
     """A pipeline of the model by name, or a pipeline file (.json/.toml)."""
     from .pipeline import load_pipeline
@@ -82,56 +90,45 @@ def load_all_cases(paths: list[str]) -> list[Case]:
     return cases
 
 
-def score_frames(case, x, gt, rows):
-    """Per-frame TuSimple [T, 3] on the case's labelled frames, NaN rows elsewhere (None without GT)."""
-    if gt is None:
-        return None
-    out = np.full((len(case), 3), np.nan)
-    m = case.labelled
-    out[m] = tusimple(x[m], gt[m], rows, case.width)
-    return out
+def lane_table(case_name, frames, t, runner, pipeline, ckpt_name, lane_names, x, lane_cols=None, frame_cols=None,
+               infer_ms=None, perturbation="none", severity=0):
+    """Lane-level tidy rows for one case x runner x pipeline as an Arrow table.
 
-
-def lane_table(case_name, frames, t, runner, pipeline, ckpt_name, lane_names, x, ref, gt_scores, infer_ms, perturbation="none", severity=0):
-    """Lane-level tidy rows for one case x runner x pipeline as an Arrow table (x[T, L, R] at `frames`, times `t`).
-
-    Built from numpy columns with no per-row Python objects, so memory stays proportional to the
-    numbers themselves (the per-row x is a fixed-size list column).
+    x[T, L, R] at case frames `frames` (times t); lane_cols: name -> [T, L]; frame_cols: name -> [T]
+    (repeated on each lane's row). Built from numpy columns with no per-row Python objects, so
+    memory stays proportional to the numbers (the per-row x is a fixed-size list column).
     """
     import pyarrow as pa
 
     T, L, R = x.shape
     slot = np.repeat(np.arange(T), L)
-    frame = np.asarray(frames)[slot]
     lane = np.tile(np.arange(L), T)
     flat = np.ascontiguousarray(x.reshape(T * L, R), dtype=np.float32)
-    diff = np.abs(x - ref).reshape(T * L, R)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a lane absent in either gives NaN, as intended
-        dmean = np.nanmean(diff, axis=1)
-        dmax = np.nanmax(diff, axis=1)
     n = T * L
+
+    def const(v):
+        return pa.array(np.full(n, v, dtype=object)).dictionary_encode()
+
     cols = {
-        "checkpoint": pa.array(np.full(n, ckpt_name, dtype=object)).dictionary_encode(),
-        "case": pa.array(np.full(n, case_name, dtype=object)).dictionary_encode(),
-        "frame": pa.array(frame.astype(np.int32)),
+        "checkpoint": const(ckpt_name),
+        "case": const(case_name),
+        "frame": pa.array(np.asarray(frames)[slot].astype(np.int32)),
         "t": pa.array(np.asarray(t, dtype=np.float64)[slot]),
-        "runner": pa.array(np.full(n, runner, dtype=object)).dictionary_encode(),
-        "pipeline": pa.array(np.full(n, pipeline, dtype=object)).dictionary_encode(),
-        "perturbation": pa.array(np.full(n, perturbation, dtype=object)).dictionary_encode(),
+        "runner": const(runner),
+        "pipeline": const(pipeline),
+        "perturbation": const(perturbation),
         "severity": pa.array(np.full(n, severity, dtype=np.int8)),
         "lane": pa.array(lane.astype(np.int8)),
         "lane_name": pa.DictionaryArray.from_arrays(pa.array(lane.astype(np.int32)), pa.array(list(lane_names))),
         "exists": pa.array(np.isfinite(flat).any(axis=1)),
         "x": pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), R),
-        "dx_ref_mean_px": pa.array(dmean),
-        "dx_ref_max_px": pa.array(dmax),
     }
+    for name, v in (lane_cols or {}).items():
+        cols[name] = pa.array(np.asarray(v).reshape(n))
     if infer_ms is not None:
         cols["infer_ms"] = pa.array(np.repeat(infer_ms, L))
-    if gt_scores is not None:
-        for k, name in enumerate(("frame_accuracy", "frame_fp", "frame_fn")):
-            cols[name] = pa.array(np.repeat(gt_scores[:, k], L))
+    for name, v in (frame_cols or {}).items():
+        cols[name] = pa.array(np.repeat(np.asarray(v), L))
     return pa.table(cols)
 
 
@@ -163,8 +160,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     pipelines = [resolve_pipeline(p, available) for p in pipe_names]
     pipe_names = [p.name for p in pipelines]
     names = resolve(cfg.runners)
-    if REFERENCE not in names:
-        names = [REFERENCE] + names  # parity is measured against it
+    names = [REFERENCE] + [n for n in names if n != REFERENCE]  # parity is measured against it: it runs first
     if cfg.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     cache = ArtifactCache(cfg.cache_dir)
@@ -176,6 +172,8 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     parts.mkdir(parents=True, exist_ok=True)
 
     preds: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    per_key: dict[tuple[str, str], list] = {}
+    jitter_rows: list[dict] = []
     times: dict[tuple[str, str], float] = {}
     frames_done: dict[tuple[str, str], int] = {}
     errors: list[dict] = []
@@ -190,34 +188,47 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
         for case in cases:
             rows = adapter.anchor_rows(case.height)
             gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None
+            mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
             try:
-                case_preds = {}
-                case_ms = {}
+                outputs, case_ms, raw = {}, {}, {}
                 for pipe in pipelines:
                     outs = {r.name: [] for r in runners}
                     ms = {r.name: [] for r in runners}
+                    stats = {r.name: [] for r in runners}
                     for start in range(0, len(case), cfg.batch_size):
                         idx = range(start, min(start + cfg.batch_size, len(case)))
                         feed = {adapter.input_name: pipe.prepare(case, idx)}
-                        for r in runners:
+                        ref_logits = None
+                        for r in runners:  # the reference runs first
                             logits = r.infer(feed)[adapter.output_name]
                             if not np.isfinite(logits).all():
                                 raise ParityError(f"runner {r.name} produced NaN/Inf logits on {case.name} frames {idx.start}..{idx.stop - 1}")
+                            ref_logits = logits if ref_logits is None else ref_logits
+                            stats[r.name].append(raw_parity(logits, ref_logits))
                             outs[r.name].append(adapter.decode(logits, case.width))
                             ms[r.name].append(np.full(len(idx), r.last_inference_time * 1e3 / len(idx)))
                         bar.update(len(idx))
                     for r in runners:
-                        case_preds[(r.name, pipe.name)] = np.concatenate(outs[r.name])
+                        outputs[(r.name, pipe.name)] = np.concatenate(outs[r.name])
                         case_ms[(r.name, pipe.name)] = np.concatenate(ms[r.name])
-                frames = []
-                for (rname, pname), x in case_preds.items():
-                    ref = case_preds[(REFERENCE, pname)]
-                    scores = score_frames(case, x, gt, rows)
-                    frames.append(lane_table(case.name, np.arange(len(case)), case.timestamps, rname, pname, ckpt.name,
-                                             adapter.lane_names, x, ref, scores, case_ms[(rname, pname)]))
-                write_table(pa.concat_tables(frames), parts / f"{case.name}.parquet")
-                for key, x in case_preds.items():
+                        raw[(r.name, pipe.name)] = {k: np.concatenate([b[k] for b in stats[r.name]]) for k in stats[r.name][0]}
+                tables, scored = [], {}
+                frames_all = np.arange(len(case))
+                for (rname, pname), x in outputs.items():
+                    ref_name, metric_ref = scoring.metric_reference(case, adapter, outputs, rname, pname, gt)
+                    sc = scoring.score(case, x, frames_all, case.timestamps, outputs[(REFERENCE, pname)], metric_ref, ref_name, rows, gt, mpp)
+                    sc.frame_cols.update(raw[(rname, pname)])
+                    scored[(rname, pname)] = sc
+                    tables.append(lane_table(case.name, frames_all, case.timestamps, rname, pname, ckpt.name, adapter.lane_names,
+                                             x, sc.lane_cols, sc.frame_cols, case_ms[(rname, pname)]))
+                    for row in sc.jitter_rows:
+                        jitter_rows.append({"case": case.name, "runner": rname, "pipeline": pname, "perturbation": "none",
+                                            "severity": 0, "lane_name": adapter.lane_names[row["lane"]], "reference": ref_name, **row})
+                write_table(pa.concat_tables(tables), parts / f"{case.name}.parquet")
+                for key, x in outputs.items():
                     preds.setdefault(key, {})[case.name] = x
+                    per_key.setdefault(key, []).append({"x": x, "dx_ref": outputs[(REFERENCE, key[1])], "scored": scored[key], "case": case.name,
+                                                        "frames": frames_all, "lane_names": adapter.lane_names})
                     times[key] = times.get(key, 0.0) + float(case_ms[key].sum()) / 1e3
                     frames_done[key] = frames_done.get(key, 0) + len(x)
             except Exception as exc:  # one bad case never kills the run; it is recorded and fails the exit code
@@ -231,14 +242,19 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     part_files = sorted(parts.glob("*.parquet"))
     if part_files:
         merge_parts(part_files, out / "frames.parquet")
+    if jitter_rows:
+        write_table(pa.Table.from_pylist(jitter_rows), out / "jitter.parquet")
     summary = {
         "schema": "parity.replay/1",
         "run_id": run_id,
         "started": started.isoformat(),
         "finished": datetime.now(timezone.utc).isoformat(),
         "command": cfg.argv,
-        "reference": {"runner": REFERENCE, "pipeline": "same as the row", "meaning": "lateral difference is runner vs torch fp32 on the same input"},
-        "accuracy_reference": "ground truth (TuSimple accuracy/FP/FN, 20 px threshold scaled to image width)",
+        "reference": {
+            "parity": "dx_*, raw_*, argmax_flip_rate: the runner vs torch fp32 on the same pipeline and input",
+            "accuracy": "ground truth on labelled frames (TuSimple accuracy/FP/FN; CULane-style F1 at IoU 0.5 and 0.3)",
+            "bending_jitter": "gt where a case has GT on every frame in the model's lane slots, else torch fp32 on the training pipeline if run, else on the same pipeline (per result: bending_jitter_reference)",
+        },
         "provenance": {
             "git_sha": git_sha(),
             "versions": versions(),
@@ -254,47 +270,16 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
             "pipelines": {p.name: p.to_dict() for p in pipelines},
             "runners": runner_info,
         },
-        "results": _aggregate(preds, times, frames_done, cases, adapter, runner_info),
+        "results": [
+            {"runner": k[0], "pipeline": k[1], "label": runner_info[k[0]]["label"], "frames": frames_done[k],
+             **scoring.aggregate(items), "fps": frames_done[k] / times[k] if times[k] > 0 else float("nan")}
+            for k, items in per_key.items()
+        ],
         "pipeline_gap": _pipeline_gap(preds, pipe_names),
         "errors": errors,
     }
     atomic.write_json(out / "summary.json", summary)
     return ReplayResult(out, summary, exit_code)
-
-
-def _aggregate(preds, times, frames_done, cases, adapter, runner_info) -> list[dict]:
-    by_case = {c.name: c for c in cases}
-    results = []
-    for (rname, pname), per_case in preds.items():
-        acc_rows = []
-        xs, refs = [], []
-        for cname, x in per_case.items():
-            case = by_case[cname]
-            rows = adapter.anchor_rows(case.height)
-            if case.gt is not None:
-                scores = score_frames(case, x, resample_rows(case.gt, case.anchor_rows, rows), rows)
-                acc_rows.append(scores[case.labelled])
-            xs.append(x.ravel())
-            refs.append(preds[(REFERENCE, pname)][cname].ravel())
-        acc = np.concatenate(acc_rows).mean(axis=0) if acc_rows else [float("nan")] * 3
-        diff = lateral_difference(np.concatenate(xs), np.concatenate(refs))
-        results.append(
-            {
-                "runner": rname,
-                "pipeline": pname,
-                "label": runner_info[rname]["label"],
-                "frames": frames_done[(rname, pname)],
-                "accuracy": float(acc[0]),
-                "fp": float(acc[1]),
-                "fn": float(acc[2]),
-                "dx_ref_mean_px": diff["mean_px"],
-                "dx_ref_p99_px": diff["p99_px"],
-                "dx_ref_max_px": diff["max_px"],
-                "existence_disagreement": diff["existence_disagreement"],
-                "fps": frames_done[(rname, pname)] / times[(rname, pname)] if times[(rname, pname)] > 0 else float("nan"),
-            }
-        )
-    return results
 
 
 def _pipeline_gap(preds, pipe_names) -> list[dict]:
@@ -316,20 +301,34 @@ def _pipeline_gap(preds, pipe_names) -> list[dict]:
 
 def format_table(summary: dict) -> str:
     """The per-runner table printed at the end of a replay."""
-    head = f"{'runner':<10} {'pipeline':<9} {'frames':>6} {'acc':>6} {'FP':>6} {'FN':>6} {'dx mean':>8} {'dx p99':>7} {'dx max':>7} {'exist!=':>7} {'fps':>7}"
-    lines = [head, "-" * len(head)]
+    cols = [
+        ("runner", "runner", "<10", None), ("pipeline", "pipeline", "<9", None), ("frames", "frames", ">6", None),
+        ("acc", "accuracy", ">6", ".4f"), ("F1", "f1_50", ">6", ".4f"),
+        ("dx mean", "dx_ref_mean_px", ">7", ".3f"), ("dx p99", "dx_ref_p99_px", ">6", ".2f"), ("dx max", "dx_ref_max_px", ">6", ".2f"),
+        ("flips", "argmax_flip_rate", ">7", ".5f"), ("bend", "bend_mean_px", ">5", ".2f"), ("bend99", "bend_p99_px", ">6", ".2f"),
+        ("kink%", "kink_rate", ">6", ".2%"),
+        ("jit near", "jitter_rms_near", ">8", ".3f"), ("mid", "jitter_rms_mid", ">5", ".3f"), ("far", "jitter_rms_far", ">5", ".3f"),
+        ("osc Hz", "jitter_oscillation_hz_near", ">6", ".2f"), ("fps", "fps", ">6", ".0f"),
+    ]
 
     def f(v, fmt):
+        if fmt is None:
+            return str(v)
         return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, fmt)
 
+    head = " ".join(format(h, a) for h, _, a, _ in cols)
+    lines = [head, "-" * len(head)]
     for r in summary["results"]:
-        lines.append(
-            f"{r['runner']:<10} {r['pipeline']:<9} {r['frames']:>6} {f(r['accuracy'], '.4f'):>6} {f(r['fp'], '.3f'):>6} "
-            f"{f(r['fn'], '.3f'):>6} {f(r['dx_ref_mean_px'], '.3f'):>8} {f(r['dx_ref_p99_px'], '.2f'):>7} "
-            f"{f(r['dx_ref_max_px'], '.2f'):>7} {f(r['existence_disagreement'], '.4f'):>7} {f(r['fps'], '.0f'):>7}"
-        )
-    lines.append("dx: lateral difference vs torch fp32 on the same pipeline, px in source image; exist!=: share of points where existence differs")
-    lines.append("fps: runner inference alone (no preprocessing), batches of the run's --batch-size")
+        lines.append(" ".join(format(f(r.get(k), fmt), a) for _, k, a, fmt in cols))
+    refs = sorted({x for r in summary["results"] for x in r.get("bending_jitter_reference", [])})
+    lines += [
+        "acc: TuSimple accuracy; F1: CULane-style F1 at IoU 0.5 (both vs GT on labelled frames)",
+        "dx: lateral difference vs torch fp32 on the same pipeline (px, source image); flips: row-anchor argmax flips vs torch",
+        f"bend: excess chord deviation per lane-frame (px; bend99 its p99, kink%: lane-frames with a kink > 20 px at 1280 wide); "
+        f"jit: RMS frame-to-frame swing of the residual at near/mid/far rows (px per frame); osc: swings per second (near). "
+        f"Reference for bend/jitter: {', '.join(refs) or '-'}",
+        "fps: runner inference alone (no preprocessing), batches of the run's --batch-size",
+    ]
     labels = {r["runner"]: r["label"] for r in summary["results"]}
     for name, label in labels.items():
         lines.append(f"  {name}: {label}")
@@ -339,6 +338,10 @@ def format_table(summary: dict) -> str:
             f"pipeline gap ({g['runner']}, vehicle vs training): mean {f(d['mean_px'], '.2f')} px, p99 {f(d['p99_px'], '.2f')} px, "
             f"max {f(d['max_px'], '.2f')} px, existence differs at {f(d['existence_disagreement'], '.4f')} of points"
         )
+    for r in summary["results"]:
+        w = r.get("bend_worst")
+        if w:
+            lines.append(f"worst bend ({r['runner']}, {r['pipeline']}): {w['px']:.1f} px at {w['case']} frame {w['frame']} lane {w['lane']} row {w['row']}")
     for e in summary.get("errors", []):
         lines.append(f"FAILED case {e['case']}: {e['error']}")
     return "\n".join(lines)

@@ -21,7 +21,8 @@ from . import atomic, perturb
 from .artifacts import ArtifactCache
 from .checkpoint import load_checkpoint
 from .errors import ParityError, UsageError
-from .metrics import lateral_difference, resample_rows
+from . import scoring
+from .metrics import metres_per_pixel, resample_rows
 from .provenance import git_sha, versions
 from .replay import REFERENCE, load_all_cases, lane_table, merge_parts, new_run_id, resolve_pipeline, write_table
 from .runners import create, resolve
@@ -70,8 +71,7 @@ def sweep(cfg: SweepConfig):
     adapter = ckpt.adapter()
     pipe = resolve_pipeline(cfg.pipeline, adapter.pipelines())
     names = resolve(cfg.runners)
-    if REFERENCE not in names:
-        names = [REFERENCE] + names
+    names = [REFERENCE] + [n for n in names if n != REFERENCE]
     perts = [perturb.get(n) for n in perturb.resolve(cfg.perturb)]
     cache = ArtifactCache(cfg.cache_dir)
     runners = [create(n, ckpt, cache) for n in names]
@@ -80,7 +80,7 @@ def sweep(cfg: SweepConfig):
     out = Path(cfg.out) if cfg.out else Path("reports") / f"sweep-{new_run_id()}"
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
-    errors, agg = [], {}
+    errors, agg, jitter_rows = [], {}, []
     from tqdm import tqdm
 
     n_frames = sum(min(len(c), cfg.frames or len(c)) for c in cases)
@@ -91,7 +91,7 @@ def sweep(cfg: SweepConfig):
             stack.enter_context(r)
         for case in cases:
             try:
-                tables = _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg, bar)
+                tables = _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg, jitter_rows, bar)
                 write_table(pa.concat_tables(tables, promote_options="default"), parts / f"{case.name}.parquet")
             except Exception as exc:  # recorded, fails the exit code, the other cases go on
                 errors.append({"case": case.name, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)})
@@ -100,13 +100,19 @@ def sweep(cfg: SweepConfig):
     part_files = sorted(parts.glob("*.parquet"))
     if part_files:
         merge_parts(part_files, out / "sweep.parquet")
+    if jitter_rows:
+        write_table(pa.Table.from_pylist(jitter_rows), out / "jitter.parquet")
     results = _summarise(agg)
     summary = {
         "schema": "parity.sweep/1",
         "started": started.isoformat(),
         "finished": datetime.now(timezone.utc).isoformat(),
         "command": cfg.argv,
-        "reference": "each runner's own unperturbed output on the same pipeline and frames",
+        "reference": {
+            "dx": "each runner's own unperturbed output on the same pipeline and frames",
+            "accuracy": "ground truth on labelled frames",
+            "bending_jitter": "gt where a case has GT on every frame in the model's lane slots, else the runner's unperturbed output",
+        },
         "provenance": {
             "git_sha": git_sha(), "versions": versions(),
             "checkpoint": {"path": str(ckpt.path), "sha256": ckpt.sha256, "name": ckpt.name},
@@ -146,9 +152,11 @@ def _run(runners, adapter, feed_fn, idx, width, batch):
     return {k: np.concatenate(v) for k, v in outs.items()}, np.concatenate(logits_ref)
 
 
-def _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg, bar):
+def _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg, jitter_rows, bar):
     rows = adapter.anchor_rows(case.height)
     gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None
+    mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
+    track_gt = scoring.gt_usable_for_tracking(case, adapter)
     idx = _frames(case, cfg.frames)
     clean, clean_logits = _run(runners, adapter, lambda f: pipe.prepare(case, f), idx, case.width, cfg.batch_size)
     bar.update(len(idx))
@@ -164,11 +172,21 @@ def _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg,
         return {"model": fgsm_model, "targets": np.stack([targets[int(f)] for f in frames]), "std": pipe.std}
 
     tables = []
+
+    def record(pname, sev, r, x, frames, t, ref):
+        metric_ref, ref_name = (gt[frames], "gt") if track_gt else (ref, f"{r.name} unperturbed")
+        sc = scoring.score(case, x, frames, t, ref, metric_ref, ref_name, rows, gt, mpp)
+        tables.append(lane_table(case.name, frames, t, r.name, pipe.name, ckpt.name, adapter.lane_names, x,
+                                 sc.lane_cols, sc.frame_cols, None, perturbation=pname, severity=sev))
+        agg.setdefault((pname, sev, r.name), []).append(
+            {"x": x, "dx_ref": ref, "scored": sc, "case": case.name, "frames": frames, "lane_names": adapter.lane_names})
+        for row in sc.jitter_rows:
+            jitter_rows.append({"case": case.name, "runner": r.name, "pipeline": pipe.name, "perturbation": pname, "severity": sev,
+                                "lane_name": adapter.lane_names[row["lane"]], "reference": ref_name, **row})
+
     for r in runners:
-        scores = _scores(case, clean[r.name], gt, rows, idx)
-        tables.append(lane_table(case.name, idx, case.timestamps[idx], r.name, pipe.name, ckpt.name, adapter.lane_names,
-                                 clean[r.name], clean[r.name], scores, None))
-        _accumulate(agg, ("none", 0, r.name), clean[r.name], clean[r.name], scores)
+        record("none", 0, r, clean[r.name], idx, case.timestamps[idx], clean[r.name])
+    order = {int(f): k for k, f in enumerate(idx)}
     for p in perts:
         for sev in cfg.severities:
             applied = perturb.Applied(p, sev, cfg.seed, case.name, tensor_context)
@@ -176,57 +194,28 @@ def _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg,
             fed, ts = applied.schedule(case.timestamps)
             keep = fed[idx] >= 0
             slots, src = idx[keep], fed[idx][keep]
-            order = {int(f): k for k, f in enumerate(idx)}
             ref_pos = np.array([order[int(f)] for f in slots], dtype=int)
             hooks = applied.hooks()
             x, _ = _run(runners, adapter, lambda f: ppipe.prepare(case, f, hooks=hooks), src, case.width, cfg.batch_size)
             for r in runners:
-                scores = _scores(case, x[r.name], gt, rows, slots)
-                ref = clean[r.name][ref_pos]
-                tables.append(lane_table(case.name, slots, ts[slots], r.name, pipe.name, ckpt.name, adapter.lane_names,
-                                         x[r.name], ref, scores, None, perturbation=p.name, severity=sev))
-                _accumulate(agg, (p.name, sev, r.name), x[r.name], ref, scores)
+                record(p.name, sev, r, x[r.name], slots, ts[slots], clean[r.name][ref_pos])
             bar.update(len(idx))
     return tables
 
 
-def _scores(case, x, gt, rows, frames):
-    """TuSimple per frame for frames `frames` (NaN where unlabelled), or None without GT."""
-    if gt is None:
-        return None
-    out = np.full((len(frames), 3), np.nan)
-    m = case.labelled[frames]
-    if m.any():
-        from .metrics import tusimple
-
-        out[m] = tusimple(x[m], gt[frames][m], rows, case.width)
-    return out
-
-
-def _accumulate(agg, key, x, ref, scores):
-    a = agg.setdefault(key, {"x": [], "ref": [], "scores": [], "frames": 0})
-    a["frames"] += len(x)
-    a["x"].append(x.ravel())
-    a["ref"].append(ref.ravel())
-    if scores is not None:
-        a["scores"].append(scores[np.isfinite(scores[:, 0])])
-
-
 def _summarise(agg) -> list[dict]:
-    out = []
-    base_acc = {}
-    for (pname, sev, runner), a in sorted(agg.items(), key=lambda kv: (kv[0][0] != "none", kv[0])):
-        d = lateral_difference(np.concatenate(a["x"]), np.concatenate(a["ref"]))
-        sc = np.concatenate(a["scores"]) if a["scores"] else np.zeros((0, 3))
-        acc = float(sc[:, 0].mean()) if len(sc) else float("nan")
+    out, base = [], {}
+    for (pname, sev, runner), items in sorted(agg.items(), key=lambda kv: (kv[0][0] != "none", kv[0])):
+        res = scoring.aggregate(items)
         if pname == "none":
-            base_acc[runner] = acc
+            base[runner] = res
+        b = base.get(runner, {})
         out.append({
-            "perturbation": pname, "severity": sev, "runner": runner, "frames": a["frames"],
-            "accuracy": acc, "accuracy_drop": base_acc.get(runner, float("nan")) - acc,
-            "fp": float(sc[:, 1].mean()) if len(sc) else float("nan"), "fn": float(sc[:, 2].mean()) if len(sc) else float("nan"),
-            "dx_mean_px": d["mean_px"], "dx_p99_px": d["p99_px"], "dx_max_px": d["max_px"],
-            "existence_disagreement": d["existence_disagreement"],
+            "perturbation": pname, "severity": sev, "runner": runner, "frames": int(sum(len(i["x"]) for i in items)),
+            "accuracy_drop": b.get("accuracy", float("nan")) - res["accuracy"],
+            "bend_increase_px": res["bend_mean_px"] - b.get("bend_mean_px", float("nan")),
+            **{k: v for k, v in res.items() if k != "bend_worst"},
+            "dx_mean_px": res["dx_ref_mean_px"],
         })
     return out
 

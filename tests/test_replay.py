@@ -26,6 +26,10 @@ def test_replay_end_to_end(tiny_case, random_checkpoint, cache_dir, tmp_path, ca
     assert all(len(x) == 18 for x in df.x)
     torch_rows = df[df.runner == "torch"]
     assert np.nanmax(torch_rows.dx_ref_max_px.to_numpy(dtype=float), initial=0.0) == 0.0
+    assert (torch_rows.raw_max == 0).all() and (torch_rows.argmax_flip_rate == 0).all()
+    assert {"bend_px", "bend_row", "kinks", "dx_ref_mean_m", "culane_tp", "raw_cosine"} <= set(df.columns)
+    jit = pd.read_parquet(out / "jitter.parquet")
+    assert len(jit) == 3 * 2 * 4 * 3 and set(jit.lookahead) == {"near", "mid", "far"}  # runners x pipelines x lanes x rows
 
     summary = json.loads((out / "summary.json").read_text())
     prov = summary["provenance"]
@@ -38,7 +42,9 @@ def test_replay_end_to_end(tiny_case, random_checkpoint, cache_dir, tmp_path, ca
     assert r[("ort-fp32", "vehicle")]["dx_ref_max_px"] < 0.05
     assert 0 <= r[("torch", "vehicle")]["accuracy"] <= 1
     assert summary["pipeline_gap"] and summary["pipeline_gap"][0]["vehicle_vs_training"]["points"] > 0
-    for name in ("torch", "ort-fp32", "ort-fp16", "fps", "pipeline gap"):
+    assert r[("ort-fp16", "vehicle")]["raw_max"] > 0 and r[("torch", "vehicle")]["bending_jitter_reference"] == ["gt"]
+    assert 0 <= r[("torch", "vehicle")]["f1_50"] <= 1
+    for name in ("torch", "ort-fp32", "ort-fp16", "fps", "pipeline gap", "bend", "jit near"):
         assert name in printed
 
 

@@ -1,0 +1,147 @@
+"""Applying the metrics to a run's lanes: which reference each metric uses, and the tables.
+
+References (docs/metrics.md):
+- `dx_*` (parity) compares a runner with the torch fp32 runner on the same pipeline and input;
+- accuracy (TuSimple, CULane F1) compares with GT on labelled frames;
+- bending and jitter compare with GT when the case has GT on every frame with the model's own
+  lane slots, else with torch fp32 on the training pipeline (if the run has it), else with torch
+  fp32 on the same pipeline. The chosen reference is written next to the numbers.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import metrics as M
+
+LOOKAHEAD_NAMES = list(M.LOOKAHEAD)
+
+
+@dataclass
+class Scored:
+    lane_cols: dict = field(default_factory=dict)  # name -> [T, L]
+    frame_cols: dict = field(default_factory=dict)  # name -> [T]
+    jitter_rows: list = field(default_factory=list)  # per lane x look-ahead
+    reference: str = ""
+
+
+def gt_usable_for_tracking(case, adapter) -> bool:
+    """GT can stand in for a reference time series: every frame labelled, lanes in the model's slots."""
+    return case.gt is not None and bool(case.labelled.all()) and list(case.lane_names) == list(adapter.lane_names)
+
+
+def score(case, x, frames, t, dx_ref, metric_ref, metric_ref_name, rows, gt, mpp) -> Scored:
+    """Metrics of lanes x[T, L, R] at case frames `frames` (times t).
+
+    dx_ref: the parity reference at the same frames; metric_ref: the bending/jitter reference;
+    gt: case GT on the model rows (all case frames) or None; mpp: metres per pixel per row or None.
+    """
+    s = Scored(reference=metric_ref_name)
+    diff = np.abs(x - dx_ref)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a lane absent in either gives NaN, as intended
+        s.lane_cols["dx_ref_mean_px"] = np.nanmean(diff, axis=2)
+        s.lane_cols["dx_ref_max_px"] = np.nanmax(diff, axis=2)
+        if mpp is not None:
+            s.lane_cols["dx_ref_mean_m"] = np.nanmean(diff * mpp, axis=2)
+    b = M.bending(x, metric_ref, rows, kink_px=M.kink_threshold(case.width))
+    s.lane_cols["bend_px"] = b["score"]
+    s.lane_cols["bend_row"] = b["row"].astype(np.int16)
+    s.lane_cols["kinks"] = b["kinks"].astype(np.int16)
+    if gt is not None:
+        g = gt[frames]
+        lab = case.labelled[frames]
+        tus = np.full((len(frames), 3), np.nan)
+        c50 = np.full((len(frames), 3), np.nan)
+        c30 = np.full((len(frames), 3), np.nan)
+        if lab.any():
+            tus[lab] = M.tusimple_batch(x[lab], g[lab], rows, case.width)
+            iou_counts = M.culane_counts(x[lab], g[lab], rows, case.width, iou=0.5)
+            c50[lab] = iou_counts
+            c30[lab] = M.culane_counts(x[lab], g[lab], rows, case.width, iou=0.3)
+        for k, name in enumerate(("frame_accuracy", "frame_fp", "frame_fn")):
+            s.frame_cols[name] = tus[:, k]
+        for k, name in enumerate(("culane_tp", "culane_fp", "culane_fn")):
+            s.frame_cols[name] = c50[:, k]
+        for k, name in enumerate(("culane30_tp", "culane30_fp", "culane30_fn")):
+            s.frame_cols[name] = c30[:, k]
+    look = M.lookahead_rows(len(rows))
+    idx = list(look.values())
+    if len(frames) > 1:
+        j = M.jitter(x[:, :, idx], metric_ref[:, :, idx], t)
+        for lane in range(x.shape[1]):
+            for k, name in enumerate(look):
+                s.jitter_rows.append({
+                    "lane": lane, "lookahead": name, "row": int(idx[k]),
+                    **{f"jitter_{m}": float(j[m][lane, k]) for m in ("rms", "p95", "amplitude", "oscillation_hz", "flicker_hz")},
+                })
+    return s
+
+
+def metric_reference(case, adapter, outputs: dict, runner: str, pipeline: str, gt, frames=None):
+    """(name, x[T, L, R]) of the bending/jitter reference for `runner` on `pipeline` (see module doc)."""
+    sel = slice(None) if frames is None else frames
+    if gt_usable_for_tracking(case, adapter):
+        return "gt", gt[sel]
+    for key in (("torch", "training"), ("torch", pipeline)):
+        if key in outputs:
+            return f"{key[0]}@{key[1]}", outputs[key]
+    return f"{runner}@{pipeline}", outputs[(runner, pipeline)]
+
+
+def aggregate(items: list[dict]) -> dict:
+    """Run-level figures for one runner x pipeline from its per-case `Scored` pieces.
+
+    items: dicts with x, dx_ref, scored (Scored), case, frames, lane_names.
+    """
+    out = {}
+    diffs = M.lateral_difference(np.concatenate([i["x"].ravel() for i in items]), np.concatenate([i["dx_ref"].ravel() for i in items]))
+    out.update({f"dx_ref_{k}": v for k, v in diffs.items() if k != "points"})
+    fc = {k: np.concatenate([i["scored"].frame_cols.get(k, np.full(len(i["x"]), np.nan)) for i in items]) for k in
+          ("frame_accuracy", "frame_fp", "frame_fn", "culane_tp", "culane_fp", "culane_fn", "culane30_tp", "culane30_fp", "culane30_fn",
+           "raw_max", "raw_p99", "raw_mean", "raw_cosine", "argmax_flip_rate")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out["accuracy"] = float(np.nanmean(fc["frame_accuracy"]))
+        out["fp"] = float(np.nanmean(fc["frame_fp"]))
+        out["fn"] = float(np.nanmean(fc["frame_fn"]))
+        for name, pre in (("f1_50", "culane"), ("f1_30", "culane30")):
+            cnt = np.stack([fc[f"{pre}_tp"], fc[f"{pre}_fp"], fc[f"{pre}_fn"]], axis=1)
+            cnt = cnt[np.isfinite(cnt[:, 0])]
+            out[name] = M.f1(cnt) if len(cnt) else float("nan")
+        out["raw_max"] = float(np.nanmax(fc["raw_max"])) if np.isfinite(fc["raw_max"]).any() else float("nan")
+        out["raw_mean"] = float(np.nanmean(fc["raw_mean"]))
+        out["raw_p99"] = float(np.nanmean(fc["raw_p99"]))
+        out["raw_cosine_min"] = float(np.nanmin(fc["raw_cosine"])) if np.isfinite(fc["raw_cosine"]).any() else float("nan")
+        out["argmax_flip_rate"] = float(np.nanmean(fc["argmax_flip_rate"]))
+        m = [i["scored"].lane_cols.get("dx_ref_mean_m") for i in items]
+        if all(v is not None for v in m):
+            out["dx_ref_mean_m"] = float(np.nanmean(np.concatenate([v.ravel() for v in m])))
+        bend = np.concatenate([i["scored"].lane_cols["bend_px"].ravel() for i in items])
+        kinks = np.concatenate([i["scored"].lane_cols["kinks"].ravel() for i in items])
+        has = np.isfinite(bend)
+        out["bend_mean_px"] = float(np.nanmean(bend)) if has.any() else float("nan")
+        out["bend_p99_px"] = float(np.nanpercentile(bend, 99)) if has.any() else float("nan")
+        out["kink_rate"] = float((kinks[has] > 0).mean()) if has.any() else float("nan")
+        if has.any():
+            k = int(np.nanargmax(np.where(has, bend, -1)))
+            worst = float(bend[k])
+            for i in items:
+                n = i["x"].shape[0] * i["x"].shape[1]
+                if k < n:
+                    f, lane = divmod(k, i["x"].shape[1])
+                    out["bend_worst"] = {
+                        "case": i["case"], "frame": int(i["frames"][f]), "lane": i["lane_names"][lane],
+                        "row": int(i["scored"].lane_cols["bend_row"][f, lane]), "px": worst,
+                    }
+                    break
+                k -= n
+        jr = [r for i in items for r in i["scored"].jitter_rows]
+        for look in LOOKAHEAD_NAMES:
+            sel = [r for r in jr if r["lookahead"] == look]
+            for m in ("rms", "p95", "oscillation_hz", "flicker_hz"):
+                out[f"jitter_{m}_{look}"] = float(np.nanmean([r[f"jitter_{m}"] for r in sel])) if sel else float("nan")
+    out["bending_jitter_reference"] = sorted({i["scored"].reference for i in items})
+    return out

@@ -1,0 +1,166 @@
+"""Every metric recovers a planted defect of known size, and scores zero when there is none."""
+import json
+
+import numpy as np
+import pytest
+
+from parity import metrics as M
+from parity.synth import Renderer, Scenario
+
+FPS = 20.0
+
+
+@pytest.fixture(scope="module")
+def curving_gt():
+    """GT of a road that curves (clothoid + s-curve) under an ego that weaves: 400 frames, 20 s."""
+    scn = Scenario("gt", seed=1, frames=400, fps=FPS, curvature=((0.0, 0.0), (50.0, 1 / 300)), ka=1 / 500,
+                   drift_amp_m=0.5, drift_period_s=3.0)
+    r = Renderer(scn)
+    from parity.synth import EgoState, gt_lanes
+
+    x = np.stack([gt_lanes(scn, EgoState(scn, i / FPS))["x"] for i in range(400)]).astype(np.float64)
+    return x, scn.camera.anchor_rows(), np.arange(400) / FPS
+
+
+def test_perfect_and_offset_predictions_score_zero(curving_gt):
+    gt, rows, t = curving_gt
+    assert np.nanstd(gt[:, 1, -1]) > 10  # the GT itself curves and swings by tens of pixels
+    for pred in (gt, gt + 3.0):  # a constant bias is neither a bend nor a jitter
+        b = M.bending(pred, gt, rows)
+        assert np.nanmax(b["score"]) < 1e-6 and b["kinks"].sum() == 0
+        look = list(M.lookahead_rows(len(rows)).values())
+        j = M.jitter(pred[:, :, look], gt[:, :, look], t)
+        for k in ("rms", "p95", "oscillation_hz", "flicker_hz"):
+            assert np.nanmax(j[k]) < 1e-6, k
+
+
+@pytest.mark.parametrize("row", [3, 9, 15])
+@pytest.mark.parametrize("size", [4.0, 12.0])
+def test_planted_kink_is_recovered_in_size_and_row(curving_gt, row, size):
+    gt, rows, _ = curving_gt
+    pred = gt.copy()
+    pred[120, 1, row] += size
+    b = M.bending(pred, gt, rows)
+    assert b["score"][120, 1] == pytest.approx(size, rel=0.05)
+    assert b["row"][120, 1] == row
+    assert b["kinks"][120, 1] == (1 if size > M.KINK_PX else 0) + (2 if size / 2 > M.KINK_PX else 0)
+    others = np.delete(b["score"].ravel(), 120 * gt.shape[1] + 1)
+    assert np.nanmax(others) < 1e-6
+
+
+def test_uneven_row_spacing_is_normalised():
+    rows = np.array([100.0, 110, 130, 160, 200])
+    line = 2.0 * rows + 5  # a straight lane sampled at uneven rows
+    assert np.allclose(M.chord_deviation(line[None], rows)[0, 1:-1], 0)
+    kinked = line.copy()
+    kinked[2] += 6.0
+    assert M.bending(kinked[None, None], line[None, None], rows)["score"][0, 0] == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize("amp, freq", [(3.0, 1.0), (1.5, 0.5), (6.0, 2.0)])
+def test_planted_oscillation_is_recovered(curving_gt, amp, freq):
+    gt, rows, t = curving_gt
+    pred = gt.copy()
+    pred[:, 2] += amp * np.sin(2 * np.pi * freq * t + 0.3)[:, None]
+    look = list(M.lookahead_rows(len(rows)).values())
+    j = M.jitter(pred[:, :, look], gt[:, :, look], t)
+    ok = np.isfinite(j["amplitude"][2])
+    assert ok.sum() >= 2
+    np.testing.assert_allclose(j["amplitude"][2][ok], amp, rtol=0.05)
+    np.testing.assert_allclose(j["oscillation_hz"][2][ok], freq, rtol=0.05)
+    expected_rms = np.sqrt(2) * amp * np.sin(np.pi * freq / FPS)  # RMS of a sampled sinusoid's first difference
+    np.testing.assert_allclose(j["rms"][2][ok], expected_rms, rtol=0.05)
+    assert np.nanmax(j["rms"][[0, 1, 3]]) < 1e-6  # the other lanes do not swing
+
+
+def test_dropped_frames_do_not_fake_jitter(curving_gt):
+    gt, rows, t = curving_gt
+    pred = gt + (0.5 * t)[:, None, None]  # a slow drift: 0.025 px per frame
+    keep = np.random.default_rng(0).random(len(t)) > 0.3
+    keep[0] = True
+    look = list(M.lookahead_rows(len(rows)).values())
+    full = M.jitter(pred[:, :, look], gt[:, :, look], t)
+    dropped = M.jitter(pred[keep][:, :, look], gt[keep][:, :, look], t[keep])
+    np.testing.assert_allclose(np.nanmax(dropped["rms"]), np.nanmax(full["rms"]), rtol=1e-6)
+    np.testing.assert_allclose(np.nanmax(full["rms"]), 0.025, rtol=1e-6)
+
+
+def test_existence_flicker_counts_only_what_the_reference_does_not_do():
+    t = np.arange(20) / 10.0
+    ref = np.zeros((20, 1, 1))
+    ref[10:] = np.nan  # the lane genuinely ends: not flicker
+    x = ref.copy()
+    x[[3, 5]] = np.nan  # two dropouts = four existence changes
+    j = M.jitter(x, ref, t)
+    assert j["flicker_hz"][0, 0] == pytest.approx(4 / 1.9)
+
+
+def test_tusimple_batch_equals_the_per_frame_evaluator():
+    rng = np.random.default_rng(1)
+    rows = np.linspace(160, 710, 56)
+    gt = np.stack([np.linspace(300, 100, 56) + 180 * k for k in range(6)])[None].repeat(300, 0) + rng.normal(0, 2, (300, 6, 56))
+    gt[rng.random(gt.shape[:2]) < 0.3] = np.nan  # missing lanes, so frames have 0..6 GT lanes
+    gt[:, :, :10][rng.random((300, 6, 10)) < 0.5] = np.nan  # missing points
+    pred = gt + rng.normal(0, 8, gt.shape)
+    pred[rng.random(gt.shape[:2]) < 0.2] = np.nan
+    pred[:50, :, 20:] = gt[:50, :, 20:] + 40  # far off
+    np.testing.assert_allclose(M.tusimple_batch(pred, gt, rows, 1280), M.tusimple(pred, gt, rows, 1280), atol=1e-12)
+
+
+def test_culane_iou_and_f1_by_hand():
+    rows = np.arange(100.0, 590.0, 10.0)
+    vertical = lambda x: np.full(len(rows), x)  # noqa: E731
+    gt = np.stack([vertical(400), vertical(800)])[None]
+    # 30 px wide at 1640: a 15 px shift leaves 15 px of 45 px union = IoU 1/3
+    shifted = np.stack([vertical(415), vertical(800)])[None]
+    iou = M.lane_iou(shifted, gt, rows, 1640)
+    assert iou[0, 0, 0] == pytest.approx(1 / 3) and iou[0, 1, 1] == pytest.approx(1.0) and iou[0, 0, 1] == 0
+    assert M.culane_counts(shifted, gt, rows, 1640, 0.5).tolist() == [[1, 1, 1]]
+    assert M.culane_counts(shifted, gt, rows, 1640, 0.3).tolist() == [[2, 0, 0]]
+    assert M.f1(M.culane_counts(shifted, gt, rows, 1640, 0.5)) == pytest.approx(0.5)
+    # Hungarian, not greedy: pred A overlaps both GTs; the optimum pairs A with the one B cannot take.
+    gt2 = np.stack([vertical(400), vertical(420)])[None]
+    pred2 = np.stack([vertical(412), vertical(425)])[None]
+    assert M.culane_counts(pred2, gt2, rows, 1640, 0.3)[0, 0] == 2
+    # a slanted lane is wider per row: width / cos(angle)
+    slanted = (np.linspace(0, 490, len(rows)) + 300)[None, None]
+    assert M.lane_iou(slanted, slanted + 15 * np.sqrt(2), rows, 1640)[0, 0, 0] == pytest.approx(1 / 3, rel=0.02)
+
+
+def test_tensor_parity_and_flips():
+    a = np.zeros((2, 5, 3, 1))
+    a[:, 1] = 1.0
+    b = a.copy()
+    b[1, 2, 0, 0] = 2.0  # frame 1: one of three classifications flips
+    p = M.tensor_parity(a, b)
+    assert p["max"].tolist() == [0.0, 2.0] and p["cosine"][0] == pytest.approx(1.0)
+    assert M.argmax_flips(a, b).tolist() == [0.0, pytest.approx(1 / 3)]
+
+
+def test_metres_per_pixel_from_the_camera():
+    cam = {"fx": 520.0, "fy": 520.0, "cx": 319.5, "cy": 179.5, "height_m": 1.5, "pitch_deg": 3.0}
+    mpp = M.metres_per_pixel(cam, np.array([200.0, 340.0]), 640)
+    assert mpp[0] > mpp[1] > 0  # farther rows: more metres per pixel
+    assert M.metres_per_pixel({"fx": 1.0, "fy": 1.0, "cx": 0.0, "cy": 0.0}, np.array([1.0]), 640) is None
+
+
+def test_score_command_on_tusimple_predictions(tmp_path, tiny_case):
+    from parity.case import load_case
+
+    from .conftest import run_cli
+
+    case = load_case(tiny_case)
+    lines = []
+    for i in range(len(case)):
+        lanes = case.gt[i].copy()
+        lanes[1, 9] += 12.0  # a kink in every frame's left lane
+        lines.append(json.dumps({"raw_file": case.frame_label(i), "h_samples": case.anchor_rows.tolist(),
+                                 "lanes": [[float(v) if np.isfinite(v) else -2 for v in l] for l in lanes if np.isfinite(l).any()]}))
+    (tmp_path / "pred.json").write_text("\n".join(lines))
+    res = run_cli("score", "--pred", tmp_path / "pred.json", "--gt", tiny_case, "--out", tmp_path / "s.json")
+    assert res.returncode == 0, res.stderr
+    s = json.loads((tmp_path / "s.json").read_text())["tiny"]
+    assert s["accuracy"] == pytest.approx(1.0) and s["f1_50"] == pytest.approx(1.0)
+    assert s["bend_mean_px"] > 0 and s["kink_rate"] > 0
+    bad = run_cli("score", "--pred", tmp_path / "nope.json", "--gt", tiny_case)
+    assert bad.returncode == 2 and "no such prediction file" in bad.stderr
