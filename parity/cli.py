@@ -5,7 +5,6 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
 from .errors import CaseError, ParityError, UsageError
 

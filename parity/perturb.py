@@ -25,7 +25,7 @@ import numpy as np
 
 from .colour import KR_KB, range_scale
 from .errors import UsageError
-from .pipeline import IMAGENET_MEAN, IMAGENET_STD, Pipeline, quantize
+from .pipeline import IMAGENET_STD, Pipeline, quantize
 
 STAGES = ("pipeline", "raw", "resized", "tensor", "sequence")
 FAMILIES = ("deployment", "camera", "photometric", "codec_sensor", "temporal", "adversarial")

@@ -13,7 +13,7 @@ image) and `tensor` (the normalised input), see parity/perturb.py.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +208,3 @@ def vehicle_pipeline(size=(112, 288), crop_top=136 / 360) -> Pipeline:
 def pipelines_for(size, crop_top) -> dict[str, Pipeline]:
     return {p.name: p for p in (training_pipeline(size, crop_top), vehicle_pipeline(size, crop_top))}
 
-
-def with_name(p: Pipeline, name: str) -> Pipeline:
-    return replace(p, name=name)

@@ -10,7 +10,6 @@ import logging
 import secrets
 import sys
 import traceback
-import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone

@@ -20,7 +20,7 @@ copy a training set holds. Everything is deterministic for a scenario and seed.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -550,6 +550,3 @@ def write_case(scn: Scenario, root: str | Path, streams=("nv12", "jpeg")) -> Pat
         writer.add(i / scn.fps, rgb=rgb, nv12=nv12, lanes=gt["x"], lanes3d=gt["xyz"])
     return writer.close(LANE_NAMES, cam.anchor_rows())
 
-
-def with_frames(scn: Scenario, frames: int) -> Scenario:
-    return replace(scn, frames=frames)

@@ -76,7 +76,6 @@ def test_align_corners_and_antialias_match_torch(size, mode):
 
 @pytest.mark.parametrize("mode", ["half_pixel", "asymmetric", "align_corners"])
 def test_bilinear_matches_onnx_resize(mode):
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 

@@ -1,7 +1,5 @@
-import glob
 import json
 
-import numpy as np
 import pytest
 import torch
 
