@@ -64,7 +64,7 @@ def test_runner_contract(random_checkpoint, cache_dir, feed):
 
 
 def test_registry_names():
-    assert resolve("auto") == ["torch", "ort-fp32", "ort-fp16"]
+    assert resolve("auto") == ["torch", "ort-fp32", "ort-fp16", "emu-fp16", "emu-tf32"]
     with pytest.raises(UsageError, match="did you mean 'ort-fp16'"):
         resolve("ort-f16")
 
@@ -75,3 +75,25 @@ def test_missing_dependency_gives_install_hint(random_checkpoint, cache_dir, mon
     assert fake.name not in resolve("auto")
     with pytest.raises(RunnerUnavailable, match="no_such_module_xyz.*pip install xyz"):
         create(fake.name, random_checkpoint, ArtifactCache(cache_dir))
+
+
+def test_precision_emulation(random_checkpoint, cache_dir, feed):
+    import torch
+
+    from parity.runners.emulation import fold_batchnorm, round_tf32
+
+    cache = ArtifactCache(cache_dir)
+    ref, _ = _logits("torch", random_checkpoint, cache, feed)
+    ort16, _ = _logits("ort-fp16", random_checkpoint, cache, feed)
+    emu16, r16 = _logits("emu-fp16", random_checkpoint, cache, feed)
+    emu32, r32 = _logits("emu-tf32", random_checkpoint, cache, feed)
+    e16, e32, eo = (np.abs(x - ref).max() for x in (emu16, emu32, ort16))
+    assert 0 < e32 < e16  # TF32 keeps 3 more mantissa bits than fp16
+    assert 0.2 < e16 / eo < 5  # the emulation lands on the same scale of error as the fp16 graph
+    assert "emulated" in r16.label and "fp16" in r16.label and "tf32" in r32.label
+    model = random_checkpoint.build_model()
+    x = torch.from_numpy(feed["image"])
+    with torch.no_grad():
+        assert (fold_batchnorm(model)(x) - model(x)).abs().max() < 1e-4  # folding BN alone changes nothing
+    v = torch.tensor([1.0 + 2**-11, 1.0 + 3 * 2**-11, -2.5])
+    assert round_tf32(v).tolist() == [1.0, 1.0 + 4 * 2**-11, -2.5]  # round half to even at 10 mantissa bits

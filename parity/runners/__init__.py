@@ -40,6 +40,16 @@ def _torch(name, checkpoint, cache):
     return TorchRunner(name, checkpoint.build_model, adapter.input_name, adapter.output_name, adapter.input_shape())
 
 
+def _emu(precision: str):
+    def make(name, checkpoint, cache):
+        from .emulation import EmulatedPrecisionRunner
+
+        adapter = checkpoint.adapter()
+        return EmulatedPrecisionRunner(name, checkpoint.build_model, adapter.input_name, adapter.output_name, adapter.input_shape(), precision)
+
+    return make
+
+
 def _ort(precision: str):
     def make(name, checkpoint, cache):
         from ..artifacts import export_onnx, fp16_onnx
@@ -68,6 +78,8 @@ RUNNERS: dict[str, RunnerEntry] = {
             "ort-fp16", "ONNX Runtime, fp16 ONNX (fp32 IO), CPU provider: fp16 storage, fp32 arithmetic",
             ("onnxruntime", "onnx", "onnxconverter_common"), "pip install onnxruntime onnx onnxconverter-common", _ort("fp16"),
         ),
+        RunnerEntry("emu-fp16", "PyTorch on CPU with conv/linear weights, inputs and outputs rounded to fp16 (emulation)", ("torch",), "pip install torch", _emu("fp16")),
+        RunnerEntry("emu-tf32", "PyTorch on CPU with conv/linear weights and inputs rounded to TF32 (emulation)", ("torch",), "pip install torch", _emu("tf32")),
     )
 }
 

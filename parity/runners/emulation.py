@@ -1,0 +1,86 @@
+"""CPU emulation of reduced-precision inference, for users without a GPU.
+
+The torch model with batch norm folded into the convolutions (as exporters and TensorRT do), and
+every conv/linear layer's weights, inputs and outputs rounded to fp16 (or their mantissa cut to
+TF32's 10 bits), while accumulation stays fp32, as on tensor cores. It shows how the deployed
+precision moves lanes; it is an emulation, not the engine's kernels.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from .torch_runner import TorchRunner
+
+PRECISIONS = ("fp16", "tf32")
+
+
+def round_fp16(t):
+    return t.half().float()
+
+
+def round_tf32(t):
+    """Round-to-nearest-even to a 10-bit mantissa (TF32) kept in fp32 storage."""
+    import torch
+
+    bits = t.contiguous().view(torch.int32)
+    lsb = (bits >> 13) & 1
+    rounded = (bits + 0xFFF + lsb) & ~0x1FFF
+    return rounded.view(torch.float32)
+
+
+def fold_batchnorm(model):
+    """A copy of `model` with every Conv2d -> BatchNorm2d pair inside a Sequential folded into the conv."""
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    for seq in [m for m in model.modules() if isinstance(m, torch.nn.Sequential)]:
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                seq._modules[b] = torch.nn.Identity()
+    return model
+
+
+def emulate(model, precision: str, keep_fp32: tuple[str, ...] = ()):
+    """`model` with reduced-precision conv/linear layers; layers named in `keep_fp32` stay fp32."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}")
+    rnd = round_fp16 if precision == "fp16" else round_tf32
+    model = fold_batchnorm(model)
+    for name, m in model.named_modules():
+        if not isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) or name in keep_fp32:
+            continue
+        with torch.no_grad():
+            m.weight.copy_(rnd(m.weight))
+            if m.bias is not None:
+                m.bias.copy_(rnd(m.bias))
+        m.register_forward_pre_hook(lambda mod, args: tuple(rnd(a) for a in args))
+        if precision == "fp16":  # fp16 layers store fp16 activations; TF32 layers write fp32
+            m.register_forward_hook(lambda mod, args, out: rnd(out))
+    return model
+
+
+class EmulatedPrecisionRunner(TorchRunner):
+    def __init__(self, name, build_model, input_name, output_name, input_shape, precision: str, keep_fp32=()):
+        super().__init__(name, lambda: emulate(build_model(), precision, tuple(keep_fp32)), input_name, output_name, input_shape)
+        self.precision = precision
+        self.keep_fp32 = tuple(keep_fp32)
+        self.label = (
+            f"{precision} emulated on CPU (PyTorch): BN folded, conv/linear weights and inputs rounded to {precision}"
+            + (", outputs to fp16" if precision == "fp16" else "")
+            + ", fp32 accumulation"
+        )
+
+    def describe_impl(self) -> dict:
+        return {**super().describe_impl(), "precision": f"{self.precision} (emulated)", "keep_fp32": list(self.keep_fp32)}
+
+
+def max_abs(a, b) -> float:
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max())
