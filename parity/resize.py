@@ -143,10 +143,15 @@ def resize(
     H, W = img.shape[-3], img.shape[-2]
     Wy = weights(H, h, kernel, antialias, centre, cubic_a, offset).astype(np.float32)
     Wx = weights(W, w, kernel, antialias, centre, cubic_a, offset).astype(np.float32)
-    x = np.einsum("xw,...hwc->...hxc", Wx, img.astype(np.float32), optimize=True)  # horizontal first, as Pillow
+    # torch's matmul shares the inference thread pool: BLAS threads spinning after a numpy
+    # matmul would otherwise slow the runners that follow.
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+    t = torch.einsum("xw,...hwc->...hxc", torch.from_numpy(Wx), t)  # horizontal first, as Pillow
     if pil_rounding:
-        x = np.clip(np.floor(x + 0.5), 0, 255)
-    x = np.einsum("yh,...hxc->...yxc", Wy, x, optimize=True)
+        t = torch.clamp(torch.floor(t + 0.5), 0, 255)
+    x = torch.einsum("yh,...hxc->...yxc", torch.from_numpy(Wy), t).numpy()
     if img.dtype == np.uint8:
         # Half up, as the fixed-point code in Pillow and OpenCV rounds.
         return np.clip(np.floor(x + 0.5), 0, 255).astype(np.uint8)
