@@ -21,7 +21,7 @@ import numpy as np
 from .case import Case
 from .colour import nv12_to_rgb
 from .errors import CaseError, UsageError
-from .resize import KERNELS, PIXEL_CENTRES, resize
+from .resize import KERNELS, PIXEL_CENTRES, apply_weights, window_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -140,14 +140,11 @@ class Pipeline:
         """uint8 [N, H, W, 3] decoded RGB frames -> model input."""
         N, H, W, _ = rgb.shape
         top, bottom, left, right = self.crop_box(H, W)
-        rows = np.clip(np.arange(top, bottom), 0, H - 1)
-        cols = np.clip(np.arange(left, right), 0, W - 1)
-        if top >= 0 and bottom <= H and left >= 0 and right <= W:
-            x = rgb[:, top:bottom, left:right]  # a view: no copy on the common path
-        else:
-            x = rgb[:, rows][:, :, cols]
         r = self.resize
-        x = resize(x.astype(np.float32), self.size, r.kernel, r.antialias, r.pixel_centre, r.cubic_a, r.pil_rounding, r.offset)
+        kw = dict(kernel=r.kernel, antialias=r.antialias, centre=r.pixel_centre, cubic_a=r.cubic_a, offset=r.offset)
+        Wy, y0, y1 = window_weights(H, top, bottom, self.size[0], **kw)
+        Wx, x0, x1 = window_weights(W, left, right, self.size[1], **kw)
+        x = apply_weights(rgb[:, y0:y1, x0:x1], Wy, Wx, r.pil_rounding)
         if hooks is not None:
             x = hooks.resized(x, indices)  # before quantisation: it may quantise differently
         x = quantize(x, self.quantize, self.bits)

@@ -123,6 +123,32 @@ def weights(n_in: int, n_out: int, kernel: str, antialias: bool, centre: str, cu
     return W
 
 
+@lru_cache(maxsize=64)
+def window_weights(n_src: int, start: int, stop: int, n_out: int, **kw) -> tuple[np.ndarray, int, int]:
+    """Weights that resample the window [start, stop) of a source of length n_src to n_out samples,
+    repeating the edge where the window leaves the source. Returns (W, lo, hi): W applies to
+    source[lo:hi], so a crop, its offset and the resize are one matrix and nothing is copied."""
+    W = weights(stop - start, n_out, **kw)
+    lo, hi = max(min(start, n_src - 1), 0), min(max(stop, 1), n_src)
+    src = np.clip(np.arange(start, stop), lo, hi - 1) - lo
+    out = np.zeros((n_out, hi - lo))
+    np.add.at(out.T, src, W.T)
+    return out, lo, hi
+
+
+def apply_weights(img: np.ndarray, Wy: np.ndarray, Wx: np.ndarray, pil_rounding: bool = False) -> np.ndarray:
+    """[..., H, W, C] -> [..., h, w, C] float32 through row weights Wy [h, H] and column weights Wx [w, W]."""
+    import torch
+
+    # torch's matmul shares the inference thread pool: BLAS threads spinning after a numpy
+    # matmul would otherwise slow the runners that follow.
+    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+    t = torch.einsum("xw,...hwc->...hxc", torch.from_numpy(Wx.astype(np.float32)), t)  # horizontal first, as Pillow
+    if pil_rounding:
+        t = torch.clamp(torch.floor(t + 0.5), 0, 255)
+    return torch.einsum("yh,...hxc->...yxc", torch.from_numpy(Wy.astype(np.float32)), t).numpy()
+
+
 def resize(
     img: np.ndarray,
     size: tuple[int, int],
@@ -141,17 +167,9 @@ def resize(
         raise ValueError(f"resize expects [..., H, W, C], got shape {img.shape}")
     h, w = size
     H, W = img.shape[-3], img.shape[-2]
-    Wy = weights(H, h, kernel, antialias, centre, cubic_a, offset).astype(np.float32)
-    Wx = weights(W, w, kernel, antialias, centre, cubic_a, offset).astype(np.float32)
-    # torch's matmul shares the inference thread pool: BLAS threads spinning after a numpy
-    # matmul would otherwise slow the runners that follow.
-    import torch
-
-    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
-    t = torch.einsum("xw,...hwc->...hxc", torch.from_numpy(Wx), t)  # horizontal first, as Pillow
-    if pil_rounding:
-        t = torch.clamp(torch.floor(t + 0.5), 0, 255)
-    x = torch.einsum("yh,...hxc->...yxc", torch.from_numpy(Wy), t).numpy()
+    Wy = weights(H, h, kernel, antialias, centre, cubic_a, offset)
+    Wx = weights(W, w, kernel, antialias, centre, cubic_a, offset)
+    x = apply_weights(img, Wy, Wx, pil_rounding)
     if img.dtype == np.uint8:
         # Half up, as the fixed-point code in Pillow and OpenCV rounds.
         return np.clip(np.floor(x + 0.5), 0, 255).astype(np.uint8)

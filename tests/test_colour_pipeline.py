@@ -40,3 +40,25 @@ def test_training_and_vehicle_pipelines_differ(tiny_case):
     assert diff.mean() > 0.02  # really different inputs...
     assert diff.mean() < 0.5  # ...of the same scene
     assert pipes["training"].stream_for(case) == "jpeg" and pipes["vehicle"].stream_for(case) == "nv12"
+
+
+@pytest.mark.parametrize("offset", [(0, 0), (40, -150), (-25, 30), (700, 0)])
+def test_crop_offset_and_resize_fold_into_one_map(offset):
+    """Cropping (with the edge repeated outside the frame) then resizing equals the folded weights."""
+    from dataclasses import replace
+
+    from parity.resize import resize
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (1, 360, 640, 3), dtype=np.uint8)
+    pipe = replace(RowAnchorAdapter().pipelines()["vehicle"], crop_offset=offset)
+    top, bottom, left, right = pipe.crop_box(360, 640)
+    rows, cols = np.clip(np.arange(top, bottom), 0, 359), np.clip(np.arange(left, right), 0, 639)
+    crop = frame[:, rows][:, :, cols].astype(np.float32)
+    r = pipe.resize
+    want = np.floor(resize(crop, pipe.size, r.kernel, r.antialias, r.pixel_centre, r.cubic_a) + 0.5)
+    want = ((want / 255.0 - np.float32(pipe.mean)) / np.float32(pipe.std)).transpose(0, 3, 1, 2)
+    got = pipe.apply(frame)
+    level = 1 / 255 / min(pipe.std)  # one 8-bit level: a value at exactly .5 may round either way
+    np.testing.assert_allclose(got, want, atol=level + 1e-4)
+    assert (np.abs(got - want) < 1e-4).mean() > 0.999
