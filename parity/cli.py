@@ -187,9 +187,8 @@ def _cmd_runners(args) -> int:
     from .runners import RUNNERS
 
     for name, e in RUNNERS.items():
-        missing = e.missing()
-        state = "available" if not missing else f"missing {', '.join(missing)} ({e.install_hint})"
-        print(f"{name:<10} {state:<12}  {e.description}")
+        reason = e.unavailable_reason()
+        print(f"{name:<16} {'available' if reason is None else 'unavailable':<12} {e.description}" + (f"\n{'':<29}{reason}" if reason else ""))
     return 0
 
 

@@ -25,12 +25,35 @@ class RunnerEntry:
     requires: tuple[str, ...]
     install_hint: str
     factory: Callable
+    probe: Callable[[], str | None] | None = None  # a reason the machine cannot run it (no GPU), else None
 
     def missing(self) -> list[str]:
         return [m for m in self.requires if importlib.util.find_spec(m) is None]
 
+    def unavailable_reason(self) -> str | None:
+        missing = self.missing()
+        if missing:
+            return f"needs {', '.join(missing)}, which is not installed ({self.install_hint})"
+        return self.probe() if self.probe else None
+
     def available(self) -> bool:
-        return not self.missing()
+        return self.unavailable_reason() is None
+
+
+def _no_cuda() -> str | None:
+    import torch
+
+    return None if torch.cuda.is_available() else f"needs a CUDA device; torch {torch.__version__} sees none"
+
+
+def _no_ort_provider(provider: str):
+    def probe() -> str | None:
+        import onnxruntime as ort
+
+        have = ort.get_available_providers()
+        return None if provider in have else f"needs onnxruntime's {provider} (pip install onnxruntime-gpu); this onnxruntime has {have}"
+
+    return probe
 
 
 def _torch(name, checkpoint, cache):
@@ -50,21 +73,39 @@ def _emu(precision: str):
     return make
 
 
-def _ort(precision: str):
+def _torch_cuda(precision: str):
+    def make(name, checkpoint, cache):
+        from .torch_cuda import TorchCudaRunner
+
+        adapter = checkpoint.adapter()
+        return TorchCudaRunner(name, checkpoint.build_model, adapter.input_name, adapter.output_name, adapter.input_shape(), precision)
+
+    return make
+
+
+_ORT_LABELS = {
+    ("CPUExecutionProvider", "fp32"): "fp32 (onnxruntime CPU provider)",
+    # The CPU provider has few fp16 kernels: it inserts Casts and computes in fp32.
+    ("CPUExecutionProvider", "fp16"): "fp16 storage, fp32 arithmetic (onnxruntime CPU provider)",
+    ("CUDAExecutionProvider", "fp32"): "fp32 (onnxruntime CUDA provider)",
+    ("CUDAExecutionProvider", "fp16"): "fp16 (onnxruntime CUDA provider, fp16 kernels)",
+    ("TensorrtExecutionProvider", "fp16"): "fp16 (onnxruntime TensorRT provider on the fp16 graph)",
+}
+
+
+def _ort(precision: str, provider: str = "CPUExecutionProvider"):
     def make(name, checkpoint, cache):
         from ..artifacts import export_onnx, fp16_onnx
         from .onnxrt import OnnxRuntimeRunner
 
         path, meta = export_onnx(checkpoint, cache)
-        label = "fp32 (onnxruntime CPU provider)"
         if precision == "fp16":
             path, meta = fp16_onnx(path, cache)
-            # The CPU provider has few fp16 kernels: it inserts Casts and computes in fp32.
-            label = "fp16 storage, fp32 arithmetic (onnxruntime CPU provider)"
         artifact = {"artifact_sha256": meta["sha256"], "artifact_key": meta["key"]}
         if "clamped_initializers" in meta:
             artifact["clamped_initializers"] = meta["clamped_initializers"]
-        return OnnxRuntimeRunner(name, path, label, ("CPUExecutionProvider",), artifact)
+        providers = [provider] + (["CUDAExecutionProvider"] if provider == "TensorrtExecutionProvider" else [])
+        return OnnxRuntimeRunner(name, path, _ORT_LABELS[(provider, precision)], providers, artifact)
 
     return make
 
@@ -80,6 +121,17 @@ RUNNERS: dict[str, RunnerEntry] = {
         ),
         RunnerEntry("emu-fp16", "PyTorch on CPU with conv/linear weights, inputs and outputs rounded to fp16 (emulation)", ("torch",), "pip install torch", _emu("fp16")),
         RunnerEntry("emu-tf32", "PyTorch on CPU with conv/linear weights and inputs rounded to TF32 (emulation)", ("torch",), "pip install torch", _emu("tf32")),
+        *(
+            RunnerEntry(f"torch-cuda-{p}", f"PyTorch on CUDA, {p}", ("torch",), "a CUDA build of torch (see README)", _torch_cuda(p), _no_cuda)
+            for p in ("fp32", "tf32", "fp16")
+        ),
+        *(
+            RunnerEntry(f"ort-cuda-{p}", f"ONNX Runtime CUDA provider, {p} graph", ("onnxruntime", "onnx", "onnxconverter_common"),
+                        "pip install 'parity[gpu]'", _ort(p, "CUDAExecutionProvider"), _no_ort_provider("CUDAExecutionProvider"))
+            for p in ("fp32", "fp16")
+        ),
+        RunnerEntry("ort-trt-fp16", "ONNX Runtime TensorRT provider on the fp16 graph", ("onnxruntime", "onnx", "onnxconverter_common"),
+                    "pip install 'parity[gpu]'", _ort("fp16", "TensorrtExecutionProvider"), _no_ort_provider("TensorrtExecutionProvider")),
     )
 }
 
@@ -101,7 +153,7 @@ def resolve(spec: str | list[str]) -> list[str]:
 
 def create(name: str, checkpoint, cache) -> Runner:
     entry = RUNNERS[resolve([name])[0]]
-    missing = entry.missing()
-    if missing:
-        raise RunnerUnavailable(f"runner {name!r} needs {', '.join(missing)}, which is not installed ({entry.install_hint})")
+    reason = entry.unavailable_reason()
+    if reason:
+        raise RunnerUnavailable(f"runner {name!r} {reason}")
     return entry.factory(name, checkpoint, cache)

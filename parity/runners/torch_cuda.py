@@ -1,0 +1,68 @@
+"""PyTorch on a CUDA device: fp32 (TF32 off), TF32 (on), fp16 (model and input in half precision)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import RunnerUnavailable
+from .base import Runner, TensorSpec
+
+LABELS = {
+    "fp32": "fp32 (PyTorch, CUDA; TF32 off)",
+    "tf32": "TF32 (PyTorch, CUDA; TF32 matmul and cuDNN conv on)",
+    "fp16": "fp16 (PyTorch, CUDA; weights and activations in half precision)",
+}
+
+
+class TorchCudaRunner(Runner):
+    def __init__(self, name, build_model, input_name, output_name, input_shape, precision: str, device: str = "cuda"):
+        super().__init__(name)
+        if precision not in LABELS:
+            raise ValueError(f"precision must be one of {list(LABELS)}")
+        self._build_model = build_model
+        self.input_name, self.output_name = input_name, output_name
+        self.input_shape = tuple(input_shape)
+        self.precision, self.device = precision, device
+        self.label = LABELS[precision]
+        self.model = None
+        self._saved_flags = None
+
+    def activate_impl(self) -> None:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RunnerUnavailable(f"runner {self.name!r} needs a CUDA device; torch {torch.__version__} sees none")
+        # TF32 is a process-wide switch: set it for this runner and put it back on deactivate.
+        self._saved_flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        tf32 = self.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        model = self._build_model().eval().to(self.device)
+        self.model = model.half() if self.precision == "fp16" else model
+
+    def io_spec_impl(self) -> dict[str, TensorSpec]:
+        return {self.input_name: TensorSpec((None, *self.input_shape), "float32")}
+
+    def infer_impl(self, feed):
+        import torch
+
+        x = torch.from_numpy(feed[self.input_name]).to(self.device)
+        if self.precision == "fp16":
+            x = x.half()
+        with torch.inference_mode():
+            out = self.model(x)
+        out = out.float().cpu().numpy()  # .cpu() synchronises, so the timing covers the kernels
+        return {self.output_name: out.astype(np.float32, copy=False)}
+
+    def deactivate_impl(self) -> None:
+        import torch
+
+        self.model = None
+        if self._saved_flags is not None:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._saved_flags
+        torch.cuda.empty_cache()
+
+    def describe_impl(self) -> dict:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        return {"backend": "torch", "torch": torch.__version__, "device": gpu, "precision": self.precision}

@@ -1,0 +1,53 @@
+"""GPU runners: real tests under the `gpu` marker (skipped without CUDA), availability logic everywhere."""
+import numpy as np
+import pytest
+
+from parity.artifacts import ArtifactCache
+from parity.case import load_case
+from parity.errors import RunnerUnavailable
+from parity.runners import RUNNERS, create
+
+torch = pytest.importorskip("torch")
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA: the no-GPU path is not what runs here")
+@pytest.mark.parametrize("name", ["torch-cuda-fp32", "torch-cuda-tf32", "torch-cuda-fp16"])
+def test_cuda_runners_say_why_they_cannot_run(name, random_checkpoint, cache_dir):
+    assert not RUNNERS[name].available()
+    with pytest.raises(RunnerUnavailable, match="needs a CUDA device"):
+        create(name, random_checkpoint, ArtifactCache(cache_dir))
+
+
+def test_ort_gpu_runners_name_the_missing_provider(random_checkpoint, cache_dir):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    with pytest.raises(RunnerUnavailable, match="CUDAExecutionProvider.*onnxruntime-gpu"):
+        create("ort-cuda-fp16", random_checkpoint, ArtifactCache(cache_dir))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_torch_cuda_precisions_against_cpu(random_checkpoint, cache_dir, tiny_case):
+    adapter = random_checkpoint.adapter()
+    feed = {"image": adapter.pipelines()["vehicle"].prepare(load_case(tiny_case), range(4))}
+    cache = ArtifactCache(cache_dir)
+    out = {}
+    for name in ("torch", "torch-cuda-fp32", "torch-cuda-tf32", "torch-cuda-fp16"):
+        with create(name, random_checkpoint, cache) as r:
+            out[name] = r.infer(feed)["logits"]
+    ref = out["torch"]
+    err = {k: float(np.abs(v - ref).max()) for k, v in out.items()}
+    assert err["torch-cuda-fp32"] < 1e-3
+    assert err["torch-cuda-fp32"] <= err["torch-cuda-tf32"] < err["torch-cuda-fp16"] < 0.1 * np.abs(ref).max()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_tf32_flag_is_restored(random_checkpoint, cache_dir):
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with create("torch-cuda-tf32", random_checkpoint, ArtifactCache(cache_dir)):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
