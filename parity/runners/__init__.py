@@ -83,6 +83,16 @@ def _torch_cuda(precision: str):
     return make
 
 
+def _trt(precision: str):
+    def make(name, checkpoint, cache):
+        from .tensorrt_runner import LABELS, TensorRTRunner, engine_artifact
+
+        path, artifact = engine_artifact(checkpoint, cache, precision)
+        return TensorRTRunner(name, path, LABELS[precision], artifact, expect_fp16=precision == "fp16")
+
+    return make
+
+
 _ORT_LABELS = {
     ("CPUExecutionProvider", "fp32"): "fp32 (onnxruntime CPU provider)",
     # The CPU provider has few fp16 kernels: it inserts Casts and computes in fp32.
@@ -129,6 +139,10 @@ RUNNERS: dict[str, RunnerEntry] = {
             RunnerEntry(f"ort-cuda-{p}", f"ONNX Runtime CUDA provider, {p} graph", ("onnxruntime", "onnx", "onnxconverter_common"),
                         "pip install 'parity[gpu]'", _ort(p, "CUDAExecutionProvider"), _no_ort_provider("CUDAExecutionProvider"))
             for p in ("fp32", "fp16")
+        ),
+        *(
+            RunnerEntry(f"trt-{p}", f"TensorRT engine, {p}", ("tensorrt",), "pip install 'parity[gpu]'", _trt(p), _no_cuda)
+            for p in ("fp32", "tf32", "fp16")
         ),
         RunnerEntry("ort-trt-fp16", "ONNX Runtime TensorRT provider on the fp16 graph", ("onnxruntime", "onnx", "onnxconverter_common"),
                     "pip install 'parity[gpu]'", _ort("fp16", "TensorrtExecutionProvider"), _no_ort_provider("TensorrtExecutionProvider")),
