@@ -93,8 +93,9 @@ def export_onnx(checkpoint, cache: ArtifactCache) -> tuple[Path, dict]:
     return cache.get("onnx", key, "model.onnx", build)
 
 
-def fp16_onnx(onnx_path: Path, cache: ArtifactCache) -> tuple[Path, dict]:
-    """fp16 graph with fp32 inputs/outputs (onnxconverter-common, keep_io_types=True).
+def fp16_onnx(onnx_path: Path, cache: ArtifactCache, keep_fp32_nodes: tuple[str, ...] = ()) -> tuple[Path, dict]:
+    """fp16 graph with fp32 inputs/outputs (onnxconverter-common, keep_io_types=True); nodes named in
+    `keep_fp32_nodes` stay fp32 behind Casts (the converter's node_block_list, AutoCast's nodes_to_exclude).
 
     The converter silently clamps initializers into [1e-7, 1e4]; the count of values it clamps is
     recorded in the artifact's meta and logged, never hidden.
@@ -107,6 +108,7 @@ def fp16_onnx(onnx_path: Path, cache: ArtifactCache) -> tuple[Path, dict]:
         "keep_io_types": True,
         "min_positive_val": FP16_MIN_POSITIVE,
         "max_finite_val": FP16_MAX_FINITE,
+        **({"keep_fp32_nodes": sorted(keep_fp32_nodes)} if keep_fp32_nodes else {}),
     }
 
     def build(path: Path) -> dict:
@@ -118,7 +120,8 @@ def fp16_onnx(onnx_path: Path, cache: ArtifactCache) -> tuple[Path, dict]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # it warns per clamped value; we count them instead
             m16 = float16.convert_float_to_float16(
-                model, min_positive_val=FP16_MIN_POSITIVE, max_finite_val=FP16_MAX_FINITE, keep_io_types=True
+                model, min_positive_val=FP16_MIN_POSITIVE, max_finite_val=FP16_MAX_FINITE, keep_io_types=True,
+                node_block_list=list(keep_fp32_nodes) or None,
             )
         onnx.save(m16, str(path))
         if clamped:

@@ -34,6 +34,8 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def _finite(obj):
     """NaN/Inf are not JSON; a metric that could not be computed is written as null."""
+    if hasattr(obj, "item") and not isinstance(obj, (list, tuple, dict)) and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()  # numpy scalars
     if isinstance(obj, float):
         return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
     if isinstance(obj, dict):

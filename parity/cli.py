@@ -5,6 +5,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from .errors import CaseError, ParityError, UsageError
 
@@ -183,6 +184,22 @@ def _cmd_score(args) -> int:
     return 0
 
 
+def _cmd_localize(args) -> int:
+    from . import atomic
+    from .artifacts import ArtifactCache
+    from .case import load_case
+    from .checkpoint import load_checkpoint
+    from .localize import bar_chart, format_result, localize
+
+    res = localize(load_checkpoint(args.checkpoint), load_case(args.case), runner=args.runner, pipeline=args.pipeline,
+                   frames=args.frames, tolerance_px=args.tolerance_px, max_keep=args.max_keep, cache=ArtifactCache(args.cache_dir))
+    print(format_result(res))
+    out = Path(args.out)
+    atomic.write_json(out / "localize.json", res)
+    print(f"wrote {bar_chart(res, out / 'layers.png')} and {out / 'localize.json'}")
+    return 0
+
+
 def _cmd_runners(args) -> int:
     from .runners import RUNNERS
 
@@ -301,6 +318,18 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--gt", nargs="+", required=True, help="case folders with GT")
     sc.add_argument("--out", help="write the scores as JSON")
     sc.set_defaults(func=_cmd_score)
+
+    lo = sub.add_parser("localize", help="rank layers by the error reduced precision adds; suggest which to keep in fp32")
+    lo.add_argument("--checkpoint", required=True)
+    lo.add_argument("--case", required=True)
+    lo.add_argument("--runner", default="emu-fp16", help="emu-fp16, emu-tf32 or ort-fp16")
+    lo.add_argument("--pipeline", default="vehicle")
+    lo.add_argument("--frames", type=int, default=16, help="frames sampled for the layer ranking and the search")
+    lo.add_argument("--tolerance-px", type=float, default=1.0)
+    lo.add_argument("--max-keep", type=int, default=8)
+    lo.add_argument("--cache-dir")
+    lo.add_argument("--out", required=True, help="folder for localize.json and layers.png")
+    lo.set_defaults(func=_cmd_localize)
 
     rn = sub.add_parser("runners", help="list runners and whether this machine can run them")
     rn.set_defaults(func=_cmd_runners)
