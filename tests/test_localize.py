@@ -1,7 +1,6 @@
 """`parity localize` finds a layer made deliberately fp16-fragile and fixes the lanes by keeping it fp32."""
 import json
 
-import numpy as np
 import pytest
 import torch
 
