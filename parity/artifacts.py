@@ -93,18 +93,37 @@ def export_onnx(checkpoint, cache: ArtifactCache) -> tuple[Path, dict]:
     return cache.get("onnx", key, "model.onnx", build)
 
 
+def fp16_converter() -> str:
+    """nvidia-modelopt's AutoCast where it is installed (what TensorRT 11 expects), else onnxconverter-common."""
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("modelopt.onnx.autocast") is not None:
+            return "modelopt-autocast"
+    except ModuleNotFoundError:  # a parent package is missing
+        pass
+    return "onnxconverter-common"
+
+
 def fp16_onnx(onnx_path: Path, cache: ArtifactCache, keep_fp32_nodes: tuple[str, ...] = ()) -> tuple[Path, dict]:
-    """fp16 graph with fp32 inputs/outputs (onnxconverter-common, keep_io_types=True); nodes named in
-    `keep_fp32_nodes` stay fp32 behind Casts (the converter's node_block_list, AutoCast's nodes_to_exclude).
+    """fp16 graph with fp32 inputs/outputs; nodes named in `keep_fp32_nodes` stay fp32 behind Casts
+    (AutoCast's nodes_to_exclude, onnxconverter-common's node_block_list).
 
-    The converter silently clamps initializers into [1e-7, 1e4]; the count of values it clamps is
-    recorded in the artifact's meta and logged, never hidden.
+    onnxconverter-common silently clamps initializers into [1e-7, 1e4]; the count of values it
+    clamps is recorded in the artifact's meta and logged, never hidden.
     """
-    import onnxconverter_common
+    converter = fp16_converter()
+    if converter == "modelopt-autocast":
+        import modelopt
 
+        version = f"nvidia-modelopt {getattr(modelopt, '__version__', '?')}"
+    else:
+        import onnxconverter_common
+
+        version = f"onnxconverter-common {onnxconverter_common.__version__}"
     key = {
         "onnx_sha256": sha256_file(onnx_path),
-        "converter": f"onnxconverter-common {onnxconverter_common.__version__}",
+        "converter": version,
         "keep_io_types": True,
         "min_positive_val": FP16_MIN_POSITIVE,
         "max_finite_val": FP16_MAX_FINITE,
@@ -113,20 +132,33 @@ def fp16_onnx(onnx_path: Path, cache: ArtifactCache, keep_fp32_nodes: tuple[str,
 
     def build(path: Path) -> dict:
         import onnx
-        from onnxconverter_common import float16
 
         model = onnx.load(str(onnx_path))
-        clamped = clamped_initializers(model)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # it warns per clamped value; we count them instead
-            m16 = float16.convert_float_to_float16(
-                model, min_positive_val=FP16_MIN_POSITIVE, max_finite_val=FP16_MAX_FINITE, keep_io_types=True,
-                node_block_list=list(keep_fp32_nodes) or None,
+        clamped = {}
+        if converter == "modelopt-autocast":
+            import re
+
+            from modelopt.onnx.autocast import convert_to_mixed_precision
+
+            # AutoCast takes name patterns: anchor and escape so only these nodes stay fp32.
+            m16 = convert_to_mixed_precision(
+                onnx_path=str(onnx_path), low_precision_type="fp16", keep_io_types=True,
+                nodes_to_exclude=[f"^{re.escape(n)}$" for n in keep_fp32_nodes] or None,
             )
+        else:
+            from onnxconverter_common import float16
+
+            clamped = clamped_initializers(model)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # it warns per clamped value; we count them instead
+                m16 = float16.convert_float_to_float16(
+                    model, min_positive_val=FP16_MIN_POSITIVE, max_finite_val=FP16_MAX_FINITE, keep_io_types=True,
+                    node_block_list=list(keep_fp32_nodes) or None,
+                )
         onnx.save(m16, str(path))
         if clamped:
             log.warning("fp16 conversion clamped %d initializer values in %s", sum(clamped.values()), onnx_path)
-        return {"precision": "fp16", "io_types": "fp32", "clamped_initializers": clamped}
+        return {"precision": "fp16", "io_types": "fp32", "converter": converter, "clamped_initializers": clamped}
 
     return cache.get("onnx-fp16", key, "model.onnx", build)
 

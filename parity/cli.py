@@ -17,7 +17,7 @@ def _cmd_replay(args) -> int:
         ReplayConfig(
             cases=args.cases, checkpoint=args.checkpoint, runners=args.runners, pipelines=args.pipeline,
             out=args.out, batch_size=args.batch_size, cache_dir=args.cache_dir,
-            progress=not args.no_progress, argv=sys.argv[1:],
+            progress=not args.no_progress, argv=sys.argv[1:], engines=args.engine or [], trt_timing_cache=args.trt_timing_cache,
         )
     )
     print(format_table(res.summary))
@@ -222,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default reports/<run-id>)")
     r.add_argument("--batch-size", type=int, default=16)
     r.add_argument("--cache-dir", help="artifact cache (default $PARITY_CACHE_DIR or ~/.cache/parity)")
+    r.add_argument("--engine", action="append", help="a prebuilt TensorRT .engine/.plan to run as an extra runner (repeatable)")
+    r.add_argument("--trt-timing-cache", help="TensorRT timing cache file: read if present, written after a build (reproducible rebuilds)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_cmd_replay)
 

@@ -25,7 +25,7 @@ from .errors import CaseError, ParityError, UsageError
 from . import scoring
 from .metrics import argmax_flips, lateral_difference, metres_per_pixel, resample_rows, tensor_parity
 from .provenance import git_sha, versions
-from .runners import REFERENCE, create, resolve
+from .runners import REFERENCE, create, prebuilt_engine, resolve
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class ReplayConfig:
     cache_dir: str | None = None
     progress: bool = True
     argv: list[str] = field(default_factory=list)
+    engines: list[str] = field(default_factory=list)  # prebuilt TensorRT engines, run as extra runners
+    trt_timing_cache: str | None = None
 
 
 @dataclass
@@ -163,7 +165,8 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     if cfg.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     cache = ArtifactCache(cfg.cache_dir)
-    runners = [create(n, ckpt, cache) for n in names]
+    runners = [create(n, ckpt, cache, trt_timing_cache=cfg.trt_timing_cache) for n in names]
+    runners += [prebuilt_engine(p) for p in cfg.engines]
 
     run_id = new_run_id()
     out = Path(cfg.out) if cfg.out else Path("reports") / run_id

@@ -97,3 +97,39 @@ def test_precision_emulation(random_checkpoint, cache_dir, feed):
         assert (fold_batchnorm(model)(x) - model(x)).abs().max() < 1e-4  # folding BN alone changes nothing
     v = torch.tensor([1.0 + 2**-11, 1.0 + 3 * 2**-11, -2.5])
     assert round_tf32(v).tolist() == [1.0, 1.0 + 4 * 2**-11, -2.5]  # round half to even at 10 mantissa bits
+
+
+def test_fp16_graph_uses_modelopt_autocast_when_installed(random_checkpoint, tmp_path, monkeypatch):
+    """With nvidia-modelopt importable, the fp16 graph comes from AutoCast with exact node patterns."""
+    import sys
+    import types
+
+    import onnx
+    from onnxconverter_common import float16
+
+    from parity.artifacts import export_onnx, fp16_onnx
+
+    calls = []
+
+    def convert_to_mixed_precision(onnx_path, low_precision_type, keep_io_types, nodes_to_exclude):
+        import warnings
+
+        calls.append(dict(low_precision_type=low_precision_type, keep_io_types=keep_io_types, nodes_to_exclude=nodes_to_exclude))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return float16.convert_float_to_float16(onnx.load(onnx_path), keep_io_types=True)
+
+    autocast = types.ModuleType("modelopt.onnx.autocast")
+    autocast.convert_to_mixed_precision = convert_to_mixed_precision
+    autocast.__spec__ = types.SimpleNamespace(name="modelopt.onnx.autocast")
+    modelopt = types.ModuleType("modelopt")
+    modelopt.__version__ = "0.99"
+    modelopt.onnx = types.ModuleType("modelopt.onnx")
+    modelopt.onnx.autocast = autocast
+    for name, mod in (("modelopt", modelopt), ("modelopt.onnx", modelopt.onnx), ("modelopt.onnx.autocast", autocast)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    cache = ArtifactCache(tmp_path)
+    path, _ = export_onnx(random_checkpoint, cache)
+    _, meta = fp16_onnx(path, cache, ("/head/head.0/Gemm",))
+    assert calls == [{"low_precision_type": "fp16", "keep_io_types": True, "nodes_to_exclude": ["^/head/head\\.0/Gemm$"]}]
+    assert meta["converter"] == "modelopt-autocast" and meta["key"]["converter"] == "nvidia-modelopt 0.99"

@@ -115,3 +115,24 @@ def test_without_tensorrt_only_that_runner_fails(tiny_case, random_checkpoint, t
                  "--out", tmp_path / "r", "--no-progress")
     assert ok.returncode == 0, ok.stderr
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["errors"] == []
+
+
+def test_prebuilt_engine_and_timing_cache_from_the_cli(monkeypatch, random_checkpoint, tiny_case, tmp_path, capsys):
+    from parity.cli import main
+    from parity.runners.tensorrt_runner import engine_artifact
+
+    fake_tensorrt.install(monkeypatch)
+    plan, _ = engine_artifact(random_checkpoint, ArtifactCache(tmp_path / "c1"), "fp32", timing_cache=str(tmp_path / "timing.cache"))
+    assert (tmp_path / "timing.cache").read_bytes().startswith(b"timing-cache:")
+    user = tmp_path / "mine.plan"
+    user.write_bytes(plan.read_bytes())
+    code = main(["replay", "--cases", str(tiny_case), "--checkpoint", str(random_checkpoint.path), "--runners", "torch",
+                 "--engine", str(user), "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c2"), "--no-progress"])
+    assert code == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    r = {x["runner"]: x for x in summary["results"]}
+    assert r["trt-engine:mine.plan"]["dx_ref_max_px"] < 0.05 and "engine_sha256" in summary["provenance"]["runners"]["trt-engine:mine.plan"]
+    capsys.readouterr()
+    assert main(["replay", "--cases", str(tiny_case), "--checkpoint", str(random_checkpoint.path), "--runners", "torch",
+                 "--engine", str(tmp_path / "missing.plan"), "--no-progress"]) == 2
+    assert "missing.plan: no such engine file" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from typing import Callable
 from ..errors import RunnerUnavailable, UsageError
 from .base import Runner, RunnerError, TensorSpec
 
-__all__ = ["Runner", "RunnerError", "TensorSpec", "RUNNERS", "RunnerEntry", "create", "resolve", "REFERENCE"]
+__all__ = ["Runner", "RunnerError", "TensorSpec", "RUNNERS", "RunnerEntry", "create", "prebuilt_engine", "resolve", "REFERENCE"]
 
 REFERENCE = "torch"
 
@@ -56,7 +56,7 @@ def _no_ort_provider(provider: str):
     return probe
 
 
-def _torch(name, checkpoint, cache):
+def _torch(name, checkpoint, cache, **_):
     from .torch_runner import TorchRunner
 
     adapter = checkpoint.adapter()
@@ -64,7 +64,7 @@ def _torch(name, checkpoint, cache):
 
 
 def _emu(precision: str):
-    def make(name, checkpoint, cache):
+    def make(name, checkpoint, cache, **_):
         from .emulation import EmulatedPrecisionRunner
 
         adapter = checkpoint.adapter()
@@ -74,7 +74,7 @@ def _emu(precision: str):
 
 
 def _torch_cuda(precision: str):
-    def make(name, checkpoint, cache):
+    def make(name, checkpoint, cache, **_):
         from .torch_cuda import TorchCudaRunner
 
         adapter = checkpoint.adapter()
@@ -84,10 +84,10 @@ def _torch_cuda(precision: str):
 
 
 def _trt(precision: str):
-    def make(name, checkpoint, cache):
+    def make(name, checkpoint, cache, trt_timing_cache=None, **_):
         from .tensorrt_runner import LABELS, TensorRTRunner, engine_artifact
 
-        path, artifact = engine_artifact(checkpoint, cache, precision)
+        path, artifact = engine_artifact(checkpoint, cache, precision, timing_cache=trt_timing_cache)
         return TensorRTRunner(name, path, LABELS[precision], artifact, expect_fp16=precision == "fp16")
 
     return make
@@ -104,7 +104,7 @@ _ORT_LABELS = {
 
 
 def _ort(precision: str, provider: str = "CPUExecutionProvider"):
-    def make(name, checkpoint, cache):
+    def make(name, checkpoint, cache, **_):
         from ..artifacts import export_onnx, fp16_onnx
         from .onnxrt import OnnxRuntimeRunner
 
@@ -165,9 +165,25 @@ def resolve(spec: str | list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def create(name: str, checkpoint, cache) -> Runner:
+def create(name: str, checkpoint, cache, **options) -> Runner:
+    """Options reach the factories that take them (`trt_timing_cache` for the TensorRT runners)."""
     entry = RUNNERS[resolve([name])[0]]
     reason = entry.unavailable_reason()
     if reason:
         raise RunnerUnavailable(f"runner {name!r} {reason}")
-    return entry.factory(name, checkpoint, cache)
+    return entry.factory(name, checkpoint, cache, **options)
+
+
+def prebuilt_engine(path: str) -> Runner:
+    """A user's TensorRT engine (.engine/.plan), run as it is: parity does not know how it was built."""
+    from pathlib import Path
+
+    from .tensorrt_runner import TensorRTRunner, import_tensorrt
+
+    import_tensorrt()
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{p}: no such engine file")
+    from ..provenance import sha256_file
+
+    return TensorRTRunner(f"trt-engine:{p.name}", p, f"prebuilt TensorRT engine {p.name}", {"engine_sha256": sha256_file(p)})
