@@ -47,25 +47,29 @@ def case_gt(case: Case):
     return case.gt, case.anchor_rows
 
 
-def _rows_for(case: Case, model_rows: np.ndarray) -> np.ndarray:
-    """Export at the case's own GT rows when it has them (what its evaluator expects), else the model's."""
-    return case.anchor_rows if case.anchor_rows is not None else model_rows
+def _frames(items, only_labelled: bool):
+    """(case, frame index, lanes x[L, R] at the export rows, those rows, ms or None) per exported frame.
+
+    Rows are the case's own GT rows when it has them (what its evaluator expects), else the model's.
+    """
+    for case, x, rows, ms in items:
+        h = case.anchor_rows if case.anchor_rows is not None else rows
+        xr = resample_rows(x, rows, h)
+        for i in range(len(case)):
+            if only_labelled and case.labelled is not None and not case.labelled[i]:
+                continue
+            yield case, i, xr[i], h, (None if ms is None else ms[i])
 
 
 def to_tusimple(items, out: str | Path, only_labelled: bool = False) -> int:
     """Items of (case, x[T, L, R], rows_of_x, ms[T] or None) -> JSON lines; returns lines written."""
     lines = []
-    for case, x, rows, ms in items:
-        h = _rows_for(case, rows)
-        xr = resample_rows(x, rows, h)
-        for i in range(len(case)):
-            if only_labelled and case.labelled is not None and not case.labelled[i]:
-                continue
-            lanes = [[round(float(v), 2) if np.isfinite(v) else -2 for v in lane] for lane in xr[i] if np.isfinite(lane).any()]
-            rec = {"raw_file": case.frame_label(i), "lanes": lanes, "h_samples": [round(float(r), 2) for r in h]}
-            if ms is not None:
-                rec["run_time"] = round(float(ms[i]), 3)
-            lines.append(json.dumps(rec))
+    for case, i, lanes_x, h, ms in _frames(items, only_labelled):
+        lanes = [[round(float(v), 2) if np.isfinite(v) else -2 for v in lane] for lane in lanes_x if np.isfinite(lane).any()]
+        rec = {"raw_file": case.frame_label(i), "lanes": lanes, "h_samples": [round(float(r), 2) for r in h]}
+        if ms is not None:
+            rec["run_time"] = round(float(ms), 3)
+        lines.append(json.dumps(rec))
     atomic.write_text(out, "\n".join(lines) + ("\n" if lines else ""))
     return len(lines)
 
@@ -74,20 +78,14 @@ def to_culane(items, out: str | Path, only_labelled: bool = False) -> int:
     """One `<case>/<frame stem>.lines.txt` per frame (x y pairs per lane); returns files written."""
     out = Path(out)
     n = 0
-    for case, x, rows, _ in items:
-        h = _rows_for(case, rows)
-        xr = resample_rows(x, rows, h)
-        for i in range(len(case)):
-            if only_labelled and case.labelled is not None and not case.labelled[i]:
-                continue
-            text = []
-            for lane in xr[i]:
-                ok = np.isfinite(lane)
-                if ok.sum() >= 2:
-                    text.append(" ".join(f"{xv:.2f} {yv:.1f}" for xv, yv in zip(lane[ok][::-1], h[ok][::-1])))
-            stem = Path(case.frame_label(i)).stem
-            atomic.write_text(out / case.name / f"{stem}.lines.txt", "\n".join(text) + ("\n" if text else ""))
-            n += 1
+    for case, i, lanes_x, h, _ in _frames(items, only_labelled):
+        text = []
+        for lane in lanes_x:
+            ok = np.isfinite(lane)
+            if ok.sum() >= 2:
+                text.append(" ".join(f"{xv:.2f} {yv:.1f}" for xv, yv in zip(lane[ok][::-1], h[ok][::-1])))
+        atomic.write_text(out / case.name / f"{Path(case.frame_label(i)).stem}.lines.txt", "\n".join(text) + ("\n" if text else ""))
+        n += 1
     return n
 
 

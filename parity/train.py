@@ -13,7 +13,7 @@ import numpy as np
 
 from .case import Case, load_case
 from .checkpoint import Checkpoint, save_checkpoint
-from .metrics import resample_rows, tusimple
+from .metrics import resample_rows, tusimple_batch
 from .models.rowanchor import RowAnchorAdapter, RowAnchorConfig
 from .provenance import git_sha, sha256_json
 
@@ -58,7 +58,7 @@ def evaluate(model, adapter: RowAnchorAdapter, cases: list[Case], pipeline_name:
         inputs = np.concatenate([pipe.prepare(case, labelled[s : s + 64]) for s in range(0, len(labelled), 64)])
         pred = predict(model, adapter, inputs, case.width)
         gt = _gt_on_model_rows(case, adapter)[labelled]
-        scores = tusimple(pred, gt, adapter.anchor_rows(case.height), case.width)
+        scores = tusimple_batch(pred, gt, adapter.anchor_rows(case.height), case.width)
         per_case[case.name] = dict(zip(("accuracy", "fp", "fn"), scores.mean(axis=0).round(4).tolist()))
         all_rows.append(scores)
     overall = np.concatenate(all_rows).mean(axis=0)
