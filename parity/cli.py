@@ -209,6 +209,11 @@ def _cmd_runners(args) -> int:
     return 0
 
 
+def default_checkpoint() -> str:
+    """The reference model `make replay` trains, unless $PARITY_CHECKPOINT names another."""
+    return os.environ.get("PARITY_CHECKPOINT", "checkpoints/reference.pt")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="parity", description="Deployment-parity harness for lane-detection models.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -216,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("replay", help="replay cases through runners and score them")
     r.add_argument("--cases", nargs="+", required=True, help="case folders, or folders of cases")
-    r.add_argument("--checkpoint", required=True, help="checkpoint .pt (with its .json sidecar)")
+    r.add_argument("--checkpoint", default=default_checkpoint(),
+                   help="checkpoint .pt with its .json sidecar (default $PARITY_CHECKPOINT or checkpoints/reference.pt)")
     r.add_argument("--runners", default="auto", help="comma-separated runner names, or 'auto' for all available here")
     r.add_argument("--pipeline", default="vehicle", help="vehicle, training, or both comma-separated")
     r.add_argument("--out", help="output folder (default reports/<run-id>)")
@@ -302,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="perturbation x severity sweep over cases and runners")
     sw.add_argument("--cases", nargs="+", required=True)
-    sw.add_argument("--checkpoint", required=True)
+    sw.add_argument("--checkpoint", default=default_checkpoint(), help="default $PARITY_CHECKPOINT or checkpoints/reference.pt")
     sw.add_argument("--runners", default="torch")
     sw.add_argument("--pipeline", default="vehicle")
     sw.add_argument("--perturb", default="deploy", help="suite (deploy, corruptions, all) or comma-separated names")

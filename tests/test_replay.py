@@ -75,10 +75,13 @@ def test_one_bad_case_does_not_kill_the_run(tiny_case, random_checkpoint, cache_
     assert set(df.case) == {"tiny"}  # the good case's results survive
 
 
-def test_missing_path_is_one_line_exit_2(random_checkpoint):
-    res = run_cli("replay", "--cases", "/nonexistent", "--checkpoint", random_checkpoint.path)
-    assert res.returncode == 2
-    assert res.stderr.strip() == "parity: error: /nonexistent: no such file or directory"
+def test_missing_path_is_one_line_exit_2(random_checkpoint, tiny_case, tmp_path):
+    for extra in (["--checkpoint", random_checkpoint.path], []):  # the cases are checked before the checkpoint
+        res = run_cli("replay", "--cases", "/nonexistent", *extra, cwd=tmp_path)
+        assert res.returncode == 2
+        assert res.stderr.strip() == "parity: error: /nonexistent: no such file or directory"
+    res = run_cli("replay", "--cases", tiny_case, cwd=tmp_path)
+    assert res.returncode == 2 and "checkpoints/reference.pt: no such checkpoint file" in res.stderr
 
 
 def test_corrupt_case_json_exit_2(case_copy, random_checkpoint):
