@@ -166,21 +166,32 @@ def lane_iou(pred: np.ndarray, gt: np.ndarray, rows: np.ndarray, image_width: fl
 
 def culane_counts(pred: np.ndarray, gt: np.ndarray, rows: np.ndarray, image_width: float, iou: float = 0.5) -> np.ndarray:
     """[T, 3] (TP, FP, FN) per frame: Hungarian matching on IoU, a match counts if IoU > `iou`."""
+    return culane_counts_at(pred, gt, rows, image_width, (iou,))[0]
+
+
+def culane_counts_at(pred, gt, rows, image_width: float, ious=(0.5, 0.3)) -> list[np.ndarray]:
+    """`culane_counts` at several IoU thresholds from one IoU computation."""
     from scipy.optimize import linear_sum_assignment
 
     p_lane = np.isfinite(pred).sum(axis=2) >= 2
     g_lane = np.isfinite(gt).sum(axis=2) >= 2
-    ious = lane_iou(pred, gt, rows, image_width) * (p_lane[:, :, None] & g_lane[:, None, :])
-    touch = ious > 0
+    iou_m = lane_iou(pred, gt, rows, image_width) * (p_lane[:, :, None] & g_lane[:, None, :])
+    touch = iou_m > 0
     # Where every lane overlaps at most one lane of the other side, the assignment is forced;
     # only frames with competing overlaps need the Hungarian algorithm.
-    tp = (ious > iou).sum(axis=(1, 2))
-    contested = (touch.sum(axis=2) > 1).any(axis=1) | (touch.sum(axis=1) > 1).any(axis=1)
-    for t in np.flatnonzero(contested):
-        m = ious[t][np.ix_(p_lane[t], g_lane[t])]
+    contested = np.flatnonzero((touch.sum(axis=2) > 1).any(axis=1) | (touch.sum(axis=1) > 1).any(axis=1))
+    pairs = {}
+    for t in contested:
+        m = iou_m[t][np.ix_(p_lane[t], g_lane[t])]
         r, c = linear_sum_assignment(-m)
-        tp[t] = int((m[r, c] > iou).sum())
-    return np.stack([tp, p_lane.sum(axis=1) - tp, g_lane.sum(axis=1) - tp], axis=1).astype(np.float64)
+        pairs[t] = m[r, c]
+    out = []
+    for thr in ious:
+        tp = (iou_m > thr).sum(axis=(1, 2))
+        for t, matched in pairs.items():
+            tp[t] = int((matched > thr).sum())
+        out.append(np.stack([tp, p_lane.sum(axis=1) - tp, g_lane.sum(axis=1) - tp], axis=1).astype(np.float64))
+    return out
 
 
 def f1(counts: np.ndarray) -> float:

@@ -80,8 +80,9 @@ def score_case(case: Case, preds: dict[str, dict]) -> dict | None:
     out = {
         "frames": int(len(frames)),
         "accuracy": float(tus[:, 0].mean()), "fp": float(tus[:, 1].mean()), "fn": float(tus[:, 2].mean()),
-        "f1_50": M.f1(M.culane_counts(P, G, rows, width, 0.5)), "f1_30": M.f1(M.culane_counts(P, G, rows, width, 0.3)),
     }
+    c50, c30 = M.culane_counts_at(P, G, rows, width, (0.5, 0.3))
+    out["f1_50"], out["f1_30"] = M.f1(c50), M.f1(c30)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         out["bend_mean_px"] = float(np.nanmean(b["score"]))

@@ -58,9 +58,7 @@ def score(case, x, frames, t, dx_ref, metric_ref, metric_ref_name, rows, gt, mpp
         c30 = np.full((len(frames), 3), np.nan)
         if lab.any():
             tus[lab] = M.tusimple_batch(x[lab], g[lab], rows, case.width)
-            iou_counts = M.culane_counts(x[lab], g[lab], rows, case.width, iou=0.5)
-            c50[lab] = iou_counts
-            c30[lab] = M.culane_counts(x[lab], g[lab], rows, case.width, iou=0.3)
+            c50[lab], c30[lab] = M.culane_counts_at(x[lab], g[lab], rows, case.width, (0.5, 0.3))
         for k, name in enumerate(("frame_accuracy", "frame_fp", "frame_fn")):
             s.frame_cols[name] = tus[:, k]
         for k, name in enumerate(("culane_tp", "culane_fp", "culane_fn")):
@@ -80,11 +78,10 @@ def score(case, x, frames, t, dx_ref, metric_ref, metric_ref_name, rows, gt, mpp
     return s
 
 
-def metric_reference(case, adapter, outputs: dict, runner: str, pipeline: str, gt, frames=None):
+def metric_reference(case, adapter, outputs: dict, runner: str, pipeline: str, gt):
     """(name, x[T, L, R]) of the bending/jitter reference for `runner` on `pipeline` (see module doc)."""
-    sel = slice(None) if frames is None else frames
     if gt_usable_for_tracking(case, adapter):
-        return "gt", gt[sel]
+        return "gt", gt
     for key in (("torch", "training"), ("torch", pipeline)):
         if key in outputs:
             return f"{key[0]}@{key[1]}", outputs[key]

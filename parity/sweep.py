@@ -215,7 +215,6 @@ def _summarise(agg) -> list[dict]:
             "accuracy_drop": b.get("accuracy", float("nan")) - res["accuracy"],
             "bend_increase_px": res["bend_mean_px"] - b.get("bend_mean_px", float("nan")),
             **{k: v for k, v in res.items() if k != "bend_worst"},
-            "dx_mean_px": res["dx_ref_mean_px"],
         })
     return out
 
@@ -242,7 +241,7 @@ def format_summary(summary: dict, runner: str = REFERENCE) -> str:
 
     ranked = sorted((k for k in by if k != "none"), key=lambda k: -np.nan_to_num(max(by[k][s]["accuracy_drop"] for s in by[k]), nan=-1))
     for k in ranked:
-        cells = "".join(f"{f(by[k][s]['dx_mean_px'], '.2f') + ' / ' + f(by[k][s]['accuracy_drop'], '+.3f'):>16}" if s in by[k] else f"{'':>16}" for s in sevs)
+        cells = "".join(f"{f(by[k][s]['dx_ref_mean_px'], '.2f') + ' / ' + f(by[k][s]['accuracy_drop'], '+.3f'):>16}" if s in by[k] else f"{'':>16}" for s in sevs)
         worst = max(by[k][s]["accuracy_drop"] for s in by[k])
         lines.append(f"{k:<20}{cells}{f(worst, '+.3f'):>16}")
     if "none" in by:
