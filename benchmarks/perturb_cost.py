@@ -32,10 +32,10 @@ def best_of(fn, repeat=15):
 def main() -> None:
     import torch
 
-    from parity import perturb
-    from parity.case import load_case
+    from parity.preprocessing import perturb
+    from parity.cases.format import load_case
     from parity.models.rowanchor import RowAnchorAdapter
-    from parity.synth import Scenario, write_case
+    from parity.cases.synth import Scenario, write_case
 
     torch.set_num_threads(1)  # one core, like the target
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,7 +48,7 @@ def main() -> None:
             infer = best_of(lambda: model(torch.from_numpy(x)), 30)
         base = best_of(lambda: pipe.prepare(case, [1]))
         rgb = pipe.decode(case, 1, "nv12")
-        from parity.resize import resize
+        from parity.preprocessing.resample import resize
 
         resized = resize(rgb[None, 136:].astype(np.float32), pipe.size, "bilinear", False, "align_corners")
         targets = model(torch.from_numpy(x)).detach().numpy().argmax(axis=1)

@@ -36,7 +36,7 @@ def make_long_case(base: Path, out: Path, n: int) -> Path:
 
 
 def child(case: str, ckpt: str, out: str) -> None:
-    from parity.replay import ReplayConfig, replay
+    from parity.runs.replay import ReplayConfig, replay
 
     t = time.perf_counter()
     res = replay(ReplayConfig(cases=[case], checkpoint=ckpt, runners="torch", pipelines="vehicle", out=out, progress=False))
@@ -54,9 +54,9 @@ def main() -> None:
 
     import torch
 
-    from parity.checkpoint import save_checkpoint
+    from parity.models.checkpoint import save_checkpoint
     from parity.models.rowanchor import RowAnchorAdapter
-    from parity.synth import Scenario, write_case
+    from parity.cases.synth import Scenario, write_case
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -11,7 +11,7 @@ from .errors import CaseError, ParityError, UsageError
 
 
 def _cmd_replay(args) -> int:
-    from .replay import ReplayConfig, format_table, replay
+    from .runs.replay import ReplayConfig, format_table, replay
 
     res = replay(
         ReplayConfig(
@@ -26,8 +26,8 @@ def _cmd_replay(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .case import find_cases
-    from .train import train
+    from .cases.discovery import find_cases
+    from .training.loop import train
 
     ck = train(
         [str(p) for p in find_cases(args.cases)], args.out,
@@ -45,7 +45,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_cases_generate(args) -> int:
-    from .suites import generate_suite
+    from .cases.suites import generate_suite
 
     paths = generate_suite(args.suite, args.out, force=args.force, progress=not args.no_progress)
     print(f"{len(paths)} cases in {args.out}")
@@ -53,8 +53,8 @@ def _cmd_cases_generate(args) -> int:
 
 
 def _cmd_cases_synth(args) -> int:
-    from .suites import scenario
-    from .synth import write_case
+    from .cases.suites import scenario
+    from .cases.synth import write_case
 
     scn = scenario(args.scenario, seed=args.seed, frames=args.frames)
     streams = [s.strip() for s in args.streams.split(",")]
@@ -64,8 +64,9 @@ def _cmd_cases_synth(args) -> int:
 
 
 def _cmd_cases_preview(args) -> int:
-    from .case import find_cases, load_case
-    from .preview import contact_sheet
+    from .cases.discovery import find_cases
+    from .cases.format import load_case
+    from .cases.preview import contact_sheet
 
     cases = [load_case(p) for p in find_cases(args.paths)]
     print(f"wrote {contact_sheet(cases, args.out, frame=args.frame, columns=args.columns)} ({len(cases)} cases)")
@@ -73,7 +74,7 @@ def _cmd_cases_preview(args) -> int:
 
 
 def _cmd_cases_import(args) -> int:
-    from . import importers
+    from .cases import importers
 
     if args.format == "tusimple":
         paths = importers.import_tusimple(args.labels, args.root, args.out, fps=args.fps or 20.0)
@@ -91,8 +92,10 @@ def _cmd_cases_import(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .case import find_cases, load_case
-    from .exporters import case_gt, export, run_lanes
+    from .cases.discovery import find_cases
+    from .cases.exporters import case_gt, export
+    from .cases.format import load_case
+    from .runs.tables import run_lanes
 
     if bool(args.run) == bool(args.gt):
         raise UsageError("give either --run DIR (predictions) or --gt CASE... (ground truth)")
@@ -106,7 +109,8 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_cases_validate(args) -> int:
-    from .case import find_cases, load_case
+    from .cases.discovery import find_cases
+    from .cases.format import load_case
 
     problems, ok = [], 0
     try:
@@ -127,7 +131,7 @@ def _cmd_cases_validate(args) -> int:
 
 
 def _cmd_perturb_list(args) -> int:
-    from .perturb import REGISTRY, SUITES
+    from .preprocessing.perturb import REGISTRY, SUITES
 
     print(f"{'name':<20} {'family':<13} {'stage':<9} {'unit':<34} severities 1..5")
     for p in REGISTRY.values():
@@ -137,19 +141,23 @@ def _cmd_perturb_list(args) -> int:
 
 
 def _cmd_perturb_show(args) -> int:
-    from .case import load_case
-    from .checkpoint import load_checkpoint
-    from .preview_perturb import severity_grid
+    from .cases.format import load_case
+    from .models.checkpoint import load_checkpoint
+    from .models.rowanchor import RowAnchorAdapter
+    from .preprocessing.preview import severity_grid
+    from .runs.inputs import resolve_pipeline
 
     case = load_case(args.case)
     ckpt = load_checkpoint(args.checkpoint) if args.checkpoint else None
-    path = severity_grid(args.name, case, args.frame, args.out, pipeline=args.pipeline, checkpoint=ckpt, seed=args.seed)
+    adapter = ckpt.adapter() if ckpt else RowAnchorAdapter()
+    pipe = resolve_pipeline(args.pipeline, adapter.pipelines())
+    path = severity_grid(args.name, case, args.frame, args.out, pipe, model=ckpt.build_model() if ckpt else None, seed=args.seed)
     print(f"wrote {path}")
     return 0
 
 
 def _cmd_sweep(args) -> int:
-    from .sweep import SweepConfig, format_summary, parse_severities, sweep
+    from .runs.sweep import SweepConfig, format_summary, parse_severities, sweep
 
     out, summary, code = sweep(SweepConfig(
         cases=args.cases, checkpoint=args.checkpoint, runners=args.runners, pipeline=args.pipeline,
@@ -166,8 +174,9 @@ def _cmd_sweep(args) -> int:
 
 def _cmd_score(args) -> int:
     from . import atomic
-    from .case import find_cases, load_case
-    from .score_predictions import format_scores, read_tusimple_predictions, score_case
+    from .cases.discovery import find_cases
+    from .cases.format import load_case
+    from .metrics.external import format_scores, read_tusimple_predictions, score_case
 
     preds = read_tusimple_predictions(args.pred)
     scores = {}
@@ -186,10 +195,10 @@ def _cmd_score(args) -> int:
 
 def _cmd_localize(args) -> int:
     from . import atomic
-    from .artifacts import ArtifactCache
-    from .case import load_case
-    from .checkpoint import load_checkpoint
-    from .localize import bar_chart, format_result, localize
+    from .cases.format import load_case
+    from .models.checkpoint import load_checkpoint
+    from .runners.artifacts import ArtifactCache
+    from .runs.localize import bar_chart, format_result, localize
 
     res = localize(load_checkpoint(args.checkpoint), load_case(args.case), runner=args.runner, pipeline=args.pipeline,
                    frames=args.frames, tolerance_px=args.tolerance_px, max_keep=args.max_keep, cache=ArtifactCache(args.cache_dir))
@@ -254,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=_cmd_cases_generate)
     sy = csub.add_parser("synth", help="render one named synthetic scenario")
-    sy.add_argument("--scenario", required=True, help="e.g. straight_day, night, lane_change (see parity/suites.py)")
+    sy.add_argument("--scenario", required=True, help="e.g. straight_day, night, lane_change (see parity/cases/suites.py)")
     sy.add_argument("--frames", type=int)
     sy.add_argument("--seed", type=int)
     sy.add_argument("--streams", default="nv12,jpeg", help="recorded streams: nv12, jpeg, png")

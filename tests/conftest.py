@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from parity.synth import Scenario, write_case
+from parity.cases.synth import Scenario, write_case
 
 
 def _tiny_scenario(name="tiny", **kw):
@@ -39,7 +39,7 @@ def random_checkpoint(tmp_path_factory):
     """The reference architecture with seeded random weights: enough to test every stage's plumbing."""
     import torch
 
-    from parity.checkpoint import save_checkpoint
+    from parity.models.checkpoint import save_checkpoint
     from parity.models.rowanchor import RowAnchorAdapter
 
     torch.manual_seed(0)

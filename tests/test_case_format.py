@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from parity.case import load_case
+from parity.cases.format import load_case
 from parity.errors import CaseError
 
 from .conftest import run_cli
@@ -100,7 +100,7 @@ def test_gt_points_and_labelled_frames(case_copy):
 def test_cases_resolve_from_globs_and_suite_names(tmp_path, tiny_case, monkeypatch):
     import shutil
 
-    from parity.case import find_cases
+    from parity.cases.discovery import find_cases
 
     suite = tmp_path / "cases" / "default"
     for n in ("a_day", "b_night", "c_day"):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from parity.case import load_case
+from parity.cases.format import load_case
 from parity.colour import nv12_to_rgb, rgb_to_nv12
 from parity.models.rowanchor import RowAnchorAdapter
 
@@ -47,7 +47,7 @@ def test_crop_offset_and_resize_fold_into_one_map(offset):
     """Cropping (with the edge repeated outside the frame) then resizing equals the folded weights."""
     from dataclasses import replace
 
-    from parity.resize import resize
+    from parity.preprocessing.resample import resize
 
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (1, 360, 640, 3), dtype=np.uint8)

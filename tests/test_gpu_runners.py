@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from parity.artifacts import ArtifactCache
-from parity.case import load_case
+from parity.runners.artifacts import ArtifactCache
+from parity.cases.format import load_case
 from parity.errors import RunnerUnavailable
 from parity.runners import RUNNERS, create
 

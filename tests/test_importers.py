@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from parity.case import load_case
+from parity.cases.format import load_case
 from parity.cli import main
 from parity.errors import CaseError
-from parity.importers import import_culane, import_images, import_tusimple, import_video
+from parity.cases.importers import import_culane, import_images, import_tusimple, import_video
 
 H_SAMPLES = list(range(160, 720, 40))  # 14 rows of a 1280x720 TuSimple frame
 

@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 
-from parity.artifacts import ArtifactCache
-from parity.case import load_case
-from parity.checkpoint import save_checkpoint
-from parity.localize import localize, module_of
+from parity.runners.artifacts import ArtifactCache
+from parity.cases.format import load_case
+from parity.models.checkpoint import save_checkpoint
+from parity.runs.localize import localize, module_of
 from parity.models.rowanchor import RowAnchorAdapter
 
 K = 1e5  # beyond fp16's 65504
@@ -36,9 +36,9 @@ def test_emulated_fp16_localizes_and_fixes_the_fragile_layer(fragile_checkpoint,
     assert res["ranking"][0] == "head.0"
     first = next(e for e in res["layers"] if e["layer"] == "head.0")
     assert first["introduced_nonfinite"] and first["node"] == "/head/head.0/Gemm"
-    assert res["before"]["nonfinite_logits"] > 0 or res["before"]["dx_max_px"] > 5
+    assert res["before"]["nonfinite_frames"] > 0 or res["before"]["dx_max_px"] > 5
     assert res["keep_fp32"] == ["head.0"] and res["nodes_to_exclude"] == ["/head/head.0/Gemm"]
-    assert res["within_tolerance"] and res["after"]["dx_max_px"] <= 1.0 and res["after"]["nonfinite_logits"] == 0
+    assert res["within_tolerance"] and res["after"]["dx_max_px"] <= 1.0 and res["after"]["nonfinite_frames"] == 0
 
 
 def test_healthy_model_needs_nothing_in_fp32(random_checkpoint, tiny_case, tmp_path):
@@ -52,7 +52,7 @@ def test_healthy_model_needs_nothing_in_fp32(random_checkpoint, tiny_case, tmp_p
 def test_ort_fp16_keeps_blocked_nodes_in_fp32(fragile_checkpoint, tmp_path):
     import onnx
 
-    from parity.artifacts import export_onnx, fp16_onnx
+    from parity.runners.artifacts import export_onnx, fp16_onnx
 
     cache = ArtifactCache(tmp_path)
     path, _ = export_onnx(fragile_checkpoint, cache)

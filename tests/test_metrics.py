@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from parity import metrics as M
-from parity.synth import Scenario
+from parity.cases.synth import Scenario
 
 FPS = 20.0
 
@@ -15,7 +15,7 @@ def curving_gt():
     """GT of a road that curves (clothoid + s-curve) under an ego that weaves: 400 frames, 20 s."""
     scn = Scenario("gt", seed=1, frames=400, fps=FPS, curvature=((0.0, 0.0), (50.0, 1 / 300)), ka=1 / 500,
                    drift_amp_m=0.5, drift_period_s=3.0)
-    from parity.synth import EgoState, gt_lanes
+    from parity.cases.synth import EgoState, gt_lanes
 
     x = np.stack([gt_lanes(scn, EgoState(scn, i / FPS))["x"] for i in range(400)]).astype(np.float64)
     return x, scn.camera.anchor_rows(), np.arange(400) / FPS
@@ -144,7 +144,7 @@ def test_metres_per_pixel_from_the_camera():
 
 
 def test_score_command_on_tusimple_predictions(tmp_path, tiny_case):
-    from parity.case import load_case
+    from parity.cases.format import load_case
 
     from .conftest import run_cli
 

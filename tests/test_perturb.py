@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from parity import perturb
-from parity.case import load_case
+from parity.preprocessing import perturb
+from parity.cases.format import load_case
 from parity.cli import main
 from parity.errors import UsageError
 from parity.models.rowanchor import RowAnchorAdapter

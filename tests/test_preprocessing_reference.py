@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from parity.colour import nv12_to_rgb, rgb_to_nv12
-from parity.resize import resize
-from parity.synth import Scenario, render
+from parity.preprocessing.resample import resize
+from parity.cases.synth import Scenario, render
 
 cv2 = pytest.importorskip("cv2")
 from PIL import Image  # noqa: E402

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from parity.artifacts import ArtifactCache
-from parity.case import load_case
+from parity.runners.artifacts import ArtifactCache
+from parity.cases.format import load_case
 from parity.errors import RunnerUnavailable, UsageError
 from parity.runners import RUNNERS, RunnerEntry, RunnerError, create, resolve
 
@@ -107,7 +107,7 @@ def test_fp16_graph_uses_modelopt_autocast_when_installed(random_checkpoint, tmp
     import onnx
     from onnxconverter_common import float16
 
-    from parity.artifacts import export_onnx, fp16_onnx
+    from parity.runners.artifacts import export_onnx, fp16_onnx
 
     calls = []
 

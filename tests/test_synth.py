@@ -3,8 +3,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from parity.case import load_case
-from parity.synth import LANE_NAMES, Camera, Renderer, Scenario, Vehicle, render, write_case
+from parity.cases.format import load_case
+from parity.cases.camera import Camera
+from parity.cases.synth import LANE_NAMES, Renderer, Scenario, Vehicle, render, write_case
 
 
 def _digest(root):

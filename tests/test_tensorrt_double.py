@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from parity.artifacts import ArtifactCache
-from parity.case import load_case
+from parity.runners.artifacts import ArtifactCache
+from parity.cases.format import load_case
 from parity.errors import RunnerUnavailable
 from parity.runners import RUNNERS, RunnerError, create
 

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from parity.checkpoint import load_checkpoint
-from parity.train import train
+from parity.models.checkpoint import load_checkpoint
+from parity.training.loop import train
 
 
 def test_tiny_training_learns_and_writes_a_checkpoint(tiny_case, tmp_path):
@@ -32,7 +32,7 @@ def test_training_is_seeded(tiny_case, tmp_path):
 @pytest.mark.slow
 def test_reference_model_detects_lanes_on_held_out_cases(tmp_path):
     """The full recipe behind `make replay`: ~4 min on 2 cores."""
-    from parity.suites import generate_suite
+    from parity.cases.suites import generate_suite
 
     train_cases = generate_suite("train", tmp_path / "train", progress=False)
     held_out = generate_suite("default", tmp_path / "default", progress=False)

@@ -12,8 +12,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..pipeline import Pipeline, pipelines_for
-from ..synth import ANCHOR_ROWS_REF, LANE_NAMES, REFERENCE_SIZE
+from ..cases.camera import ANCHOR_ROWS_REF, REFERENCE_SIZE
+from ..cases.synth import LANE_NAMES
+from ..preprocessing.pipeline import Pipeline, pipelines_for
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,14 @@
-"""Runner registry: names users type (`torch`, `ort-fp32`, ...) -> lazily built runners.
+"""Runners: the model and its deployed forms behind one contract (after Polygraphy's BaseRunner):
+activate() / infer(feed) / deactivate(), inputs checked against the IO spec, inference timed.
 
-Entries name the modules they need; `available()` checks them without importing heavy packages,
-so `parity runners` and `--runners auto` know what this machine can run.
+This module is the registry: the names users type (`torch`, `ort-fp16`, `trt-fp16`, ...) mapped to
+lazily built runners. Entries name the modules they need; `available()` checks them without
+importing heavy packages, so `parity runners` and `--runners auto` know what this machine can run.
+`base` is the contract; `torch_runner`, `onnxrt`, `emulation`, `torch_cuda` and `tensorrt_runner`
+the backends; `artifacts` builds and caches what they load (ONNX export, fp16 graph, engines).
+
+This package may import the shared top-level modules, `parity.cases`, `parity.preprocessing` and
+`parity.models`; it never imports the metrics or runs built on it.
 """
 from __future__ import annotations
 
@@ -105,7 +112,7 @@ _ORT_LABELS = {
 
 def _ort(precision: str, provider: str = "CPUExecutionProvider"):
     def make(name, checkpoint, cache, **_):
-        from ..artifacts import export_onnx, fp16_onnx
+        from .artifacts import export_onnx, fp16_onnx
         from .onnxrt import OnnxRuntimeRunner
 
         path, meta = export_onnx(checkpoint, cache)

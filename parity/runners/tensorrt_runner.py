@@ -243,7 +243,7 @@ LABELS = {
 
 def engine_artifact(checkpoint, cache, precision: str, options: BuildOptions | None = None, timing_cache: str | None = None):
     """Build (or reuse) the engine for `precision`; keyed by ONNX hash, options, TensorRT version and GPU name."""
-    from ..artifacts import export_onnx, fp16_onnx
+    from .artifacts import export_onnx, fp16_onnx
 
     trt = import_tensorrt()
     mem = CudaMemory()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
-from .case import Case
-from .colour import nv12_to_rgb
+from .. import atomic
+from ..colour import nv12_to_rgb
+from .format import Case
 
 LANE_COLOURS = [(255, 64, 255), (0, 255, 255), (255, 200, 0), (80, 255, 80), (255, 90, 90), (120, 140, 255)]
 

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
-from . import metrics as M
-from .errors import UsageError
+from .. import atomic
+from .. import metrics as M
+from ..errors import UsageError
+from ..runners.artifacts import ArtifactCache, export_onnx, fp16_onnx
+from .batch import RunnerBatches
 
 RUNNERS = ("emu-fp16", "emu-tf32", "ort-fp16")
 
@@ -68,8 +70,6 @@ def module_of(node_name: str) -> str | None:
 def onnx_nodes(checkpoint, cache) -> dict[str, str]:
     """module name -> ONNX node name for the conv/linear nodes of the exported graph."""
     import onnx
-
-    from .artifacts import export_onnx
 
     path, _ = export_onnx(checkpoint, cache)
     return {module_of(n.name): n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and module_of(n.name)}
@@ -121,70 +121,68 @@ class Reduced:
         self.nodes = onnx_nodes(checkpoint, cache)
 
     def _onnx(self, keep) -> Path:
-        from .artifacts import export_onnx, fp16_onnx
-
         path, _ = export_onnx(self.ck, self.cache)
         return fp16_onnx(path, self.cache, tuple(self.nodes[k] for k in keep if k in self.nodes))[0]
 
     def capture(self, x: np.ndarray, keep=()):
         """(layer names in order, reference activations, reduced activations)."""
-        from .runners.emulation import emulate, fold_batchnorm
+        from ..runners.emulation import emulate, fold_batchnorm
 
         base = self.ck.build_model()
         names, ref, _ = capture_torch(fold_batchnorm(base), x)
         if self.runner.startswith("emu-"):
             _, red, _ = capture_torch(emulate(base, self.runner[4:], tuple(keep)), x)
             return names, ref, red
-        from .artifacts import export_onnx
-
         fp32_path, _ = export_onnx(self.ck, self.cache)
         nodes = {m: n for m, n in self.nodes.items() if m in names}
         ref, _ = capture_onnx(fp32_path, nodes, x, self.adapter.input_name)
         red, _ = capture_onnx(self._onnx(keep), nodes, x, self.adapter.input_name)
         return [n for n in names if n in ref and n in red], ref, red
 
-    def logits(self, x: np.ndarray, keep=()) -> np.ndarray:
+    def make_runner(self, keep=()):
+        """The reduced-precision runner with the layers in `keep` left in fp32."""
+        a = self.adapter
         if self.runner.startswith("emu-"):
-            import torch
+            from ..runners.emulation import EmulatedPrecisionRunner
 
-            from .runners.emulation import emulate
+            return EmulatedPrecisionRunner(self.runner, self.ck.build_model, a.input_name, a.output_name, a.input_shape(),
+                                           self.runner[4:], keep_fp32=tuple(keep))
+        from ..runners.onnxrt import OnnxRuntimeRunner
 
-            with torch.inference_mode():
-                return emulate(self.ck.build_model(), self.runner[4:], tuple(keep))(torch.from_numpy(x)).numpy()
-        import onnxruntime as ort
+        return OnnxRuntimeRunner(self.runner, self._onnx(keep), "fp16 ONNX graph, CPU provider")
 
-        sess = ort.InferenceSession(str(self._onnx(keep)), providers=["CPUExecutionProvider"])
-        return sess.run(None, {self.adapter.input_name: x})[0]
+    def compare(self, batches: list[np.ndarray], width: int, keep=()):
+        """(torch fp32 outputs, reduced outputs) on the same batches, through the shared runner helper."""
+        from ..runners.torch_runner import TorchRunner
+
+        a = self.adapter
+        reference = TorchRunner("torch", self.ck.build_model, a.input_name, a.output_name, a.input_shape())
+        reduced = self.make_runner(keep)
+        with reference, reduced:
+            fed = RunnerBatches([reference, reduced], a, width)
+            for b in batches:
+                fed.feed(b)
+        outs = fed.outputs()
+        return outs["torch"], outs[self.runner]
 
 
-def _torch_logits(checkpoint, x):
-    import torch
-
-    with torch.inference_mode():
-        return checkpoint.build_model()(torch.from_numpy(x)).numpy()
-
-
-def _lane_effect(case, adapter, ref_logits, red_logits, rows) -> dict:
-    ref = adapter.decode(ref_logits, case.width)
-    with np.errstate(all="ignore"):
-        red = adapter.decode(np.nan_to_num(red_logits, nan=0.0, posinf=1e4, neginf=-1e4), case.width)
-    d = M.lateral_difference(red, ref)
-    b = M.bending(red, ref, rows, kink_px=M.kink_threshold(case.width))
+def _lane_effect(case, ref, red, rows) -> dict:
+    """Lane difference, bending and jitter of the reduced runner's outputs against torch fp32's."""
+    d = M.lateral_difference(red.x, ref.x)
+    b = M.bending(red.x, ref.x, rows, kink_px=M.kink_threshold(case.width))
     look = list(M.lookahead_rows(len(rows)).values())
-    j = M.jitter(red[:, :, look], ref[:, :, look], case.timestamps[: len(red)])
+    j = M.jitter(red.x[:, :, look], ref.x[:, :, look], case.timestamps[: len(red.x)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return {
             "dx_mean_px": d["mean_px"], "dx_max_px": d["max_px"], "existence_disagreement": d["existence_disagreement"],
             "bend_mean_px": float(np.nanmean(b["score"])), "kink_rate": float((b["kinks"] > 0).mean()),
-            "jitter_rms_near": float(np.nanmean(j["rms"][:, 0])), "nonfinite_logits": int((~np.isfinite(red_logits)).sum()),
+            "jitter_rms_near": float(np.nanmean(j["rms"][:, 0])), "nonfinite_frames": int((red.nonfinite > 0).sum()),
         }
 
 
 def localize(checkpoint, case, runner: str = "emu-fp16", pipeline: str = "vehicle", frames: int = 16,
              tolerance_px: float = 1.0, max_keep: int = 8, cache=None) -> dict:
-    from .artifacts import ArtifactCache
-
     cache = cache or ArtifactCache()
     red = Reduced(checkpoint, cache, runner)
     adapter = red.adapter
@@ -195,11 +193,11 @@ def localize(checkpoint, case, runner: str = "emu-fp16", pipeline: str = "vehicl
     names, ref_acts, red_acts = red.capture(x)
     layers = _rank(names, red.nodes, ref_acts, red_acts)
     ranked = sorted(layers, key=lambda e: e.score(), reverse=True)
-    ref_logits = _torch_logits(checkpoint, x)
 
     def sample_dx(keep):
-        eff = _lane_effect(case, adapter, ref_logits, red.logits(x, keep), rows)
-        return eff["dx_max_px"] if np.isfinite(eff["dx_max_px"]) and eff["nonfinite_logits"] == 0 else float("inf")
+        ref, out = red.compare([x], case.width, keep)
+        d = M.lateral_difference(out.x, ref.x)["max_px"]
+        return d if np.isfinite(d) and not (out.nonfinite > 0).any() else float("inf")
 
     keep, trail = [], [{"keep": [], "dx_max_px": sample_dx([])}]
     for e in ranked[:max_keep]:
@@ -208,10 +206,9 @@ def localize(checkpoint, case, runner: str = "emu-fp16", pipeline: str = "vehicl
         keep.append(e.layer)
         trail.append({"keep": list(keep), "dx_max_px": sample_dx(keep)})
 
-    full = np.concatenate([pipe.prepare(case, range(s, min(s + 32, len(case)))) for s in range(0, len(case), 32)])
-    ref_full = _torch_logits(checkpoint, full)
-    before = _lane_effect(case, adapter, ref_full, red.logits(full), rows)
-    after = _lane_effect(case, adapter, ref_full, red.logits(full, keep), rows)
+    full = [pipe.prepare(case, range(s, min(s + 32, len(case)))) for s in range(0, len(case), 32)]
+    before = _lane_effect(case, *red.compare(full, case.width), rows)
+    after = _lane_effect(case, *red.compare(full, case.width, keep), rows)
     return {
         "runner": runner, "case": case.name, "pipeline": pipeline, "sample_frames": sample.tolist(),
         "layers": [asdict(e) for e in layers], "ranking": [e.layer for e in ranked],
@@ -231,7 +228,7 @@ def format_result(res: dict, top: int = 10) -> str:
     lines.append(f"keep in fp32: {res['keep_fp32'] or '(nothing needed)'}  (within {res['tolerance_px']} px on the sampled frames: {res['within_tolerance']})")
     lines.append(f"AutoCast nodes_to_exclude / onnxconverter-common node_block_list: {res['nodes_to_exclude']}")
     b, a = res["before"], res["after"]
-    for key in ("dx_mean_px", "dx_max_px", "bend_mean_px", "kink_rate", "jitter_rms_near", "nonfinite_logits"):
+    for key in ("dx_mean_px", "dx_max_px", "bend_mean_px", "kink_rate", "jitter_rms_near", "nonfinite_frames"):
         lines.append(f"  {key:<18} {b[key]:>10.4g} -> {a[key]:<10.4g} (whole case, vs torch fp32)")
     return "\n".join(lines)
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .case import Case
-from .colour import nv12_to_rgb
-from .errors import CaseError, UsageError
-from .resize import KERNELS, PIXEL_CENTRES, apply_weights, window_weights
+from ..cases.format import Case
+from ..colour import nv12_to_rgb
+from ..errors import CaseError, UsageError
+from .resample import KERNELS, PIXEL_CENTRES, apply_weights, window_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import atomic
-from .errors import CheckpointError
-from .provenance import sha256_file
+from .. import atomic
+from ..errors import CheckpointError
+from ..provenance import sha256_file
 
 SCHEMA = "parity.checkpoint/1"
 REFERENCE_ADAPTER = "parity.models.rowanchor:RowAnchorAdapter"

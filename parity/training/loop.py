@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .case import Case, load_case
-from .checkpoint import Checkpoint, save_checkpoint
-from .metrics import resample_rows, tusimple_batch
-from .models.rowanchor import RowAnchorAdapter, RowAnchorConfig
-from .provenance import git_sha, sha256_json
+from ..cases.format import Case, load_case
+from ..cases.lanes import resample_rows
+from ..metrics.tusimple import tusimple_batch
+from ..models.checkpoint import Checkpoint, save_checkpoint
+from ..models.rowanchor import RowAnchorAdapter, RowAnchorConfig
+from ..provenance import git_sha, sha256_json
 
 log = logging.getLogger(__name__)
 

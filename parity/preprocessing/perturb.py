@@ -23,8 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-from .colour import KR_KB, range_scale
-from .errors import UsageError
+from ..colour import KR_KB, range_scale
+from ..errors import UsageError
 from .pipeline import IMAGENET_STD, Pipeline, quantize
 
 STAGES = ("pipeline", "raw", "resized", "tensor", "sequence")

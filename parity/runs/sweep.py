@@ -17,15 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, perturb
-from .artifacts import ArtifactCache
-from .checkpoint import load_checkpoint
-from .errors import ParityError, UsageError
-from . import scoring
-from .metrics import metres_per_pixel, resample_rows
-from .provenance import git_sha, versions
-from .replay import REFERENCE, load_all_cases, lane_table, merge_parts, new_run_id, resolve_pipeline, write_table
-from .runners import create, resolve
+from .. import atomic
+from ..cases.lanes import resample_rows
+from ..errors import ParityError, UsageError
+from ..metrics import scoring
+from ..metrics.lateral import metres_per_pixel
+from ..models.checkpoint import load_checkpoint
+from ..preprocessing import perturb
+from ..provenance import git_sha, versions
+from ..runners import REFERENCE, create, resolve
+from ..runners.artifacts import ArtifactCache
+from .batch import RunnerBatches
+from .inputs import load_all_cases, new_run_id, resolve_pipeline
+from .tables import jitter_table, lane_table, merge_parts, write_table
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +96,7 @@ def sweep(cfg: SweepConfig):
         for case in cases:
             try:
                 tables = _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg, jitter_rows, bar)
-                write_table(pa.concat_tables(tables, promote_options="default"), parts / f"{case.name}.parquet")
+                write_table(pa.concat_tables(tables), parts / f"{case.name}.parquet")
             except Exception as exc:  # recorded, fails the exit code, the other cases go on
                 errors.append({"case": case.name, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)})
                 log.error("case %s failed: %s", case.name, exc)
@@ -101,7 +105,7 @@ def sweep(cfg: SweepConfig):
     if part_files:
         merge_parts(part_files, out / "sweep.parquet")
     if jitter_rows:
-        write_table(pa.Table.from_pylist(jitter_rows), out / "jitter.parquet")
+        write_table(jitter_table(jitter_rows), out / "jitter.parquet")
     results = _summarise(agg)
     summary = {
         "schema": "parity.sweep/1",
@@ -137,19 +141,15 @@ def _frames(case, n):
 
 
 def _run(runners, adapter, feed_fn, idx, width, batch):
-    """x[name] = decoded lanes for frames `idx`, feeding each batch to every runner."""
-    outs = {r.name: [] for r in runners}
-    logits_ref = []
+    """Every runner's outputs for frames `idx`, each batch prepared once and fed to all of them."""
+    batches = RunnerBatches(runners, adapter, width, keep_logits={REFERENCE})
     for s in range(0, len(idx), batch):
-        feed = {adapter.input_name: feed_fn(idx[s : s + batch])}
-        for r in runners:
-            logits = r.infer(feed)[adapter.output_name]
-            if not np.isfinite(logits).all():
-                raise ParityError(f"runner {r.name} produced NaN/Inf logits")
-            outs[r.name].append(adapter.decode(logits, width))
-            if r.name == REFERENCE:
-                logits_ref.append(logits)
-    return {k: np.concatenate(v) for k, v in outs.items()}, np.concatenate(logits_ref)
+        batches.feed(feed_fn(idx[s : s + batch]))
+    outs = batches.outputs()
+    for name, o in outs.items():
+        if (o.nonfinite > 0).any():
+            raise ParityError(f"runner {name} produced NaN/Inf logits")
+    return outs
 
 
 def _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg, jitter_rows, bar):
@@ -158,10 +158,10 @@ def _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg,
     mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
     track_gt = scoring.gt_usable_for_tracking(case, adapter)
     idx = _frames(case, cfg.frames)
-    clean, clean_logits = _run(runners, adapter, lambda f: pipe.prepare(case, f), idx, case.width, cfg.batch_size)
+    clean = _run(runners, adapter, lambda f: pipe.prepare(case, f), idx, case.width, cfg.batch_size)
     bar.update(len(idx))
     # FGSM pushes away from the GT where a frame is labelled, else from the clean prediction.
-    targets = {int(f): c for f, c in zip(idx, clean_logits.argmax(axis=1))}
+    targets = {int(f): c for f, c in zip(idx, clean[REFERENCE].logits.argmax(axis=1))}
     if gt is not None:
         gt_cells = adapter.targets(gt, case.width)
         for f in idx:
@@ -173,19 +173,21 @@ def _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg,
 
     tables = []
 
-    def record(pname, sev, r, x, frames, t, ref):
+    def record(pname, sev, r, o, frames, t, ref):
         metric_ref, ref_name = (gt[frames], "gt") if track_gt else (ref, f"{r.name} unperturbed")
-        sc = scoring.score(case, x, frames, t, ref, metric_ref, ref_name, rows, gt, mpp)
-        tables.append(lane_table(case.name, frames, t, r.name, pipe.name, ckpt.name, adapter.lane_names, x,
-                                 sc.lane_cols, sc.frame_cols, None, perturbation=pname, severity=sev))
+        sc = scoring.score(case, o.x, frames, t, ref, metric_ref, ref_name, rows, gt, mpp)
+        sc.frame_cols.update(o.raw)
+        tables.append(lane_table(case.name, frames, t, r.name, pipe.name, ckpt.name, adapter.lane_names, o.x,
+                                 sc.lane_cols, sc.frame_cols, None, perturbation=pname, severity=sev,
+                                 parity_reference=f"{r.name} unperturbed", bending_jitter_reference=ref_name))
         agg.setdefault((pname, sev, r.name), []).append(
-            {"x": x, "dx_ref": ref, "scored": sc, "case": case.name, "frames": frames, "lane_names": adapter.lane_names})
+            {"x": o.x, "dx_ref": ref, "scored": sc, "case": case.name, "frames": frames, "lane_names": adapter.lane_names})
         for row in sc.jitter_rows:
-            jitter_rows.append({"case": case.name, "runner": r.name, "pipeline": pipe.name, "perturbation": pname, "severity": sev,
-                                "lane_name": adapter.lane_names[row["lane"]], "reference": ref_name, **row})
+            jitter_rows.append({"checkpoint": ckpt.name, "case": case.name, "runner": r.name, "pipeline": pipe.name, "perturbation": pname,
+                                "severity": sev, "lane_name": adapter.lane_names[row["lane"]], "reference": ref_name, **row})
 
     for r in runners:
-        record("none", 0, r, clean[r.name], idx, case.timestamps[idx], clean[r.name])
+        record("none", 0, r, clean[r.name], idx, case.timestamps[idx], clean[r.name].x)
     order = {int(f): k for k, f in enumerate(idx)}
     for p in perts:
         for sev in cfg.severities:
@@ -196,9 +198,9 @@ def _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg,
             slots, src = idx[keep], fed[idx][keep]
             ref_pos = np.array([order[int(f)] for f in slots], dtype=int)
             hooks = applied.hooks()
-            x, _ = _run(runners, adapter, lambda f: ppipe.prepare(case, f, hooks=hooks), src, case.width, cfg.batch_size)
+            outs = _run(runners, adapter, lambda f: ppipe.prepare(case, f, hooks=hooks), src, case.width, cfg.batch_size)
             for r in runners:
-                record(p.name, sev, r, x[r.name], slots, ts[slots], clean[r.name][ref_pos])
+                record(p.name, sev, r, outs[r.name], slots, ts[slots], clean[r.name].x[ref_pos])
             bar.update(len(idx))
     return tables
 

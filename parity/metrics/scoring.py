@@ -14,9 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import metrics as M
+from .bending import bending, kink_threshold
+from .culane import culane_counts_at, f1
+from .jitter import LOOKAHEAD, jitter, lookahead_rows
+from .lateral import lateral_difference
+from .tusimple import tusimple_batch
 
-LOOKAHEAD_NAMES = list(M.LOOKAHEAD)
+LOOKAHEAD_NAMES = list(LOOKAHEAD)
 
 
 @dataclass
@@ -46,7 +50,7 @@ def score(case, x, frames, t, dx_ref, metric_ref, metric_ref_name, rows, gt, mpp
         s.lane_cols["dx_ref_max_px"] = np.nanmax(diff, axis=2)
         if mpp is not None:
             s.lane_cols["dx_ref_mean_m"] = np.nanmean(diff * mpp, axis=2)
-    b = M.bending(x, metric_ref, rows, kink_px=M.kink_threshold(case.width))
+    b = bending(x, metric_ref, rows, kink_px=kink_threshold(case.width))
     s.lane_cols["bend_px"] = b["score"]
     s.lane_cols["bend_row"] = b["row"].astype(np.int16)
     s.lane_cols["kinks"] = b["kinks"].astype(np.int16)
@@ -57,18 +61,18 @@ def score(case, x, frames, t, dx_ref, metric_ref, metric_ref_name, rows, gt, mpp
         c50 = np.full((len(frames), 3), np.nan)
         c30 = np.full((len(frames), 3), np.nan)
         if lab.any():
-            tus[lab] = M.tusimple_batch(x[lab], g[lab], rows, case.width)
-            c50[lab], c30[lab] = M.culane_counts_at(x[lab], g[lab], rows, case.width, (0.5, 0.3))
+            tus[lab] = tusimple_batch(x[lab], g[lab], rows, case.width)
+            c50[lab], c30[lab] = culane_counts_at(x[lab], g[lab], rows, case.width, (0.5, 0.3))
         for k, name in enumerate(("frame_accuracy", "frame_fp", "frame_fn")):
             s.frame_cols[name] = tus[:, k]
         for k, name in enumerate(("culane_tp", "culane_fp", "culane_fn")):
             s.frame_cols[name] = c50[:, k]
         for k, name in enumerate(("culane30_tp", "culane30_fp", "culane30_fn")):
             s.frame_cols[name] = c30[:, k]
-    look = M.lookahead_rows(len(rows))
+    look = lookahead_rows(len(rows))
     idx = list(look.values())
     if len(frames) > 1:
-        j = M.jitter(x[:, :, idx], metric_ref[:, :, idx], t)
+        j = jitter(x[:, :, idx], metric_ref[:, :, idx], t)
         for lane in range(x.shape[1]):
             for k, name in enumerate(look):
                 s.jitter_rows.append({
@@ -94,7 +98,7 @@ def aggregate(items: list[dict]) -> dict:
     items: dicts with x, dx_ref, scored (Scored), case, frames, lane_names.
     """
     out = {}
-    diffs = M.lateral_difference(np.concatenate([i["x"].ravel() for i in items]), np.concatenate([i["dx_ref"].ravel() for i in items]))
+    diffs = lateral_difference(np.concatenate([i["x"].ravel() for i in items]), np.concatenate([i["dx_ref"].ravel() for i in items]))
     out.update({f"dx_ref_{k}": v for k, v in diffs.items() if k != "points"})
     fc = {k: np.concatenate([i["scored"].frame_cols.get(k, np.full(len(i["x"]), np.nan)) for i in items]) for k in
           ("frame_accuracy", "frame_fp", "frame_fn", "culane_tp", "culane_fp", "culane_fn", "culane30_tp", "culane30_fp", "culane30_fn",
@@ -107,7 +111,7 @@ def aggregate(items: list[dict]) -> dict:
         for name, pre in (("f1_50", "culane"), ("f1_30", "culane30")):
             cnt = np.stack([fc[f"{pre}_tp"], fc[f"{pre}_fp"], fc[f"{pre}_fn"]], axis=1)
             cnt = cnt[np.isfinite(cnt[:, 0])]
-            out[name] = M.f1(cnt) if len(cnt) else float("nan")
+            out[name] = f1(cnt) if len(cnt) else float("nan")
         out["raw_max"] = float(np.nanmax(fc["raw_max"])) if np.isfinite(fc["raw_max"]).any() else float("nan")
         out["raw_mean"] = float(np.nanmean(fc["raw_mean"]))
         out["raw_p99"] = float(np.nanmean(fc["raw_p99"]))

@@ -14,8 +14,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from . import atomic
-from .provenance import sha256_file, sha256_json
+from .. import atomic
+from ..provenance import sha256_file, sha256_json
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
-from .errors import CaseError
+from .. import atomic
+from ..errors import CaseError
 
 SCHEMA_VERSION = 1
 CASE_FILE = "case.json"
@@ -316,66 +316,6 @@ def _extra_files(root: Path, frame_files: list[dict[str, str]], streams: list[st
                 if p.suffix.lower() in _STREAM_SUFFIXES[s] and p.resolve() not in listed:
                     out.append(f"{p}: extra frame file not listed in case.json frames ({s})")
     return out
-
-
-def _cases_below(folder: Path) -> list[Path]:
-    """Case folders anywhere under `folder` (a case's own subfolders are not searched), sorted."""
-    out = []
-    for child in sorted(c for c in folder.iterdir() if c.is_dir()):
-        out.extend([child] if is_case_dir(child) else _cases_below(child))
-    return out
-
-
-def cases_dir() -> Path:
-    """Where suite names resolve: $PARITY_CASES_DIR, else ./cases."""
-    return Path(os.environ.get("PARITY_CASES_DIR", "cases"))
-
-
-def _expand(arg: str) -> tuple[list[Path], str | None]:
-    """A path, a glob pattern, or a suite name -> candidate paths (or a problem)."""
-    import glob
-
-    p = Path(arg)
-    if p.exists():
-        return [p], None
-    if glob.has_magic(arg):
-        hits = [Path(h) for h in sorted(glob.glob(arg)) if Path(h).is_dir()]
-        return hits, None if hits else f"{arg}: no folder matches this pattern"
-    from .suites import SUITES
-
-    if arg in SUITES:
-        suite = cases_dir() / arg
-        if suite.is_dir():
-            return [suite], None
-        return [], f"{arg}: suite not generated yet (run: parity cases generate --suite {arg} --out {suite})"
-    return [], f"{arg}: no such file or directory"
-
-
-def find_cases(paths: list[str | os.PathLike]) -> list[Path]:
-    """Expand paths, glob patterns and suite names to case folders: a case folder itself, or a folder of cases."""
-    found: list[Path] = []
-    missing: list[str] = []
-    expanded = []
-    for arg in map(str, paths):
-        hits, problem = _expand(arg)
-        if problem:
-            missing.append(problem)
-        expanded.extend(hits)
-    for p in expanded:
-        if not p.exists():
-            missing.append(f"{p}: no such file or directory")
-        elif is_case_dir(p):
-            found.append(p)
-        elif p.is_dir():
-            children = _cases_below(p)
-            if not children:
-                missing.append(f"{p}: neither a case folder (no {CASE_FILE}) nor a folder of cases")
-            found.extend(children)
-        else:
-            missing.append(f"{p}: not a folder")
-    if missing:
-        raise CaseError(missing)
-    return list(dict.fromkeys(found))
 
 
 class CaseWriter:

@@ -1,5 +1,8 @@
-"""Exporters: lanes from a replay run (or a case's GT) -> TuSimple JSON lines / CULane `.lines.txt`,
+"""Exporters: lanes (a replay run's predictions, or a case's GT) -> TuSimple JSON lines / CULane `.lines.txt`,
 so the official evaluators can score parity's outputs.
+
+Items are (case, x[T, L, R], rows of x, ms[T] or None); `parity.runs.results.run_lanes` yields them
+for a replay run, `case_gt` for a case's own ground truth.
 """
 from __future__ import annotations
 
@@ -8,37 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
-from .case import Case, load_case
-from .errors import UsageError
-from .metrics import resample_rows
+from .. import atomic
+from ..errors import UsageError
+from .format import Case
+from .lanes import resample_rows
 
 FORMATS = ("tusimple", "culane")
-
-
-def run_lanes(run: str | Path, runner: str, pipeline: str):
-    """Yield (case, x[T, L, R_model], model_rows, infer_ms[T]) for one runner x pipeline of a replay run."""
-    import pandas as pd
-
-    run = Path(run)
-    try:
-        summary = json.loads((run / "summary.json").read_text())
-        table = pd.read_parquet(run / "frames.parquet")
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{run}: not a replay run folder (summary.json + frames.parquet): {exc}") from None
-    sel = table[(table.runner == runner) & (table.pipeline == pipeline)]
-    if sel.empty:
-        have = sorted(set(zip(table.runner, table.pipeline)))
-        raise UsageError(f"{run}: no rows for runner {runner!r} on pipeline {pipeline!r} (have {have})")
-    for name, info in summary["provenance"]["cases"].items():
-        rows_c = sel[sel.case == name].sort_values(["frame", "lane"])
-        if rows_c.empty:
-            continue
-        case = load_case(info["path"])
-        T, L = int(rows_c.frame.max()) + 1, int(rows_c.lane.max()) + 1
-        x = np.stack(rows_c.x.to_numpy()).reshape(T, L, -1).astype(np.float32)
-        ms = rows_c.groupby("frame").infer_ms.first().to_numpy()
-        yield case, x, np.asarray(info["model_rows"], dtype=np.float64), ms
 
 
 def case_gt(case: Case):

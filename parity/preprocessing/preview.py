@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, perturb
-from .case import Case
-from .models.rowanchor import RowAnchorAdapter
+from .. import atomic
+from ..cases.format import Case
+from ..errors import UsageError
+from . import perturb
+from .pipeline import Pipeline
 
 
 def input_to_image(x: np.ndarray, pipe) -> np.ndarray:
@@ -20,20 +22,16 @@ def input_to_image(x: np.ndarray, pipe) -> np.ndarray:
     return np.clip(np.floor(img + 0.5), 0, 255).astype(np.uint8)
 
 
-def severity_grid(name: str, case: Case, frame: int, out, pipeline: str = "vehicle", checkpoint=None, seed: int = 0, zoom: int = 2) -> Path:
+def severity_grid(name: str, case: Case, frame: int, out, pipe: Pipeline, model=None, seed: int = 0, zoom: int = 2) -> Path:
+    """`model` (a torch module) is needed only by perturbations that take a gradient (fgsm)."""
     from PIL import Image, ImageDraw
 
     p = perturb.get(name)
-    adapter = checkpoint.adapter() if checkpoint else RowAnchorAdapter()
-    pipe = adapter.pipelines()[pipeline]
     frame = min(max(frame, 0), len(case) - 1)
     context = None
     if p.stage == "tensor" and p.name == "fgsm":
-        if checkpoint is None:
-            from .errors import UsageError
-
+        if model is None:
             raise UsageError("fgsm needs --checkpoint (the gradient comes from the model)")
-        model = checkpoint.build_model()
         clean = pipe.prepare(case, [frame])
         import torch
 

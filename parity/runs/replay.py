@@ -7,7 +7,6 @@ preprocessing differences are reported apart; the pipeline gap is its own line.
 from __future__ import annotations
 
 import logging
-import secrets
 import sys
 import traceback
 from contextlib import ExitStack
@@ -17,15 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
-from .artifacts import ArtifactCache
-from .case import Case, find_cases, load_case
-from .checkpoint import load_checkpoint
-from .errors import CaseError, ParityError, UsageError
-from . import scoring
-from .metrics import argmax_flips, lateral_difference, metres_per_pixel, resample_rows, tensor_parity
-from .provenance import git_sha, versions
-from .runners import REFERENCE, create, prebuilt_engine, resolve
+from .. import atomic
+from ..cases.lanes import resample_rows
+from ..errors import ParityError, UsageError
+from ..metrics import scoring
+from ..metrics.lateral import lateral_difference, metres_per_pixel
+from ..models.checkpoint import load_checkpoint
+from ..provenance import git_sha, versions
+from ..runners import REFERENCE, create, prebuilt_engine, resolve
+from ..runners.artifacts import ArtifactCache
+from .batch import RunnerBatches
+from .inputs import load_all_cases, new_run_id, resolve_pipeline
+from .tables import jitter_table, lane_table, merge_parts, write_table
 
 log = logging.getLogger(__name__)
 
@@ -50,103 +52,6 @@ class ReplayResult:
     out: Path
     summary: dict
     exit_code: int
-
-
-def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-
-
-def raw_parity(logits: np.ndarray, ref: np.ndarray) -> dict:
-    """Per-frame raw output parity of a batch against the reference runner's logits."""
-    p = tensor_parity(logits, ref)
-    return {"raw_max": p["max"], "raw_p99": p["p99"], "raw_mean": p["mean"], "raw_cosine": p["cosine"],
-            "argmax_flip_rate": argmax_flips(logits, ref)}
-
-
-def resolve_pipeline(name: str, available: dict):
-    """A pipeline of the model by name, or a pipeline file (.json/.toml)."""
-    from .pipeline import load_pipeline
-
-    if name in available:
-        return available[name]
-    if name.endswith((".json", ".toml")):
-        return load_pipeline(name)
-    raise UsageError(f"unknown pipeline {name!r} (this model has: {', '.join(available)}; or give a .json/.toml file)")
-
-
-def load_all_cases(paths: list[str]) -> list[Case]:
-    """Every case, validated up front; all problems of all cases are reported together."""
-    problems, cases = [], []
-    for p in find_cases(paths):
-        try:
-            cases.append(load_case(p))
-        except CaseError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise CaseError(problems)
-    names = [c.name for c in cases]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise CaseError([f"case name {n!r} is used by more than one case folder" for n in dupes])
-    return cases
-
-
-def lane_table(case_name, frames, t, runner, pipeline, ckpt_name, lane_names, x, lane_cols=None, frame_cols=None,
-               infer_ms=None, perturbation="none", severity=0):
-    """Lane-level tidy rows for one case x runner x pipeline as an Arrow table.
-
-    x[T, L, R] at case frames `frames` (times t); lane_cols: name -> [T, L]; frame_cols: name -> [T]
-    (repeated on each lane's row). Built from numpy columns with no per-row Python objects, so
-    memory stays proportional to the numbers (the per-row x is a fixed-size list column).
-    """
-    import pyarrow as pa
-
-    T, L, R = x.shape
-    slot = np.repeat(np.arange(T), L)
-    lane = np.tile(np.arange(L), T)
-    flat = np.ascontiguousarray(x.reshape(T * L, R), dtype=np.float32)
-    n = T * L
-
-    def const(v):
-        return pa.array(np.full(n, v, dtype=object)).dictionary_encode()
-
-    cols = {
-        "checkpoint": const(ckpt_name),
-        "case": const(case_name),
-        "frame": pa.array(np.asarray(frames)[slot].astype(np.int32)),
-        "t": pa.array(np.asarray(t, dtype=np.float64)[slot]),
-        "runner": const(runner),
-        "pipeline": const(pipeline),
-        "perturbation": const(perturbation),
-        "severity": pa.array(np.full(n, severity, dtype=np.int8)),
-        "lane": pa.array(lane.astype(np.int8)),
-        "lane_name": pa.DictionaryArray.from_arrays(pa.array(lane.astype(np.int32)), pa.array(list(lane_names))),
-        "exists": pa.array(np.isfinite(flat).any(axis=1)),
-        "x": pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), R),
-    }
-    for name, v in (lane_cols or {}).items():
-        cols[name] = pa.array(np.asarray(v).reshape(n))
-    if infer_ms is not None:
-        cols["infer_ms"] = pa.array(np.repeat(infer_ms, L))
-    for name, v in (frame_cols or {}).items():
-        cols[name] = pa.array(np.repeat(np.asarray(v), L))
-    return pa.table(cols)
-
-
-def write_table(table, path) -> None:
-    import pyarrow.parquet as pq
-
-    with atomic.atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
-def merge_parts(parts: list, path) -> None:
-    """Concatenate per-case part files into one table (schemas unified: GT columns may be absent in some)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tables = [pq.read_table(p) for p in parts]
-    write_table(pa.concat_tables(tables, promote_options="default"), path)
 
 
 def replay(cfg: ReplayConfig) -> ReplayResult:
@@ -192,47 +97,40 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
             gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None
             mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
             try:
-                outputs, case_ms, raw = {}, {}, {}
+                outputs: dict[tuple[str, str], object] = {}
                 for pipe in pipelines:
-                    outs = {r.name: [] for r in runners}
-                    ms = {r.name: [] for r in runners}
-                    stats = {r.name: [] for r in runners}
+                    batches = RunnerBatches(runners, adapter, case.width)
                     for start in range(0, len(case), cfg.batch_size):
                         idx = range(start, min(start + cfg.batch_size, len(case)))
-                        feed = {adapter.input_name: pipe.prepare(case, idx)}
-                        ref_logits = None
-                        for r in runners:  # the reference runs first
-                            logits = r.infer(feed)[adapter.output_name]
-                            if not np.isfinite(logits).all():
-                                raise ParityError(f"runner {r.name} produced NaN/Inf logits on {case.name} frames {idx.start}..{idx.stop - 1}")
-                            ref_logits = logits if ref_logits is None else ref_logits
-                            stats[r.name].append(raw_parity(logits, ref_logits))
-                            outs[r.name].append(adapter.decode(logits, case.width))
-                            ms[r.name].append(np.full(len(idx), r.last_inference_time * 1e3 / len(idx)))
+                        batches.feed(pipe.prepare(case, idx))
                         bar.update(len(idx))
-                    for r in runners:
-                        outputs[(r.name, pipe.name)] = np.concatenate(outs[r.name])
-                        case_ms[(r.name, pipe.name)] = np.concatenate(ms[r.name])
-                        raw[(r.name, pipe.name)] = {k: np.concatenate([b[k] for b in stats[r.name]]) for k in stats[r.name][0]}
+                    for name, o in batches.outputs().items():
+                        bad = np.flatnonzero(o.nonfinite > 0)
+                        if bad.size:
+                            raise ParityError(f"runner {name} produced NaN/Inf logits on {case.name} frames {bad[0]}..{bad[-1]}")
+                        outputs[(name, pipe.name)] = o
+                lanes = {k: o.x for k, o in outputs.items()}
                 tables, scored = [], {}
                 frames_all = np.arange(len(case))
-                for (rname, pname), x in outputs.items():
-                    ref_name, metric_ref = scoring.metric_reference(case, adapter, outputs, rname, pname, gt)
-                    sc = scoring.score(case, x, frames_all, case.timestamps, outputs[(REFERENCE, pname)], metric_ref, ref_name, rows, gt, mpp)
-                    sc.frame_cols.update(raw[(rname, pname)])
+                for (rname, pname), o in outputs.items():
+                    ref_name, metric_ref = scoring.metric_reference(case, adapter, lanes, rname, pname, gt)
+                    sc = scoring.score(case, o.x, frames_all, case.timestamps, lanes[(REFERENCE, pname)], metric_ref, ref_name, rows, gt, mpp)
+                    sc.frame_cols.update(o.raw)
                     scored[(rname, pname)] = sc
                     tables.append(lane_table(case.name, frames_all, case.timestamps, rname, pname, ckpt.name, adapter.lane_names,
-                                             x, sc.lane_cols, sc.frame_cols, case_ms[(rname, pname)]))
+                                             o.x, sc.lane_cols, sc.frame_cols, o.ms, parity_reference=f"{REFERENCE}@{pname}",
+                                             bending_jitter_reference=ref_name))
                     for row in sc.jitter_rows:
-                        jitter_rows.append({"case": case.name, "runner": rname, "pipeline": pname, "perturbation": "none",
-                                            "severity": 0, "lane_name": adapter.lane_names[row["lane"]], "reference": ref_name, **row})
+                        jitter_rows.append({"checkpoint": ckpt.name, "case": case.name, "runner": rname, "pipeline": pname,
+                                            "perturbation": "none", "severity": 0, "lane_name": adapter.lane_names[row["lane"]],
+                                            "reference": ref_name, **row})
                 write_table(pa.concat_tables(tables), parts / f"{case.name}.parquet")
-                for key, x in outputs.items():
-                    preds.setdefault(key, {})[case.name] = x
-                    per_key.setdefault(key, []).append({"x": x, "dx_ref": outputs[(REFERENCE, key[1])], "scored": scored[key], "case": case.name,
+                for key, o in outputs.items():
+                    preds.setdefault(key, {})[case.name] = o.x
+                    per_key.setdefault(key, []).append({"x": o.x, "dx_ref": lanes[(REFERENCE, key[1])], "scored": scored[key], "case": case.name,
                                                         "frames": frames_all, "lane_names": adapter.lane_names})
-                    times[key] = times.get(key, 0.0) + float(case_ms[key].sum()) / 1e3
-                    frames_done[key] = frames_done.get(key, 0) + len(x)
+                    times[key] = times.get(key, 0.0) + float(o.ms.sum()) / 1e3
+                    frames_done[key] = frames_done.get(key, 0) + len(o.x)
             except Exception as exc:  # one bad case never kills the run; it is recorded and fails the exit code
                 code = exc.exit_code if isinstance(exc, ParityError) else 1
                 exit_code = max(exit_code, code)
@@ -245,7 +143,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     if part_files:
         merge_parts(part_files, out / "frames.parquet")
     if jitter_rows:
-        write_table(pa.Table.from_pylist(jitter_rows), out / "jitter.parquet")
+        write_table(jitter_table(jitter_rows), out / "jitter.parquet")
     summary = {
         "schema": "parity.replay/1",
         "run_id": run_id,

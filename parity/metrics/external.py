@@ -7,9 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics as M
-from .case import Case
-from .errors import UsageError
+from ..cases.format import Case
+from ..cases.lanes import resample_rows
+from ..errors import UsageError
+from .bending import bending, kink_threshold
+from .culane import culane_counts_at, f1
+from .jitter import jitter, lookahead_rows
+from .tusimple import tusimple_batch
 
 
 def read_tusimple_predictions(path: str | Path) -> dict[str, dict]:
@@ -65,7 +69,7 @@ def score_case(case: Case, preds: dict[str, dict]) -> dict | None:
         h = np.asarray(rec["h_samples"], np.float64)
         lanes = np.asarray(rec["lanes"], np.float64).reshape(-1, len(h))
         lanes = np.where(lanes >= 0, lanes, np.nan)
-        x = M.resample_rows(lanes, h, rows) if len(lanes) else np.zeros((0, len(rows)))
+        x = resample_rows(lanes, h, rows) if len(lanes) else np.zeros((0, len(rows)))
         pad = np.full((max(max_lanes, 1), len(rows)), np.nan)
         pad[: len(x)] = x
         frames.append(i)
@@ -75,22 +79,22 @@ def score_case(case: Case, preds: dict[str, dict]) -> dict | None:
         return None
     frames = np.asarray(frames)
     P, A, G = np.stack(P), np.stack(A), case.gt[frames]
-    tus = M.tusimple_batch(P, G, rows, width)
-    b = M.bending(A, G, rows, kink_px=M.kink_threshold(width))
+    tus = tusimple_batch(P, G, rows, width)
+    b = bending(A, G, rows, kink_px=kink_threshold(width))
     out = {
         "frames": int(len(frames)),
         "accuracy": float(tus[:, 0].mean()), "fp": float(tus[:, 1].mean()), "fn": float(tus[:, 2].mean()),
     }
-    c50, c30 = M.culane_counts_at(P, G, rows, width, (0.5, 0.3))
-    out["f1_50"], out["f1_30"] = M.f1(c50), M.f1(c30)
+    c50, c30 = culane_counts_at(P, G, rows, width, (0.5, 0.3))
+    out["f1_50"], out["f1_30"] = f1(c50), f1(c30)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         out["bend_mean_px"] = float(np.nanmean(b["score"]))
         out["kink_rate"] = float((b["kinks"][np.isfinite(b["score"])] > 0).mean()) if np.isfinite(b["score"]).any() else float("nan")
         consecutive = len(frames) > 1 and np.all(np.diff(frames) == 1)
         if consecutive:  # jitter needs a time series, not TuSimple's one labelled frame in twenty
-            look = M.lookahead_rows(len(rows))
-            j = M.jitter(A[:, :, list(look.values())], G[:, :, list(look.values())], case.timestamps[frames])
+            look = lookahead_rows(len(rows))
+            j = jitter(A[:, :, list(look.values())], G[:, :, list(look.values())], case.timestamps[frames])
             for k, name in enumerate(look):
                 out[f"jitter_rms_{name}"] = float(np.nanmean(j["rms"][:, k]))
                 out[f"jitter_oscillation_hz_{name}"] = float(np.nanmean(j["oscillation_hz"][:, k]))

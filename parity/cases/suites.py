@@ -12,8 +12,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from .case import CASE_FILE, load_case
-from .errors import UsageError
+from ..errors import UsageError
+from .format import CASE_FILE, load_case
 from .synth import Camera, Scenario, Vehicle, write_case
 
 SCENARIOS: dict[str, Scenario] = {

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .case import CaseWriter, load_case
-from .errors import CaseError, UsageError
+from ..errors import CaseError, UsageError
+from .format import CaseWriter, load_case
 
 IMAGE_STREAMS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
 

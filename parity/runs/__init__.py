@@ -1,0 +1,11 @@
+"""Runs: the commands that push cases through runners and write the results tables.
+
+`replay` (every frame, every runner, each pipeline), `sweep` (perturbation x severity) and
+`localize` (which layer to keep in fp32) all feed runners through `batch` (one prepared batch to
+every runner: outputs checked, timed, decoded, raw parity against the reference). `inputs` loads
+and validates what a run reads; `schema` declares every results-table column (name, type, unit,
+meaning) once; `tables` writes and reads those tables.
+
+This package may import the shared top-level modules and every stage before it: `parity.cases`,
+`parity.preprocessing`, `parity.models`, `parity.runners` and `parity.metrics`.
+"""

@@ -1,0 +1,76 @@
+"""One prepared batch through every runner: the same tensor to each, outputs checked, timed and decoded,
+and each runner's raw output compared with the first runner's (the reference) on that same input.
+
+Replay, sweep and localize all feed runners through `RunnerBatches`, so the comparison means the
+same everywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..metrics.tensors import argmax_flips, tensor_parity
+from ..runners.base import RunnerError
+
+RAW_PARITY = ("raw_max", "raw_p99", "raw_mean", "raw_cosine", "argmax_flip_rate")
+
+
+def raw_parity(logits: np.ndarray, ref: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-frame raw output parity of a batch against the reference runner's logits."""
+    p = tensor_parity(logits, ref)
+    return {"raw_max": p["max"], "raw_p99": p["p99"], "raw_mean": p["mean"], "raw_cosine": p["cosine"],
+            "argmax_flip_rate": argmax_flips(logits, ref)}
+
+
+@dataclass
+class RunnerOutputs:
+    """One runner's results over every frame fed so far, in feeding order."""
+
+    x: np.ndarray  # decoded lanes [T, L, R], source pixels, NaN = absent
+    ms: np.ndarray  # inference time per frame (batch time / batch size)
+    raw: dict[str, np.ndarray]  # RAW_PARITY name -> [T], against the reference runner
+    nonfinite: np.ndarray  # share of the frame's output values that are NaN/Inf
+    logits: np.ndarray | None  # kept only for the runners asked for
+
+
+class RunnerBatches:
+    """Feeds batches to `runners` (the first is the reference) and collects what each returns."""
+
+    def __init__(self, runners, adapter, image_width: int, keep_logits=()):
+        self.runners, self.adapter, self.width = list(runners), adapter, image_width
+        self.keep_logits = set(keep_logits)
+        self._parts: dict[str, dict[str, list]] = {r.name: {"x": [], "ms": [], "raw": [], "nonfinite": [], "logits": []} for r in self.runners}
+
+    def feed(self, batch: np.ndarray) -> None:
+        feed = {self.adapter.input_name: batch}
+        n = len(batch)
+        ref = None
+        for r in self.runners:
+            out = r.infer(feed)
+            if self.adapter.output_name not in out:
+                raise RunnerError(f"runner {r.name} returned {sorted(out)}, not {self.adapter.output_name!r}")
+            logits = out[self.adapter.output_name]
+            if ref is not None and logits.shape != ref.shape:
+                raise RunnerError(f"runner {r.name} returned shape {logits.shape}, the reference {ref.shape}")
+            ref = logits if ref is None else ref
+            p = self._parts[r.name]
+            p["nonfinite"].append((~np.isfinite(logits)).reshape(n, -1).mean(axis=1))
+            p["raw"].append(raw_parity(logits, ref))
+            p["x"].append(self.adapter.decode(logits, self.width))
+            p["ms"].append(np.full(n, r.last_inference_time * 1e3 / n))
+            if r.name in self.keep_logits:
+                p["logits"].append(logits)
+
+    def outputs(self) -> dict[str, RunnerOutputs]:
+        out = {}
+        for name, p in self._parts.items():
+            if not p["x"]:
+                continue
+            out[name] = RunnerOutputs(
+                x=np.concatenate(p["x"]), ms=np.concatenate(p["ms"]),
+                raw={k: np.concatenate([b[k] for b in p["raw"]]) for k in RAW_PARITY},
+                nonfinite=np.concatenate(p["nonfinite"]),
+                logits=np.concatenate(p["logits"]) if p["logits"] else None,
+            )
+        return out
