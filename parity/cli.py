@@ -21,7 +21,7 @@ def _cmd_replay(args) -> int:
         )
     )
     print(format_table(res.summary))
-    print(f"wrote {res.out / 'frames.parquet'} and {res.out / 'summary.json'}")
+    print("wrote " + ", ".join(str(res.out / f) for f in res.summary["files"]))
     return res.exit_code
 
 
@@ -166,9 +166,11 @@ def _cmd_sweep(args) -> int:
     ))
     for runner in dict.fromkeys(r["runner"] for r in summary["results"]):
         print(format_summary(summary, runner))
+    for f in summary["findings"]:
+        print(f"FINDING: {f}")
     for e in summary["errors"]:
         print(f"FAILED case {e['case']}: {e['error']}")
-    print(f"wrote {out / 'sweep.parquet'}, {out / 'summary.csv'} and {out / 'summary.json'}")
+    print("wrote " + ", ".join(str(out / f) for f in summary["files"]))
     return code
 
 
@@ -176,19 +178,17 @@ def _cmd_score(args) -> int:
     from . import atomic
     from .cases.discovery import find_cases
     from .cases.format import load_case
-    from .metrics.external import format_scores, read_tusimple_predictions, score_case
+    from .metrics.external import format_scores, score_predictions
 
-    preds = read_tusimple_predictions(args.pred)
-    scores = {}
-    for p in find_cases(args.gt):
-        s = score_case(load_case(p), preds)
-        if s is not None:
-            scores[p.name] = s
-    if not scores:
-        raise UsageError(f"{args.pred}: no prediction names a labelled frame of the given cases (raw_file must match the frames' source names)")
-    print(format_scores(scores))
+    res = score_predictions([load_case(p) for p in find_cases(args.gt)], args.pred, apply_run_time_rule=not args.ignore_run_time)
+    print(format_scores(res["cases"]))
+    o = res["overall"]
+    print(f"overall ({o['frames']} labelled frames): accuracy {o['accuracy']:.4f}, FP {o['fp']:.4f}, FN {o['fn']:.4f}"
+          + (f"; {o['frames_over_run_time']} frames over the official 200 ms run time scored 0" if o["frames_over_run_time"] else ""))
+    if res["skipped_unlabelled"]:
+        print(f"skipped {res['skipped_unlabelled']} predictions for unlabelled frames")
     if args.out:
-        atomic.write_json(args.out, scores)
+        atomic.write_json(args.out, res)
         print(f"wrote {args.out}")
     return 0
 
@@ -334,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--pred", required=True, help="TuSimple JSON lines (raw_file, lanes, h_samples)")
     sc.add_argument("--gt", nargs="+", required=True, help="case folders with GT")
     sc.add_argument("--out", help="write the scores as JSON")
+    sc.add_argument("--ignore-run-time", action="store_true", help="do not apply the official rule that a frame over 200 ms scores 0")
     sc.set_defaults(func=_cmd_score)
 
     lo = sub.add_parser("localize", help="rank layers by the error reduced precision adds; suggest which to keep in fp32")

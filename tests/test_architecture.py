@@ -162,7 +162,7 @@ def test_public_api_keeps_working():
     import parity.metrics as M
     from parity.runners import RUNNERS, create, resolve
 
-    for fn in ("tusimple_frame", "tusimple", "tusimple_batch", "lateral_difference", "resample_rows", "lane_iou",
+    for fn in ("tusimple_frame", "tusimple", "tusimple_batch", "lateral_difference", "resample_rows", "lane_masks_iou",
                "culane_counts", "culane_counts_at", "f1", "kink_threshold", "chord_deviation", "bending",
                "lookahead_rows", "jitter", "tensor_parity", "argmax_flips", "metres_per_pixel"):
         assert callable(getattr(M, fn)), fn

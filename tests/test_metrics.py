@@ -108,22 +108,16 @@ def test_tusimple_batch_equals_the_per_frame_evaluator():
 
 def test_culane_iou_and_f1_by_hand():
     rows = np.arange(100.0, 590.0, 10.0)
-    vertical = lambda x: np.full(len(rows), x)  # noqa: E731
+    vertical = lambda x: np.full(len(rows), float(x))  # noqa: E731
     gt = np.stack([vertical(400), vertical(800)])[None]
-    # 30 px wide at 1640: a 15 px shift leaves 15 px of 45 px union = IoU 1/3
+    # vertical 30 px strokes at 1640x590: a 15 px shift leaves about 15 of 45 px: IoU ~1/3 (round caps aside)
     shifted = np.stack([vertical(415), vertical(800)])[None]
-    iou = M.lane_iou(shifted, gt, rows, 1640)
-    assert iou[0, 0, 0] == pytest.approx(1 / 3) and iou[0, 1, 1] == pytest.approx(1.0) and iou[0, 0, 1] == 0
-    assert M.culane_counts(shifted, gt, rows, 1640, 0.5).tolist() == [[1, 1, 1]]
-    assert M.culane_counts(shifted, gt, rows, 1640, 0.3).tolist() == [[2, 0, 0]]
-    assert M.f1(M.culane_counts(shifted, gt, rows, 1640, 0.5)) == pytest.approx(0.5)
-    # Hungarian, not greedy: pred A overlaps both GTs; the optimum pairs A with the one B cannot take.
-    gt2 = np.stack([vertical(400), vertical(420)])[None]
-    pred2 = np.stack([vertical(412), vertical(425)])[None]
-    assert M.culane_counts(pred2, gt2, rows, 1640, 0.3)[0, 0] == 2
-    # a slanted lane is wider per row: width / cos(angle)
-    slanted = (np.linspace(0, 490, len(rows)) + 300)[None, None]
-    assert M.lane_iou(slanted, slanted + 15 * np.sqrt(2), rows, 1640)[0, 0, 0] == pytest.approx(1 / 3, rel=0.02)
+    pts = lambda x: np.stack([x, rows], axis=1)  # noqa: E731
+    iou = M.lane_masks_iou([pts(shifted[0, 0]), pts(shifted[0, 1])], [pts(gt[0, 0]), pts(gt[0, 1])], 1640, 590)
+    assert iou[0, 0] == pytest.approx(1 / 3, abs=0.02) and iou[1, 1] == 1.0 and iou[0, 1] == 0
+    assert M.culane_counts(shifted, rows, gt, rows, 1640, 590, 0.5).tolist() == [[1, 1, 1]]
+    assert M.culane_counts(shifted, rows, gt, rows, 1640, 590, 0.3).tolist() == [[2, 0, 0]]
+    assert M.f1(M.culane_counts(shifted, rows, gt, rows, 1640, 590, 0.5)) == pytest.approx(0.5)
 
 
 def test_tensor_parity_and_flips():
@@ -153,13 +147,39 @@ def test_score_command_on_tusimple_predictions(tmp_path, tiny_case):
     for i in range(len(case)):
         lanes = case.gt[i].copy()
         lanes[1, 9] += 12.0  # a kink in every frame's left lane
-        lines.append(json.dumps({"raw_file": case.frame_label(i), "h_samples": case.anchor_rows.tolist(),
+        lines.append(json.dumps({"raw_file": case.export_name(i), "h_samples": case.anchor_rows.tolist(),
                                  "lanes": [[float(v) if np.isfinite(v) else -2 for v in l] for l in lanes if np.isfinite(l).any()]}))
     (tmp_path / "pred.json").write_text("\n".join(lines))
     res = run_cli("score", "--pred", tmp_path / "pred.json", "--gt", tiny_case, "--out", tmp_path / "s.json")
     assert res.returncode == 0, res.stderr
-    s = json.loads((tmp_path / "s.json").read_text())["tiny"]
+    s = json.loads((tmp_path / "s.json").read_text())["cases"]["tiny"]
     assert s["accuracy"] == pytest.approx(1.0) and s["f1_50"] == pytest.approx(1.0)
     assert s["bend_mean_px"] > 0 and s["kink_rate"] > 0
     bad = run_cli("score", "--pred", tmp_path / "nope.json", "--gt", tiny_case)
     assert bad.returncode == 2 and "no such prediction file" in bad.stderr
+
+
+def test_a_1hz_swing_reads_1hz_whatever_the_absent_lanes_do():
+    """Absent is no value: lanes that are not there (or not at that row) never dilute the rate to ~0.5 Hz."""
+    fps, seconds = 20, 60
+    t = np.arange(fps * seconds) / fps
+    ref = np.zeros((len(t), 4, 3))
+    x = ref.copy()
+    x[:, 0] += 3 * np.sin(2 * np.pi * t)[:, None]  # 1 Hz on lane 0
+    x[:, 1] += 3 * np.sin(2 * np.pi * t)[:, None]  # and on lane 1, which is absent half of the time
+    x[len(t) // 2 :, 1] = np.nan
+    x[:, 2:], ref[:, 2:] = np.nan, np.nan  # lanes 2, 3: never there
+    j = M.jitter(x, ref, t)
+    np.testing.assert_allclose(j["oscillation_hz"][:2], 1.0, rtol=0.02)
+    assert np.isnan(j["oscillation_hz"][2:]).all() and np.isnan(j["rms"][2:]).all() and np.isnan(j["flicker_hz"][2:]).all()
+    assert np.nanmean(j["oscillation_hz"]) == pytest.approx(1.0, rel=0.02)  # what a run value averages
+
+
+def test_kink_rate_counts_lane_frames_that_have_a_bend_score():
+    rows = np.arange(10.0)
+    x = np.zeros((4, 2, 10))
+    x[0, 0, 5] = 30.0  # one kink
+    x[:, 1] = np.nan  # an absent lane: no bending score, not in the denominator
+    b = M.bending(x, np.zeros_like(x), rows, kink_px=10.0)
+    assert M.kink_rate(b) == pytest.approx(1 / 4)
+    assert np.isnan(M.kink_rate(M.bending(np.full((2, 1, 10), np.nan), np.zeros((2, 1, 10)), rows)))

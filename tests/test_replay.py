@@ -107,3 +107,40 @@ def test_usage_errors_exit_2(tiny_case, random_checkpoint, args, message):
     argv = ["replay", "--cases", str(tiny_case)] + [x for kv in base.items() for x in kv]
     res = run_cli(*argv)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_activation_overflow_is_a_finding_caught_by_the_default_runners(tiny_case, random_checkpoint, cache_dir, tmp_path):
+    """A backbone layer overflows fp16 (tests/defects.py): the default runner set sees it, the run exits 1
+    with the non-finite rate in the tables, and torch's results (and every other runner's) are kept."""
+    from .defects import plant_overflow
+
+    bad = plant_overflow(random_checkpoint, tmp_path / "overflow.pt")
+    out = tmp_path / "run"
+    res = run_cli("replay", "--cases", tiny_case, "--checkpoint", bad.path, "--runners", "auto", "--pipeline", "vehicle",
+                  "--out", out, "--cache-dir", cache_dir, "--no-progress")
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr and "FINDING" in res.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["errors"] == [] and summary["findings"]
+    r = {x["runner"]: x for x in summary["results"]}
+    overflowing = {n for n, x in r.items() if x["nonfinite_rate"] > 0}
+    assert overflowing and "torch" not in overflowing and "ort-fp32" not in overflowing
+    assert r["torch"]["nonfinite_frames"] == 0 and np.isfinite(r["torch"]["accuracy"])
+    df = pd.read_parquet(out / "frames.parquet")
+    assert set(df.runner) == set(r)  # every runner's rows are kept
+    for name in overflowing:
+        rows = df[df.runner == name]
+        assert (rows.nonfinite > 0).all() and not rows.exists.any()  # failed frames: no lane
+        assert r[name]["fn"] > 0 or r[name]["accuracy"] == 0
+    for f in summary["files"]:
+        assert (out / f).is_file() and str(out / f) in res.stdout
+
+
+def test_wrote_lists_only_files_written(tiny_case, random_checkpoint, cache_dir, tmp_path):
+    suite = tmp_path / "suite"
+    shutil.copytree(tiny_case, suite / "bad")
+    jpg = suite / "bad" / "jpeg" / "000001.jpg"
+    jpg.write_bytes(jpg.read_bytes()[:2000])
+    res = run_cli("replay", "--cases", suite, "--checkpoint", random_checkpoint.path, "--runners", "torch", "--pipeline", "training",
+                  "--out", tmp_path / "run", "--cache-dir", cache_dir, "--no-progress")
+    assert res.returncode == 2 and "frames.parquet" not in res.stdout and "summary.json" in res.stdout

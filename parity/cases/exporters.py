@@ -26,43 +26,60 @@ def case_gt(case: Case):
 
 
 def _frames(items, only_labelled: bool):
-    """(case, frame index, lanes x[L, R] at the export rows, those rows, ms or None) per exported frame.
+    """(case, frame index, export name, lanes x[L, R] at the export rows, those rows, ms or None) per exported frame.
 
     Rows are the case's own GT rows when it has them (what its evaluator expects), else the model's.
+    Export names are unique across cases; a name seen twice (the same recording given twice, two
+    imports naming frames alike) is refused rather than scored against the wrong frame.
     """
+    seen: dict[str, str] = {}
     for case, x, rows, ms in items:
         h = case.anchor_rows if case.anchor_rows is not None else rows
         xr = resample_rows(x, rows, h)
         for i in range(len(case)):
             if only_labelled and case.labelled is not None and not case.labelled[i]:
                 continue
-            yield case, i, xr[i], h, (None if ms is None else ms[i])
+            name = case.export_name(i)
+            if name in seen:
+                raise UsageError(f"{case.root}: frame {i} exports as {name!r}, a name already used by case {seen[name]!r}; "
+                                 "export the cases separately (or rename one)")
+            seen[name] = case.name
+            yield case, i, name, xr[i], h, (None if ms is None else ms[i])
 
 
 def to_tusimple(items, out: str | Path, only_labelled: bool = False) -> int:
-    """Items of (case, x[T, L, R], rows_of_x, ms[T] or None) -> JSON lines; returns lines written."""
+    """Items of (case, x[T, L, R], rows_of_x, ms[T] or None) -> JSON lines; returns lines written.
+
+    Coordinates are written at full precision (no rounding: a point 0.004 px from the 20 px threshold
+    must score as it did in the replay); absent points are -2 as in TuSimple's files; lanes with no
+    point are not listed.
+    """
     lines = []
-    for case, i, lanes_x, h, ms in _frames(items, only_labelled):
-        lanes = [[round(float(v), 2) if np.isfinite(v) else -2 for v in lane] for lane in lanes_x if np.isfinite(lane).any()]
-        rec = {"raw_file": case.frame_label(i), "lanes": lanes, "h_samples": [round(float(r), 2) for r in h]}
+    for _, _, name, lanes_x, h, ms in _frames(items, only_labelled):
+        lanes = [[float(v) if np.isfinite(v) else -2 for v in lane] for lane in lanes_x if np.isfinite(lane).any()]
+        rec = {"raw_file": name, "lanes": lanes, "h_samples": [float(r) for r in h]}
         if ms is not None:
-            rec["run_time"] = round(float(ms), 3)
+            rec["run_time"] = float(ms)
         lines.append(json.dumps(rec))
     atomic.write_text(out, "\n".join(lines) + ("\n" if lines else ""))
     return len(lines)
 
 
 def to_culane(items, out: str | Path, only_labelled: bool = False) -> int:
-    """One `<case>/<frame stem>.lines.txt` per frame (x y pairs per lane); returns files written."""
+    """One `<export name without suffix>.lines.txt` per frame (x y pairs per lane, bottom-up, lanes with
+    at least 2 points, as CULane's files); returns files written."""
     out = Path(out)
     n = 0
-    for case, i, lanes_x, h, _ in _frames(items, only_labelled):
+    for _, _, name, lanes_x, h, _ in _frames(items, only_labelled):
         text = []
+        order = np.argsort(-np.asarray(h, np.float64), kind="stable")  # bottom-up
         for lane in lanes_x:
-            ok = np.isfinite(lane)
+            lane, hh = np.asarray(lane, np.float64)[order], np.asarray(h, np.float64)[order]
+            with np.errstate(invalid="ignore"):
+                ok = np.isfinite(lane) & (lane >= 0)
             if ok.sum() >= 2:
-                text.append(" ".join(f"{xv:.2f} {yv:.1f}" for xv, yv in zip(lane[ok][::-1], h[ok][::-1])))
-        atomic.write_text(out / case.name / f"{Path(case.frame_label(i)).stem}.lines.txt", "\n".join(text) + ("\n" if text else ""))
+                text.append(" ".join(f"{xv!r} {yv!r}" for xv, yv in zip(lane[ok].tolist(), hh[ok].tolist())))
+        atomic.write_text(out / Path(name).with_suffix(".lines.txt"), "\n".join(text) + ("\n" if text else ""))
         n += 1
     return n
 

@@ -27,6 +27,7 @@ SCHEMA_VERSION = 1
 CASE_FILE = "case.json"
 STREAMS = ("nv12", "jpeg", "png")
 RGB_STREAMS = ("jpeg", "png")
+DATASET_SOURCES = ("tusimple", "culane")  # imports whose frame paths are the names the official GT files use
 
 
 @dataclass
@@ -68,6 +69,16 @@ class Case:
         """What a frame is called outside parity (its original file name for imported cases)."""
         entry = self.meta["frames"][index]
         return entry.get("source_file") or next(entry[s] for s in STREAMS if s in entry)
+
+    def export_name(self, index: int) -> str:
+        """The frame's name in exported predictions (TuSimple `raw_file`, CULane `.lines.txt` path): unique
+        across cases. Frames imported from a dataset keep the dataset-relative path its official GT
+        files use; every other frame is `<case name>/<its file in the case>` (synthetic cases all have
+        `frames/000000.nv12`, image folders often `img1.png`)."""
+        entry = self.meta["frames"][index]
+        if entry.get("source_file") and (self.meta.get("source") or {}).get("kind") in DATASET_SOURCES:
+            return entry["source_file"]
+        return f"{self.name}/{entry.get('source_file') or next(entry[s] for s in STREAMS if s in entry)}"
 
     def read(self, index: int, stream: str) -> np.ndarray:
         """Frame `index` of `stream`: NV12 as a (H*3/2)xW uint8 array, RGB streams as HxWx3 uint8."""

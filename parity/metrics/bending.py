@@ -39,3 +39,10 @@ def bending(x: np.ndarray, ref: np.ndarray, rows: np.ndarray, kink_px: float = K
         "row": np.where(has, row, -1),
         "kinks": (filled > kink_px).sum(axis=-1),
     }
+
+
+def kink_rate(bend: dict) -> float:
+    """Share of lane-frames with a kink, among the lane-frames that have a bending score (a lane present
+    in both x and its reference); NaN when there are none. Replay, sweep, score and localize all use it."""
+    has = np.isfinite(bend["score"])
+    return float((np.asarray(bend["kinks"])[has] > 0).mean()) if has.any() else float("nan")

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .bending import bending, kink_threshold
+from ..cases.lanes import resample_rows
+from .bending import bending, kink_rate, kink_threshold
 from .culane import culane_counts_at, f1
 from .jitter import LOOKAHEAD, jitter, lookahead_rows
 from .lateral import lateral_difference
@@ -36,11 +37,12 @@ def gt_usable_for_tracking(case, adapter) -> bool:
     return case.gt is not None and bool(case.labelled.all()) and list(case.lane_names) == list(adapter.lane_names)
 
 
-def score(case, x, frames, t, dx_ref, metric_ref, metric_ref_name, rows, gt, mpp) -> Scored:
-    """Metrics of lanes x[T, L, R] at case frames `frames` (times t).
+def score(case, x, frames, t, dx_ref, metric_ref, metric_ref_name, rows, mpp) -> Scored:
+    """Metrics of lanes x[T, L, R] at the model's rows `rows`, case frames `frames` (times t).
 
     dx_ref: the parity reference at the same frames; metric_ref: the bending/jitter reference;
-    gt: case GT on the model rows (all case frames) or None; mpp: metres per pixel per row or None.
+    mpp: metres per pixel per row or None. Accuracy is scored at the case's own GT rows with the
+    predictions moved onto them, exactly what the exporters write for the official evaluators.
     """
     s = Scored(reference=metric_ref_name)
     diff = np.abs(x - dx_ref)
@@ -54,15 +56,17 @@ def score(case, x, frames, t, dx_ref, metric_ref, metric_ref_name, rows, gt, mpp
     s.lane_cols["bend_px"] = b["score"]
     s.lane_cols["bend_row"] = b["row"].astype(np.int16)
     s.lane_cols["kinks"] = b["kinks"].astype(np.int16)
-    if gt is not None:
-        g = gt[frames]
+    if case.gt is not None:
+        g = case.gt[frames]
+        gt_rows = case.anchor_rows
+        xg = resample_rows(x, rows, gt_rows)
         lab = case.labelled[frames]
         tus = np.full((len(frames), 3), np.nan)
         c50 = np.full((len(frames), 3), np.nan)
         c30 = np.full((len(frames), 3), np.nan)
         if lab.any():
-            tus[lab] = tusimple_batch(x[lab], g[lab], rows, case.width)
-            c50[lab], c30[lab] = culane_counts_at(x[lab], g[lab], rows, case.width, (0.5, 0.3))
+            tus[lab] = tusimple_batch(xg[lab], g[lab], gt_rows, case.width)
+            c50[lab], c30[lab] = culane_counts_at(xg[lab], gt_rows, g[lab], gt_rows, case.width, case.height, (0.5, 0.3))
         for k, name in enumerate(("frame_accuracy", "frame_fp", "frame_fn")):
             s.frame_cols[name] = tus[:, k]
         for k, name in enumerate(("culane_tp", "culane_fp", "culane_fn")):
@@ -102,7 +106,7 @@ def aggregate(items: list[dict]) -> dict:
     out.update({f"dx_ref_{k}": v for k, v in diffs.items() if k != "points"})
     fc = {k: np.concatenate([i["scored"].frame_cols.get(k, np.full(len(i["x"]), np.nan)) for i in items]) for k in
           ("frame_accuracy", "frame_fp", "frame_fn", "culane_tp", "culane_fp", "culane_fn", "culane30_tp", "culane30_fp", "culane30_fn",
-           "raw_max", "raw_p99", "raw_mean", "raw_cosine", "argmax_flip_rate")}
+           "raw_max", "raw_p99", "raw_mean", "raw_cosine", "argmax_flip_rate", "nonfinite")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         out["accuracy"] = float(np.nanmean(fc["frame_accuracy"]))
@@ -117,6 +121,9 @@ def aggregate(items: list[dict]) -> dict:
         out["raw_p99"] = float(np.nanmean(fc["raw_p99"]))
         out["raw_cosine_min"] = float(np.nanmin(fc["raw_cosine"])) if np.isfinite(fc["raw_cosine"]).any() else float("nan")
         out["argmax_flip_rate"] = float(np.nanmean(fc["argmax_flip_rate"]))
+        nf = fc["nonfinite"][np.isfinite(fc["nonfinite"])]
+        out["nonfinite_frames"] = int((nf > 0).sum())
+        out["nonfinite_rate"] = float((nf > 0).mean()) if nf.size else float("nan")  # share of frames with any NaN/Inf output
         m = [i["scored"].lane_cols.get("dx_ref_mean_m") for i in items]
         if all(v is not None for v in m):
             out["dx_ref_mean_m"] = float(np.nanmean(np.concatenate([v.ravel() for v in m])))
@@ -125,7 +132,7 @@ def aggregate(items: list[dict]) -> dict:
         has = np.isfinite(bend)
         out["bend_mean_px"] = float(np.nanmean(bend)) if has.any() else float("nan")
         out["bend_p99_px"] = float(np.nanpercentile(bend, 99)) if has.any() else float("nan")
-        out["kink_rate"] = float((kinks[has] > 0).mean()) if has.any() else float("nan")
+        out["kink_rate"] = kink_rate({"score": bend, "kinks": kinks})
         if has.any():
             k = int(np.nanargmax(np.where(has, bend, -1)))
             worst = float(bend[k])

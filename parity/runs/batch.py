@@ -2,7 +2,9 @@
 and each runner's raw output compared with the first runner's (the reference) on that same input.
 
 Replay, sweep and localize all feed runners through `RunnerBatches`, so the comparison means the
-same everywhere.
+same everywhere. A frame whose output has any NaN/Inf is a finding, not a crash: its share of
+non-finite values is recorded and its lanes are failed (no lane decoded), so accuracy counts them as
+missed and the other runners' results stand.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ class RunnerOutputs:
     x: np.ndarray  # decoded lanes [T, L, R], source pixels, NaN = absent
     ms: np.ndarray  # inference time per frame (batch time / batch size)
     raw: dict[str, np.ndarray]  # RAW_PARITY name -> [T], against the reference runner
-    nonfinite: np.ndarray  # share of the frame's output values that are NaN/Inf
+    nonfinite: np.ndarray  # share of the frame's output values that are NaN/Inf (> 0: the frame's lanes are failed)
     logits: np.ndarray | None  # kept only for the runners asked for
 
 
@@ -55,9 +57,13 @@ class RunnerBatches:
                 raise RunnerError(f"runner {r.name} returned shape {logits.shape}, the reference {ref.shape}")
             ref = logits if ref is None else ref
             p = self._parts[r.name]
-            p["nonfinite"].append((~np.isfinite(logits)).reshape(n, -1).mean(axis=1))
-            p["raw"].append(raw_parity(logits, ref))
-            p["x"].append(self.adapter.decode(logits, self.width))
+            nonfinite = (~np.isfinite(logits)).reshape(n, -1).mean(axis=1)
+            p["nonfinite"].append(nonfinite)
+            with np.errstate(invalid="ignore", over="ignore"):
+                p["raw"].append(raw_parity(logits, ref))
+                x = self.adapter.decode(logits, self.width)
+            x[nonfinite > 0] = np.nan  # a decoder fed NaN/Inf may still return numbers: those lanes are failed
+            p["x"].append(x)
             p["ms"].append(np.full(n, r.last_inference_time * 1e3 / n))
             if r.name in self.keep_logits:
                 p["logits"].append(logits)
@@ -74,3 +80,15 @@ class RunnerBatches:
                 logits=np.concatenate(p["logits"]) if p["logits"] else None,
             )
         return out
+
+
+def nonfinite_findings(results: list[dict]) -> list[str]:
+    """What fails a run although every case ran: a runner whose outputs went NaN/Inf."""
+    out = []
+    for r in results:
+        n = r.get("nonfinite_frames", 0)
+        if n:
+            where = ", ".join(f"{k} {r[k]}" for k in ("pipeline", "perturbation", "severity") if k in r)
+            out.append(f"runner {r['runner']} ({where}) produced NaN/Inf outputs on {n} of {r['frames']} frames "
+                       f"(rate {r['nonfinite_rate']:.4f}); their lanes count as failed")
+    return out

@@ -63,6 +63,7 @@ LANES = KEYS + _cols(
     ("raw_mean", "float64", "logit", "mean of that difference"),
     ("raw_cosine", "float64", "", "cosine similarity of the frame's flattened logits with torch's"),
     ("argmax_flip_rate", "float64", "", "share of (row, lane) classifications whose argmax differs from torch's"),
+    ("nonfinite", "float64", "", "share of the frame's raw output values that are NaN/Inf; above 0 the frame's lanes are failed (absent)"),
 )
 
 _SHARED = {c.name: c for c in LANES}

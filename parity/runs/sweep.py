@@ -27,7 +27,7 @@ from ..preprocessing import perturb
 from ..provenance import git_sha, versions
 from ..runners import REFERENCE, create, resolve
 from ..runners.artifacts import ArtifactCache
-from .batch import RunnerBatches
+from .batch import RunnerBatches, nonfinite_findings
 from .inputs import load_all_cases, new_run_id, resolve_pipeline
 from .tables import jitter_table, lane_table, merge_parts, write_table
 
@@ -102,10 +102,13 @@ def sweep(cfg: SweepConfig):
                 log.error("case %s failed: %s", case.name, exc)
     bar.close()
     part_files = sorted(parts.glob("*.parquet"))
+    written = []
     if part_files:
         merge_parts(part_files, out / "sweep.parquet")
+        written.append("sweep.parquet")
     if jitter_rows:
         write_table(jitter_table(jitter_rows), out / "jitter.parquet")
+        written.append("jitter.parquet")
     results = _summarise(agg)
     summary = {
         "schema": "parity.sweep/1",
@@ -126,11 +129,13 @@ def sweep(cfg: SweepConfig):
             "runners": {r.name: r.describe() for r in runners},
         },
         "results": results,
+        "findings": nonfinite_findings(results),
         "errors": errors,
+        "files": written + ["summary.csv", "summary.json"],
     }
     atomic.write_json(out / "summary.json", summary)
     _write_csv(results, out / "summary.csv")
-    code = max([2 if "CaseError" in e["error"] else 1 for e in errors], default=0)
+    code = max([2 if "CaseError" in e["error"] else 1 for e in errors] + [1 if summary["findings"] else 0], default=0)
     return out, summary, code
 
 
@@ -145,11 +150,7 @@ def _run(runners, adapter, feed_fn, idx, width, batch):
     batches = RunnerBatches(runners, adapter, width, keep_logits={REFERENCE})
     for s in range(0, len(idx), batch):
         batches.feed(feed_fn(idx[s : s + batch]))
-    outs = batches.outputs()
-    for name, o in outs.items():
-        if (o.nonfinite > 0).any():
-            raise ParityError(f"runner {name} produced NaN/Inf logits")
-    return outs
+    return batches.outputs()
 
 
 def _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg, jitter_rows, bar):
@@ -175,8 +176,8 @@ def _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg,
 
     def record(pname, sev, r, o, frames, t, ref):
         metric_ref, ref_name = (gt[frames], "gt") if track_gt else (ref, f"{r.name} unperturbed")
-        sc = scoring.score(case, o.x, frames, t, ref, metric_ref, ref_name, rows, gt, mpp)
-        sc.frame_cols.update(o.raw)
+        sc = scoring.score(case, o.x, frames, t, ref, metric_ref, ref_name, rows, mpp)
+        sc.frame_cols.update(o.raw, nonfinite=o.nonfinite)
         tables.append(lane_table(case.name, frames, t, r.name, pipe.name, ckpt.name, adapter.lane_names, o.x,
                                  sc.lane_cols, sc.frame_cols, None, perturbation=pname, severity=sev,
                                  parity_reference=f"{r.name} unperturbed", bending_jitter_reference=ref_name))

@@ -58,8 +58,9 @@ def evaluate(model, adapter: RowAnchorAdapter, cases: list[Case], pipeline_name:
         labelled = np.flatnonzero(case.labelled)
         inputs = np.concatenate([pipe.prepare(case, labelled[s : s + 64]) for s in range(0, len(labelled), 64)])
         pred = predict(model, adapter, inputs, case.width)
-        gt = _gt_on_model_rows(case, adapter)[labelled]
-        scores = tusimple_batch(pred, gt, adapter.anchor_rows(case.height), case.width)
+        # Scored at the case's own GT rows, predictions moved onto them: as replay and the exporters do.
+        pred = resample_rows(pred, adapter.anchor_rows(case.height), case.anchor_rows)
+        scores = tusimple_batch(pred, case.gt[labelled], case.anchor_rows, case.width)
         per_case[case.name] = dict(zip(("accuracy", "fp", "fn"), scores.mean(axis=0).round(4).tolist()))
         all_rows.append(scores)
     overall = np.concatenate(all_rows).mean(axis=0)
