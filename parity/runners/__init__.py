@@ -4,8 +4,8 @@ activate() / infer(feed) / deactivate(), inputs checked against the IO spec, inf
 This module is the registry: the names users type (`torch`, `ort-fp16`, `trt-fp16`, ...) mapped to
 lazily built runners. Entries name the modules they need; `available()` checks them without
 importing heavy packages, so `parity runners` and `--runners auto` know what this machine can run.
-`base` is the contract; `torch_runner`, `onnxrt`, `emulation`, `torch_cuda` and `tensorrt_runner`
-the backends; `artifacts` builds and caches what they load (ONNX export, fp16 graph, engines).
+`base` is the contract; `torch_runner`, `onnxrt`, `half`, `emulation`, `torch_cuda` and
+`tensorrt_runner` the backends; `artifacts` builds and caches what they load (ONNX export, fp16 graph, engines).
 
 This package may import the shared top-level modules, `parity.cases`, `parity.preprocessing` and
 `parity.models`; it never imports the metrics or runs built on it.
@@ -80,6 +80,13 @@ def _emu(precision: str):
     return make
 
 
+def _half(name, checkpoint, cache, **_):
+    from .half import HalfPrecisionRunner
+
+    adapter = checkpoint.adapter()
+    return HalfPrecisionRunner(name, checkpoint.build_model, adapter.input_name, adapter.output_name, adapter.input_shape())
+
+
 def _torch_cuda(precision: str):
     def make(name, checkpoint, cache, **_):
         from .torch_cuda import TorchCudaRunner
@@ -102,8 +109,9 @@ def _trt(precision: str):
 
 _ORT_LABELS = {
     ("CPUExecutionProvider", "fp32"): "fp32 (onnxruntime CPU provider)",
-    # The CPU provider has few fp16 kernels: it inserts Casts and computes in fp32.
-    ("CPUExecutionProvider", "fp16"): "fp16 storage, fp32 arithmetic (onnxruntime CPU provider)",
+    # The CPU provider has few fp16 kernels: it inserts Casts and computes and stores every activation in fp32.
+    ("CPUExecutionProvider", "fp16"): "fp16 weights, fp32 activations (onnxruntime CPU provider on the fp16 graph: "
+                                      "cannot show activation overflow or activation rounding)",
     ("CUDAExecutionProvider", "fp32"): "fp32 (onnxruntime CUDA provider)",
     ("CUDAExecutionProvider", "fp16"): "fp16 (onnxruntime CUDA provider, fp16 kernels)",
     ("TensorrtExecutionProvider", "fp16"): "fp16 (onnxruntime TensorRT provider on the fp16 graph)",
@@ -133,9 +141,11 @@ RUNNERS: dict[str, RunnerEntry] = {
         RunnerEntry("torch", "PyTorch fp32 on CPU (the reference)", ("torch",), "pip install torch", _torch),
         RunnerEntry("ort-fp32", "ONNX Runtime, fp32 ONNX export, CPU provider", ("onnxruntime", "onnx"), "pip install onnxruntime onnx", _ort("fp32")),
         RunnerEntry(
-            "ort-fp16", "ONNX Runtime, fp16 ONNX (fp32 IO), CPU provider: fp16 storage, fp32 arithmetic",
+            "ort-fp16", "ONNX Runtime, fp16 ONNX (fp32 IO), CPU provider: fp16 weights, fp32 activations",
             ("onnxruntime", "onnx", "onnxconverter_common"), "pip install onnxruntime onnx onnxconverter-common", _ort("fp16"),
         ),
+        RunnerEntry("cpu-fp16", "PyTorch on CPU in real fp16 arithmetic: every op's weights and outputs fp16 (shows activation overflow)",
+                    ("torch",), "pip install torch", _half),
         RunnerEntry("emu-fp16", "PyTorch on CPU with conv/linear weights, inputs and outputs rounded to fp16 (emulation)", ("torch",), "pip install torch", _emu("fp16")),
         RunnerEntry("emu-tf32", "PyTorch on CPU with conv/linear weights and inputs rounded to TF32 (emulation)", ("torch",), "pip install torch", _emu("tf32")),
         *(
