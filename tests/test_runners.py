@@ -33,7 +33,7 @@ def test_ort_fp16_is_close_and_labelled_honestly(random_checkpoint, cache_dir, f
     got, runner = _logits("ort-fp16", random_checkpoint, cache, feed)
     err = np.abs(ref - got).max()
     assert 0 < err < 0.05 * np.abs(ref).max()  # fp16 weights: close, but not bit-equal
-    assert "fp16 storage, fp32 arithmetic" in runner.label
+    assert "fp16 weights, fp32 activations" in runner.label
     info = runner.describe()
     assert info["artifact_key"]["keep_io_types"] is True and "clamped_initializers" in info
 
@@ -64,7 +64,7 @@ def test_runner_contract(random_checkpoint, cache_dir, feed):
 
 
 def test_registry_names():
-    assert resolve("auto") == ["torch", "ort-fp32", "ort-fp16", "emu-fp16", "emu-tf32"]
+    assert resolve("auto") == ["torch", "ort-fp32", "ort-fp16", "cpu-fp16", "emu-fp16", "emu-tf32"]
     with pytest.raises(UsageError, match="did you mean 'ort-fp16'"):
         resolve("ort-f16")
 
