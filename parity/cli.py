@@ -206,7 +206,7 @@ def _cmd_localize(args) -> int:
     out = Path(args.out)
     atomic.write_json(out / "localize.json", res)
     print(f"wrote {bar_chart(res, out / 'layers.png')} and {out / 'localize.json'}")
-    return 0
+    return 0 if res["within_max_keep"] else 1
 
 
 def _cmd_runners(args) -> int:
@@ -337,14 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--ignore-run-time", action="store_true", help="do not apply the official rule that a frame over 200 ms scores 0")
     sc.set_defaults(func=_cmd_score)
 
-    lo = sub.add_parser("localize", help="rank layers by the error reduced precision adds; suggest which to keep in fp32")
+    lo = sub.add_parser("localize", help="rank nodes by what reduced precision does to the lanes; the minimal set to keep in fp32")
     lo.add_argument("--checkpoint", required=True)
     lo.add_argument("--case", required=True)
-    lo.add_argument("--runner", default="emu-fp16", help="emu-fp16, emu-tf32 or ort-fp16")
+    lo.add_argument("--runner", default="cpu-fp16", help="cpu-fp16 (real fp16, every node) or ort-fp16 (the fp16 ONNX graph)")
     lo.add_argument("--pipeline", default="vehicle")
     lo.add_argument("--frames", type=int, default=16, help="frames sampled for the layer ranking and the search")
     lo.add_argument("--tolerance-px", type=float, default=1.0)
-    lo.add_argument("--max-keep", type=int, default=8)
+    lo.add_argument("--max-keep", type=int, default=8, help="largest keep-set worth suggesting; a larger minimal set exits 1")
     lo.add_argument("--cache-dir")
     lo.add_argument("--out", required=True, help="folder for localize.json and layers.png")
     lo.set_defaults(func=_cmd_localize)

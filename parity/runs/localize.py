@@ -1,21 +1,27 @@
-"""`parity localize`: which layer makes reduced precision move the lanes, and which to keep in fp32.
+"""`parity localize`: which nodes make reduced precision move the lanes, and the minimal set to keep in fp32.
 
-1. Capture every conv/linear layer's output in the reference and in the reduced-precision model for
-   the same inputs: torch hooks on the emulated model (`emu-fp16`, `emu-tf32`, reference: the same
-   model in fp32 with batch norm folded), or extra graph outputs of the fp16 ONNX graph
-   (`ort-fp16`, reference: the fp32 graph; node `/backbone/backbone.3/Conv` is module `backbone.3`).
-2. Rank layers by the error they add: relative error of their output minus that of their input;
-   a layer whose output turns non-finite from finite input ranks above everything.
-3. Keep layers in fp32 in rank order until the lanes on the sampled frames are within the tolerance
-   of torch fp32; the set is printed as module names and as ONNX node names (AutoCast
-   `nodes_to_exclude`, onnxconverter-common `node_block_list`).
-4. Verify on the whole case: lane difference, bending and jitter against torch fp32, before and after.
+1. The reduced-precision model is `cpu-fp16` (parity.runners.half: the fx graph in real fp16, node
+   by node; any node can be kept fp32) or `ort-fp16` (the fp16 ONNX graph; kept nodes go to the
+   converter's block list). Every node that computes (conv, ReLU, pooling, flatten, reshape, add,
+   concat, linear ...) is a candidate, mapped to its ONNX node name (module scope for modules,
+   op type and order for the top-level functional ops).
+2. Effect on the lanes, not on tensors: on sampled frames the lanes of torch fp32 and of the
+   reduced model are compared (max lateral difference in px over points both have; any NaN/Inf
+   output is an infinite effect). Each node is ranked by the effect of reducing it **alone**
+   (everything else fp32; culprit first, effects within a factor of 2 ordered by position in the
+   network, so the node where the damage enters leads), and the effect left when it alone is kept
+   fp32 is shown beside it.
+3. Search: greedy forward in rank order until the lanes are within `--tolerance-px`, then backward
+   elimination (each member, least important first, dropped if the rest still pass): the set is
+   1-minimal, no member can be dropped. A set larger than `--max-keep` is reported as such.
+4. Verification on the whole case: lane difference, bending (kink_rate as replay counts it),
+   jitter and non-finite frames against torch fp32, before and after.
 """
 from __future__ import annotations
 
 import io
+import math
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,130 +32,75 @@ from ..errors import UsageError
 from ..runners.artifacts import ArtifactCache, export_onnx, fp16_onnx
 from .batch import RunnerBatches
 
-RUNNERS = ("emu-fp16", "emu-tf32", "ort-fp16")
+RUNNERS = ("cpu-fp16", "ort-fp16")
+_FUNCTIONAL_ONNX = {"flatten": "Flatten", "view": "Reshape", "reshape": "Reshape", "add": "Add", "cat": "Concat",
+                    "mul": "Mul", "sub": "Sub", "relu": "Relu", "adaptive_avg_pool2d": "GlobalAveragePool", "sigmoid": "Sigmoid",
+                    "softmax": "Softmax", "matmul": "MatMul", "interpolate": "Resize", "permute": "Transpose", "transpose": "Transpose"}
 
 
-@dataclass
-class LayerError:
-    order: int
-    layer: str  # module name
-    node: str  # ONNX node name ("" when unknown)
-    rel_error: float
-    added: float
-    introduced_nonfinite: bool
+def candidate_nodes(checkpoint) -> list[dict]:
+    """Every computing node of the model's fx graph (BN folded): id, op, position."""
+    from ..runners.half import HalfExecutor, node_id
 
-    def score(self) -> tuple:
-        return (self.introduced_nonfinite, self.added if np.isfinite(self.added) else -1.0)
-
-
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    if not np.isfinite(b).all():
-        return float("inf")
-    n = np.linalg.norm(a)
-    return float(np.linalg.norm(a - b) / n) if n > 0 else float(np.linalg.norm(b) > 0)
-
-
-def _rank(names, nodes, ref, red) -> list[LayerError]:
-    out, prev, prev_finite = [], 0.0, True
-    for k, name in enumerate(names):
-        rel = _rel(ref[name], red[name])
-        finite = bool(np.isfinite(red[name]).all())
-        introduced = prev_finite and not finite
-        added = 0.0 if not prev_finite else (float("inf") if not finite else rel - prev)
-        out.append(LayerError(k, name, nodes.get(name, ""), rel, added, introduced))
-        prev, prev_finite = rel, finite
+    ex = HalfExecutor(checkpoint.build_model())
+    out = []
+    for k, n in enumerate(ex.nodes):
+        op = type(ex.modules[n.target]).__name__ if n.op == "call_module" else getattr(n.target, "__name__", str(n.target))
+        out.append({"node": node_id(n), "op": op, "order": k, "kind": n.op})
     return out
 
 
-def module_of(node_name: str) -> str | None:
-    parts = [p for p in node_name.split("/") if p]
-    return parts[-2] if len(parts) >= 2 else None
-
-
-def onnx_nodes(checkpoint, cache) -> dict[str, str]:
-    """module name -> ONNX node name for the conv/linear nodes of the exported graph."""
+def onnx_names(checkpoint, cache, nodes: list[dict]) -> dict[str, list[str]]:
+    """fx node id -> the ONNX node names that compute it in the exported graph ([] if none)."""
     import onnx
 
     path, _ = export_onnx(checkpoint, cache)
-    return {module_of(n.name): n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and module_of(n.name)}
+    graph = [n for n in onnx.load(str(path)).graph.node if n.op_type != "Constant"]
+    top: dict[str, list[str]] = {}
+    for n in graph:
+        parts = [p for p in n.name.split("/") if p]
+        if len(parts) == 1:
+            top.setdefault(n.op_type, []).append(n.name)
+    seen: dict[str, int] = {}
+    out = {}
+    for c in nodes:
+        if c["kind"] == "call_module":
+            parts = c["node"].split(".")
+            scope = "/" + "/".join(".".join(parts[: i + 1]) for i in range(len(parts))) + "/"  # the exporter's module scopes
+            out[c["node"]] = [n.name for n in graph if n.name.startswith(scope)]
+        else:
+            op = _FUNCTIONAL_ONNX.get(c["op"], c["op"])
+            k = seen.get(op, 0)
+            seen[op] = k + 1
+            names = top.get(op, [])
+            out[c["node"]] = [names[k]] if k < len(names) else []
+    return out
 
 
-# ---- capture -------------------------------------------------------------------------------------
-def capture_torch(model, x: np.ndarray) -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
-    import torch
-
-    names, acts, handles = [], {}, []
-    for name, m in model.named_modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            names.append(name)
-            handles.append(m.register_forward_hook(lambda mod, a, out, name=name: acts.__setitem__(name, out.detach().numpy().copy())))
-    with torch.inference_mode():
-        y = model(torch.from_numpy(x)).numpy()
-    for h in handles:
-        h.remove()
-    return names, acts, y
-
-
-def capture_onnx(path: Path, nodes: dict[str, str], x: np.ndarray, input_name: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Run the graph with every named node's output added as a graph output."""
-    import onnx
-    import onnxruntime as ort
-
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-    by_node = {n.name: n.output[0] for n in model.graph.node}
-    infos = {v.name: v for v in model.graph.value_info}
-    wanted = {m: by_node[n] for m, n in nodes.items() if n in by_node}
-    existing = {o.name for o in model.graph.output}
-    for tensor in wanted.values():
-        if tensor not in existing and tensor in infos:
-            model.graph.output.append(infos[tensor])
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    outs = dict(zip(names, sess.run(names, {input_name: x})))
-    acts = {m: np.asarray(outs[t], np.float32) for m, t in wanted.items() if t in outs}
-    return acts, np.asarray(outs[names[0]], np.float32)
-
-
-# ---- the reduced-precision model with some layers kept in fp32 -----------------------------------
 class Reduced:
+    """The reduced-precision runner with any set of nodes kept in fp32."""
+
     def __init__(self, checkpoint, cache, runner: str):
         if runner not in RUNNERS:
-            raise UsageError(f"localize works with {', '.join(RUNNERS)}, not {runner!r}")
+            raise UsageError(f"localize works with {', '.join(RUNNERS)} (every node can be kept fp32 there), not {runner!r}")
         self.ck, self.cache, self.runner = checkpoint, cache, runner
         self.adapter = checkpoint.adapter()
-        self.nodes = onnx_nodes(checkpoint, cache)
-
-    def _onnx(self, keep) -> Path:
-        path, _ = export_onnx(self.ck, self.cache)
-        return fp16_onnx(path, self.cache, tuple(self.nodes[k] for k in keep if k in self.nodes))[0]
-
-    def capture(self, x: np.ndarray, keep=()):
-        """(layer names in order, reference activations, reduced activations)."""
-        from ..runners.emulation import emulate, fold_batchnorm
-
-        base = self.ck.build_model()
-        names, ref, _ = capture_torch(fold_batchnorm(base), x)
-        if self.runner.startswith("emu-"):
-            _, red, _ = capture_torch(emulate(base, self.runner[4:], tuple(keep)), x)
-            return names, ref, red
-        fp32_path, _ = export_onnx(self.ck, self.cache)
-        nodes = {m: n for m, n in self.nodes.items() if m in names}
-        ref, _ = capture_onnx(fp32_path, nodes, x, self.adapter.input_name)
-        red, _ = capture_onnx(self._onnx(keep), nodes, x, self.adapter.input_name)
-        return [n for n in names if n in ref and n in red], ref, red
+        self.nodes = candidate_nodes(checkpoint)
+        self.onnx = onnx_names(checkpoint, cache, self.nodes)
+        if runner == "ort-fp16":  # only nodes the ONNX graph has can be blocked
+            self.nodes = [c for c in self.nodes if self.onnx.get(c["node"])]
 
     def make_runner(self, keep=()):
-        """The reduced-precision runner with the layers in `keep` left in fp32."""
         a = self.adapter
-        if self.runner.startswith("emu-"):
-            from ..runners.emulation import EmulatedPrecisionRunner
+        if self.runner == "cpu-fp16":
+            from ..runners.half import HalfPrecisionRunner
 
-            return EmulatedPrecisionRunner(self.runner, self.ck.build_model, a.input_name, a.output_name, a.input_shape(),
-                                           self.runner[4:], keep_fp32=tuple(keep))
+            return HalfPrecisionRunner(self.runner, self.ck.build_model, a.input_name, a.output_name, a.input_shape(), keep_fp32=tuple(keep))
         from ..runners.onnxrt import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(self.runner, self._onnx(keep), "fp16 ONNX graph, CPU provider")
+        path, _ = export_onnx(self.ck, self.cache)
+        blocked = tuple(n for k in keep for n in self.onnx.get(k, []))
+        return OnnxRuntimeRunner(self.runner, fp16_onnx(path, self.cache, blocked)[0], "fp16 ONNX graph, CPU provider")
 
     def compare(self, batches: list[np.ndarray], width: int, keep=()):
         """(torch fp32 outputs, reduced outputs) on the same batches, through the shared runner helper."""
@@ -166,6 +117,14 @@ class Reduced:
         return outs["torch"], outs[self.runner]
 
 
+def _effect(ref, red) -> float:
+    """Max lateral difference (px) of the reduced lanes from torch's; inf when any output is NaN/Inf."""
+    if (red.nonfinite > 0).any():
+        return math.inf
+    d = M.lateral_difference(red.x, ref.x)["max_px"]
+    return d if np.isfinite(d) else 0.0
+
+
 def _lane_effect(case, ref, red, rows) -> dict:
     """Lane difference, bending and jitter of the reduced runner's outputs against torch fp32's."""
     d = M.lateral_difference(red.x, ref.x)
@@ -176,56 +135,94 @@ def _lane_effect(case, ref, red, rows) -> dict:
         warnings.simplefilter("ignore", RuntimeWarning)
         return {
             "dx_mean_px": d["mean_px"], "dx_max_px": d["max_px"], "existence_disagreement": d["existence_disagreement"],
-            "bend_mean_px": float(np.nanmean(b["score"])), "kink_rate": float((b["kinks"] > 0).mean()),
+            "bend_mean_px": float(np.nanmean(b["score"])), "kink_rate": M.kink_rate(b),
             "jitter_rms_near": float(np.nanmean(j["rms"][:, 0])), "nonfinite_frames": int((red.nonfinite > 0).sum()),
         }
 
 
-def localize(checkpoint, case, runner: str = "emu-fp16", pipeline: str = "vehicle", frames: int = 16,
+def _bucket(v: float) -> float:
+    return math.inf if not np.isfinite(v) else (math.floor(math.log2(v)) if v > 0 else -math.inf)
+
+
+def localize(checkpoint, case, runner: str = "cpu-fp16", pipeline: str = "vehicle", frames: int = 16,
              tolerance_px: float = 1.0, max_keep: int = 8, cache=None) -> dict:
+    if frames < 1:
+        raise UsageError(f"--frames must be at least 1, not {frames}")
+    if max_keep < 0:
+        raise UsageError(f"--max-keep must be 0 or more, not {max_keep}")
     cache = cache or ArtifactCache()
     red = Reduced(checkpoint, cache, runner)
-    adapter = red.adapter
-    pipe = adapter.pipelines()[pipeline]
-    rows = adapter.anchor_rows(case.height)
+    pipes = red.adapter.pipelines()
+    if pipeline not in pipes:
+        raise UsageError(f"unknown pipeline {pipeline!r} (known: {', '.join(pipes)})")
+    pipe = pipes[pipeline]
+    rows = red.adapter.anchor_rows(case.height)
     sample = np.unique(np.linspace(0, len(case) - 1, min(frames, len(case))).round().astype(int))
     x = pipe.prepare(case, sample)
-    names, ref_acts, red_acts = red.capture(x)
-    layers = _rank(names, red.nodes, ref_acts, red_acts)
-    ranked = sorted(layers, key=lambda e: e.score(), reverse=True)
+    ids = [c["node"] for c in red.nodes]
+    evaluated: dict[frozenset, float] = {}
 
-    def sample_dx(keep):
-        ref, out = red.compare([x], case.width, keep)
-        d = M.lateral_difference(out.x, ref.x)["max_px"]
-        return d if np.isfinite(d) and not (out.nonfinite > 0).any() else float("inf")
+    def effect(keep) -> float:
+        key = frozenset(keep)
+        if key not in evaluated:
+            evaluated[key] = _effect(*red.compare([x], case.width, sorted(key)))
+        return evaluated[key]
 
-    keep, trail = [], [{"keep": [], "dx_max_px": sample_dx([])}]
-    for e in ranked[:max_keep]:
-        if trail[-1]["dx_max_px"] <= tolerance_px:
-            break
-        keep.append(e.layer)
-        trail.append({"keep": list(keep), "dx_max_px": sample_dx(keep)})
+    def passes(keep) -> bool:
+        return effect(keep) <= tolerance_px
+
+    everything = effect(())
+    table = []
+    for c in red.nodes:
+        alone = effect([n for n in ids if n != c["node"]])  # only this node reduced
+        kept = effect([c["node"]])  # everything reduced but this node
+        table.append({**c, "onnx": red.onnx.get(c["node"], []), "alone_px": alone, "kept_px": kept})
+    ranked = sorted(table, key=lambda e: (-_bucket(e["alone_px"]), e["order"]))
+    order = [e["node"] for e in ranked]
+
+    keep, trail = [], [{"step": "all reduced", "keep": [], "effect_px": everything}]
+    if not passes(keep):
+        for n in order:  # forward: in rank order until the lanes pass
+            keep.append(n)
+            trail.append({"step": "add", "keep": list(keep), "effect_px": effect(keep)})
+            if passes(keep):
+                break
+        for n in reversed(list(keep)):  # backward: drop what is not needed, least important first
+            trial = [k for k in keep if k != n]
+            ok = passes(trial)
+            trail.append({"step": f"drop {n}", "keep": trial, "effect_px": effect(trial), "dropped": ok})
+            if ok:
+                keep = trial
+    keep = sorted(keep, key=lambda n: ids.index(n))  # network order
+    found = passes(keep)
 
     full = [pipe.prepare(case, range(s, min(s + 32, len(case)))) for s in range(0, len(case), 32)]
     before = _lane_effect(case, *red.compare(full, case.width), rows)
     after = _lane_effect(case, *red.compare(full, case.width, keep), rows)
     return {
         "runner": runner, "case": case.name, "pipeline": pipeline, "sample_frames": sample.tolist(),
-        "layers": [asdict(e) for e in layers], "ranking": [e.layer for e in ranked],
-        "keep_fp32": keep, "nodes_to_exclude": [red.nodes[k] for k in keep if k in red.nodes],
-        "search": trail, "tolerance_px": tolerance_px,
-        "within_tolerance": bool(trail[-1]["dx_max_px"] <= tolerance_px),
+        "nodes": table, "ranking": order, "keep_fp32": keep,
+        "nodes_to_exclude": [n for k in keep for n in red.onnx.get(k, [])],
+        "search": trail, "evaluations": len(evaluated), "tolerance_px": tolerance_px, "max_keep": max_keep,
+        "within_tolerance": bool(found), "within_max_keep": bool(found and len(keep) <= max_keep),
         "before": before, "after": after,
     }
 
 
-def format_result(res: dict, top: int = 10) -> str:
-    by = {e["layer"]: e for e in res["layers"]}
-    lines = [f"{'rank':>4} {'layer':<14} {'onnx node':<28} {'rel error':>10} {'added':>10} {'introduces inf/nan':>19}"]
+def format_result(res: dict, top: int = 12) -> str:
+    by = {e["node"]: e for e in res["nodes"]}
+    lines = [f"{'rank':>4} {'node':<14} {'op':<10} {'onnx node':<28} {'alone px':>10} {'kept px':>10}"]
     for k, name in enumerate(res["ranking"][:top], 1):
         e = by[name]
-        lines.append(f"{k:>4} {name:<14} {e['node']:<28} {e['rel_error']:>10.3g} {e['added']:>10.3g} {str(e['introduced_nonfinite']):>19}")
-    lines.append(f"keep in fp32: {res['keep_fp32'] or '(nothing needed)'}  (within {res['tolerance_px']} px on the sampled frames: {res['within_tolerance']})")
+        lines.append(f"{k:>4} {name:<14} {e['op'][:10]:<10} {(e['onnx'][0] if e['onnx'] else '-'):<28} {e['alone_px']:>10.4g} {e['kept_px']:>10.4g}")
+    lines.append("alone: max lane difference vs torch fp32 with only this node reduced; kept: with every node reduced but this one")
+    if res["within_max_keep"]:
+        lines.append(f"keep in fp32: {res['keep_fp32'] or '(nothing needed)'}  (minimal: no member can be dropped; "
+                     f"within {res['tolerance_px']} px on the sampled frames)")
+    elif res["within_tolerance"]:
+        lines.append(f"no set within --max-keep {res['max_keep']}: the minimal set found has {len(res['keep_fp32'])} nodes: {res['keep_fp32']}")
+    else:
+        lines.append(f"no set of nodes brings the lanes within {res['tolerance_px']} px (even with every node in fp32)")
     lines.append(f"AutoCast nodes_to_exclude / onnxconverter-common node_block_list: {res['nodes_to_exclude']}")
     b, a = res["before"], res["after"]
     for key in ("dx_mean_px", "dx_max_px", "bend_mean_px", "kink_rate", "jitter_rms_near", "nonfinite_frames"):
@@ -234,10 +231,10 @@ def format_result(res: dict, top: int = 10) -> str:
 
 
 def bar_chart(res: dict, out: Path, top: int = 15) -> Path:
-    """Horizontal bars of each layer's relative output error (log scale), in network order."""
+    """Horizontal bars of each node's lane effect when reduced alone (px, log scale), in network order."""
     from PIL import Image, ImageDraw
 
-    layers = res["layers"][:]
+    layers = [{"layer": e["node"], "rel_error": e["alone_px"]} for e in res["nodes"]]
     vals = [e["rel_error"] for e in layers]
     finite = [v for v in vals if np.isfinite(v) and v > 0]
     lo = np.log10(min(finite)) if finite else -8.0
@@ -245,7 +242,7 @@ def bar_chart(res: dict, out: Path, top: int = 15) -> Path:
     W, row = 760, 22
     im = Image.new("RGB", (W, 40 + row * len(layers)), "white")
     d = ImageDraw.Draw(im)
-    d.text((10, 8), f"{res['runner']} vs fp32: relative error of each layer's output ({res['case']}), log scale", fill="black")
+    d.text((10, 8), f"{res['runner']} vs fp32: max lane difference (px) with only this node reduced ({res['case']}), log scale", fill="black")
     first = res["ranking"][0] if res["ranking"] else None
     for k, e in enumerate(layers):
         y = 32 + k * row
