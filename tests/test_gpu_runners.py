@@ -51,3 +51,27 @@ def test_tf32_flag_is_restored(random_checkpoint, cache_dir):
     with create("torch-cuda-tf32", random_checkpoint, ArtifactCache(cache_dir)):
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cpu_fp16_sees_what_cuda_fp16_sees(random_checkpoint, cache_dir, tiny_case, tmp_path):
+    """The CPU runner with real fp16 arithmetic against PyTorch fp16 on the GPU: the same overflow, and
+    rounding differences of the same size as fp16's own."""
+    from .defects import plant_overflow
+
+    adapter = random_checkpoint.adapter()
+    feed = {"image": adapter.pipelines()["vehicle"].prepare(load_case(tiny_case), range(4))}
+    cache = ArtifactCache(cache_dir)
+    out = {}
+    for name in ("torch", "cpu-fp16", "torch-cuda-fp16"):
+        with create(name, random_checkpoint, cache) as r:
+            out[name] = r.infer(feed)["logits"]
+    gpu_vs_fp32 = np.abs(out["torch-cuda-fp16"] - out["torch"]).max()
+    cpu_vs_gpu = np.abs(out["cpu-fp16"] - out["torch-cuda-fp16"]).max()
+    print(f"max |cpu-fp16 - cuda-fp16| = {cpu_vs_gpu:.3g}, max |cuda-fp16 - torch fp32| = {gpu_vs_fp32:.3g}")
+    assert cpu_vs_gpu <= 3 * gpu_vs_fp32 + 1e-3
+    bad = plant_overflow(random_checkpoint, tmp_path / "overflow.pt")
+    for name in ("cpu-fp16", "torch-cuda-fp16"):
+        with create(name, bad, cache) as r:
+            assert not np.isfinite(r.infer(feed)["logits"]).all(), name
