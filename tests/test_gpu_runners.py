@@ -46,10 +46,12 @@ def test_torch_cuda_precisions_against_cpu(random_checkpoint, cache_dir, tiny_ca
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
-def test_tf32_flag_is_restored(random_checkpoint, cache_dir):
+def test_tf32_flag_is_restored(random_checkpoint, cache_dir, tiny_case):
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    with create("torch-cuda-tf32", random_checkpoint, ArtifactCache(cache_dir)):
-        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    feed = {"image": random_checkpoint.adapter().pipelines()["vehicle"].prepare(load_case(tiny_case), range(2))}
+    with create("torch-cuda-tf32", random_checkpoint, ArtifactCache(cache_dir)) as r:
+        r.infer(feed)
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before  # set for the call only
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
 
 
@@ -75,3 +77,21 @@ def test_cpu_fp16_sees_what_cuda_fp16_sees(random_checkpoint, cache_dir, tiny_ca
     for name in ("cpu-fp16", "torch-cuda-fp16"):
         with create(name, bad, cache) as r:
             assert not np.isfinite(r.infer(feed)["logits"]).all(), name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_tf32_holds_when_every_cuda_runner_is_active_at_once(random_checkpoint, cache_dir, tiny_case):
+    """Replay activates all runners before the first frame; TF32 is process-wide. Each runner must still get its own."""
+    from contextlib import ExitStack
+
+    adapter = random_checkpoint.adapter()
+    feed = {"image": adapter.pipelines()["vehicle"].prepare(load_case(tiny_case), range(4))}
+    cache = ArtifactCache(cache_dir)
+    names = ("torch-cuda-fp32", "torch-cuda-tf32", "torch-cuda-fp16")
+    with ExitStack() as stack:
+        runners = [stack.enter_context(create(n, random_checkpoint, cache)) for n in names]
+        out = {r.name: r.infer(feed)["logits"] for r in runners}
+        again = runners[0].infer(feed)["logits"]
+    np.testing.assert_array_equal(again, out["torch-cuda-fp32"])  # tf32 did not leak into fp32
+    assert np.abs(out["torch-cuda-tf32"] - out["torch-cuda-fp32"]).max() > 0  # tf32 is on for its runner

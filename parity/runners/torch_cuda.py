@@ -24,18 +24,12 @@ class TorchCudaRunner(Runner):
         self.precision, self.device = precision, device
         self.label = LABELS[precision]
         self.model = None
-        self._saved_flags = None
 
     def activate_impl(self) -> None:
         import torch
 
         if not torch.cuda.is_available():
             raise RunnerUnavailable(f"runner {self.name!r} needs a CUDA device; torch {torch.__version__} sees none")
-        # TF32 is a process-wide switch: set it for this runner and put it back on deactivate.
-        self._saved_flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        tf32 = self.precision == "tf32"
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
         model = self._build_model().eval().to(self.device)
         self.model = model.half() if self.precision == "fp16" else model
 
@@ -48,17 +42,23 @@ class TorchCudaRunner(Runner):
         x = torch.from_numpy(feed[self.input_name]).to(self.device)
         if self.precision == "fp16":
             x = x.half()
-        with torch.inference_mode():
-            out = self.model(x)
-        out = out.float().cpu().numpy()  # .cpu() synchronises, so the timing covers the kernels
+        # TF32 is a process-wide switch and replay holds every runner active at once: set it for this
+        # call only and put it back, so torch-cuda-fp32 and torch-cuda-tf32 side by side each get theirs.
+        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        tf32 = self.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        try:
+            with torch.inference_mode():
+                out = self.model(x)
+            out = out.float().cpu().numpy()  # .cpu() synchronises, so the timing covers the kernels
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
         return {self.output_name: out.astype(np.float32, copy=False)}
 
     def deactivate_impl(self) -> None:
         import torch
 
         self.model = None
-        if self._saved_flags is not None:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._saved_flags
         torch.cuda.empty_cache()
 
     def describe_impl(self) -> dict:
