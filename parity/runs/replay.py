@@ -227,7 +227,7 @@ def format_table(summary: dict) -> str:
         lines.append(" ".join(format(f(r.get(k), fmt), a) for _, k, a, fmt in cols))
     refs = sorted({x for r in summary["results"] for x in r.get("bending_jitter_reference", [])})
     lines += [
-        "acc: TuSimple accuracy; F1: CULane-style F1 at IoU 0.5 (both vs GT on labelled frames)",
+        "acc: TuSimple accuracy; F1: CULane F1 at IoU 0.5 (both vs GT on labelled frames, official rules)",
         "dx: lateral difference vs torch fp32 on the same pipeline (px, source image); flips: row-anchor argmax flips vs torch",
         f"bend: excess chord deviation per lane-frame (px; bend99 its p99, kink%: lane-frames with a kink > 20 px at 1280 wide); "
         f"jit: RMS frame-to-frame swing of the residual at near/mid/far rows (px per frame); osc: swings per second (near). "
