@@ -144,3 +144,14 @@ def test_wrote_lists_only_files_written(tiny_case, random_checkpoint, cache_dir,
     res = run_cli("replay", "--cases", suite, "--checkpoint", random_checkpoint.path, "--runners", "torch", "--pipeline", "training",
                   "--out", tmp_path / "run", "--cache-dir", cache_dir, "--no-progress")
     assert res.returncode == 2 and "frames.parquet" not in res.stdout and "summary.json" in res.stdout
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    """`parity runners | head`: the reader goes away before parity writes."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "parity", "runners"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # closed before the child has imported anything, let alone printed
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
