@@ -29,11 +29,17 @@ def _cmd_train(args) -> int:
     from .cases.discovery import find_cases
     from .training.loop import train
 
+    settings = {}
+    for item in args.set or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--set takes key=value, not {item!r}")
+        settings[key.strip()] = value.strip()
     ck = train(
         [str(p) for p in find_cases(args.cases)], args.out,
         eval_cases=[str(p) for p in find_cases(args.eval_cases)] if args.eval_cases else [],
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
-        progress=not args.no_progress,
+        progress=not args.no_progress, method=args.method, parent=args.parent, settings=settings,
     )
     print(f"wrote {ck.path} and {ck.path.with_suffix('.json')} (sha256 {ck.sha256[:12]})")
     for name, m in ck.meta.get("metrics", {}).items():
@@ -209,6 +215,16 @@ def _cmd_localize(args) -> int:
     return 0 if res["within_max_keep"] else 1
 
 
+def _cmd_methods_list(args) -> int:
+    from .training.recipes import all_recipes
+
+    for name, r in all_recipes().items():
+        settings = ", ".join(f"{k}={v}" for k, v in r.defaults.items()) or "-"
+        print(f"{name:<12} {r.summary}" + (" [needs --from]" if r.needs_parent else ""))
+        print(f"{'':<12} settings: {settings}; source: {r.source}")
+    return 0
+
+
 def _cmd_runners(args) -> int:
     from .runners import RUNNERS
 
@@ -251,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    t.add_argument("--method", default="erm", help="training recipe (`parity methods list`)")
+    t.add_argument("--from", dest="parent", help="checkpoint to fine-tune from (fine-tuning recipes need it)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="a recipe setting (repeatable)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
 
@@ -348,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--cache-dir")
     lo.add_argument("--out", required=True, help="folder for localize.json and layers.png")
     lo.set_defaults(func=_cmd_localize)
+
+    me = sub.add_parser("methods", help="training recipes")
+    mesub = me.add_subparsers(dest="methods_command", required=True)
+    ml = mesub.add_parser("list", help="every recipe: name, what it changes, its settings and source")
+    ml.set_defaults(func=_cmd_methods_list)
 
     rn = sub.add_parser("runners", help="list runners and whether this machine can run them")
     rn.set_defaults(func=_cmd_runners)

@@ -1,13 +1,26 @@
-"""`parity train`: the reference row-anchor model, trained on synthetic cases under the training pipeline.
+"""`parity train`: one seeded training loop for the reference row-anchor model, with small hooks.
+
+A recipe (parity/training/recipes/) composes hooks; the loop never changes per method:
+- `setup(ctx)`: before the first step (re-initialise layers, add an auxiliary head's parameters);
+- `transform(ctx, x, y) -> (x, y)`: the batch the loss sees (adversarial examples, augmentation);
+- `extra_loss(ctx, x, y, logits) -> tensor`: added to the cross-entropy (mixup, regularisers);
+- `after_step(ctx)` / `after_epoch(ctx)`: step modifiers and weight averaging (quantise weights,
+  update an EMA or SWA average);
+- `finish(ctx) -> model`: the post-hoc weight operation that makes the saved model (an average with
+  its batch-norm statistics recomputed, an interpolation, a soup).
 
 Deterministic for a seed on a given machine and torch build (fixed thread count, seeded shuffles
-and init). Method "erm" is plain empirical risk minimisation; later methods reuse this loop.
+and init). Every checkpoint's sidecar records the method, its hyper-parameters, the parent
+checkpoint's hash, data hash, seed, git sha, training curve, wall time, held-out metrics and the
+laziness diagnostic (per-layer relative weight change from where training started).
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -67,6 +80,56 @@ def evaluate(model, adapter: RowAnchorAdapter, cases: list[Case], pipeline_name:
     return {"overall": dict(zip(("accuracy", "fp", "fn"), overall.round(4).tolist())), "cases": per_case}
 
 
+@dataclass
+class Hooks:
+    setup: list[Callable] = field(default_factory=list)
+    transform: list[Callable] = field(default_factory=list)
+    extra_loss: list[Callable] = field(default_factory=list)
+    after_step: list[Callable] = field(default_factory=list)
+    after_epoch: list[Callable] = field(default_factory=list)
+    finish: list[Callable] = field(default_factory=list)
+
+    def __add__(self, other: "Hooks") -> "Hooks":
+        return Hooks(*(getattr(self, k) + getattr(other, k) for k in self.__dataclass_fields__))
+
+
+@dataclass
+class Context:
+    """What hooks may read and change: the model, optimiser, data, settings and a scratch dict."""
+
+    model: Any
+    adapter: RowAnchorAdapter
+    opt: Any
+    hp: dict
+    X: Any  # normalised training inputs [N, 3, H, W] (torch)
+    Y: Any  # targets [N, R, L]
+    width: float
+    pipeline: Any  # the training pipeline (mean, std, scale: what pixel levels mean in input units)
+    gen: Any  # the seeded torch.Generator of the run
+    start: dict  # weights the run started from (init, or the parent checkpoint)
+    held_out: list = field(default_factory=list)
+    step: int = 0
+    epoch: int = 0
+    epochs: int = 0
+    steps: int = 0
+    extra_params: list = field(default_factory=list)  # auxiliary parameters a hook adds (dropped at save)
+    scratch: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)  # what a recipe wants in the sidecar
+
+
+def laziness(model, start: dict) -> dict[str, float]:
+    """Per-layer relative weight change ||W - W0|| / ||W0|| from where training started (weights only)."""
+    import torch
+
+    out = {}
+    for name, p in model.state_dict().items():
+        if name.endswith("weight") and p.dim() > 1 and name in start:
+            w0 = start[name].float()
+            denom = float(torch.linalg.vector_norm(w0))
+            out[name[: -len(".weight")]] = round(float(torch.linalg.vector_norm(p.float() - w0)) / denom, 6) if denom else float("nan")
+    return out
+
+
 def train(
     train_cases: list[str | Path],
     out: str | Path,
@@ -79,13 +142,25 @@ def train(
     threads: int = 2,
     config: RowAnchorConfig | None = None,
     progress: bool = True,
+    method: str = "erm",
+    parent: str | Path | None = None,
+    settings: dict | None = None,
 ) -> Checkpoint:
     import torch
     import torch.nn.functional as F
 
+    from ..errors import UsageError
+    from ..models.checkpoint import load_checkpoint
+    from .recipes import get_recipe
+
+    recipe = get_recipe(method)
+    hp = recipe.resolve(settings or {})
+    if recipe.needs_parent and parent is None:
+        raise UsageError(f"method {method!r} fine-tunes a trained model: give --from CHECKPOINT (e.g. checkpoints/reference.pt)")
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
-    adapter = RowAnchorAdapter(config or RowAnchorConfig())
+    parent_ck = load_checkpoint(parent) if parent else None
+    adapter = parent_ck.adapter() if parent_ck else RowAnchorAdapter(config or RowAnchorConfig())
     cases = [load_case(p) for p in train_cases]
     held_out = [load_case(p) for p in eval_cases]
     t0 = time.perf_counter()
@@ -93,6 +168,9 @@ def train(
     width = float(W[0])
     if not np.all(W == width):
         raise ValueError("training cases must share one image width")  # the column grid is per width
+    n = len(X)
+    if n < batch_size:
+        raise UsageError(f"{n} labelled training frames, fewer than one batch of {batch_size}: lower --batch-size or add cases")
     # Mirrored copies: flip the image, mirror x, and swap lanes left<->right.
     Xf = X[..., ::-1].copy()
     GTf = (width - 1 - GT)[:, ::-1, :]
@@ -101,18 +179,25 @@ def train(
     X, Xf = torch.from_numpy(X), torch.from_numpy(Xf)
     prep_s = time.perf_counter() - t0
 
-    model = adapter.build()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    n = len(X)
-    steps = epochs * (n // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    model = parent_ck.build_model() if parent_ck else adapter.build()
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     gen = torch.Generator().manual_seed(seed)
+    ctx = Context(model, adapter, None, hp, X, Y, width, adapter.pipelines()["training"], gen, start, held_out)
+    hooks = recipe.build(hp)
+    for h in hooks.setup:
+        h(ctx)
+    opt = torch.optim.AdamW(list(model.parameters()) + ctx.extra_params, lr=lr, weight_decay=weight_decay)
+    ctx.opt = opt
+    steps = epochs * (n // batch_size)
+    ctx.steps, ctx.epochs = steps, epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     history = []
     from tqdm import tqdm
 
-    bar = tqdm(total=steps, desc="train", unit="step", disable=None if progress else True)
+    bar = tqdm(total=steps, desc=f"train {method}", unit="step", disable=None if progress else True)
     model.train()
     for epoch in range(epochs):
+        ctx.epoch = epoch
         perm = torch.randperm(n, generator=gen)
         flip = torch.rand(n, generator=gen) < 0.5
         total = 0.0
@@ -121,17 +206,29 @@ def train(
             f = flip[idx]
             xb = torch.where(f.view(-1, 1, 1, 1), Xf[idx], X[idx])
             yb = torch.where(f.view(-1, 1, 1), Yf[idx], Y[idx])
-            loss = F.cross_entropy(model(xb), yb)
+            for h in hooks.transform:
+                xb, yb = h(ctx, xb, yb)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            for h in hooks.extra_loss:
+                loss = loss + h(ctx, xb, yb, logits)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            ctx.step += 1
+            for h in hooks.after_step:
+                h(ctx)
             total += float(loss.detach())
             bar.update(1)
+        for h in hooks.after_epoch:
+            h(ctx)
         history.append(round(total / max(n // batch_size, 1), 5))
         bar.set_postfix(epoch=epoch + 1, loss=history[-1])
     bar.close()
-    model.eval()
+    for h in hooks.finish:
+        ctx.model = h(ctx)
+    model = ctx.model.eval()
     train_s = time.perf_counter() - t0 - prep_s
 
     metrics = {}
@@ -139,12 +236,12 @@ def train(
         metrics["held_out_training_pipeline"] = evaluate(model, adapter, held_out, "training")
         metrics["held_out_vehicle_pipeline"] = evaluate(model, adapter, held_out, "vehicle")
     meta = {
-        "method": "erm",
+        "method": method,
         "config": adapter.config.to_dict(),
         "hyperparameters": {
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
             "seed": seed, "threads": threads, "optimizer": "AdamW", "schedule": "OneCycle", "augment": ["hflip"],
-            "pipeline": "training",
+            "pipeline": "training", "recipe": hp,
         },
         "data": {
             "train_cases": [c.name for c in cases],
@@ -152,10 +249,12 @@ def train(
             "hash": sha256_json(sorted(c.content_hash() for c in cases)),
             "eval_cases": [c.name for c in held_out],
         },
-        "parents": [],
+        "parents": [{"path": str(parent_ck.path), "sha256": parent_ck.sha256, "method": parent_ck.meta.get("method")}] if parent_ck else [],
         "git_sha": git_sha(),
         "loss_history": history,
         "timing_s": {"prepare": round(prep_s, 1), "train": round(train_s, 1)},
         "metrics": metrics,
+        "laziness": {"reference": "parent checkpoint" if parent_ck else "initialisation", "relative_weight_change": laziness(model, start)},
+        **({"recipe_report": ctx.report} if ctx.report else {}),
     }
     return save_checkpoint(out, model, meta)

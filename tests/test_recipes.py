@@ -1,0 +1,175 @@
+"""Each training recipe's mechanism, on a tiny model and a few frames."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from parity.errors import UsageError
+from parity.models.checkpoint import load_checkpoint
+from parity.training.loop import train
+from parity.training.recipes import all_recipes, get_recipe
+
+from .conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def parent(tiny_case, tmp_path_factory):
+    return train([tiny_case], tmp_path_factory.mktemp("parent") / "erm.pt", epochs=3, batch_size=3, progress=False)
+
+
+def test_registry_and_settings():
+    names = set(all_recipes())
+    assert {"erm", "fgsm", "swa", "ema", "wise-ft", "regmixup", "reinit", "l2-sp", "fp16-aware"} <= names
+    assert get_recipe("fgsm").resolve({"epsilon": "2"})["epsilon"] == 2.0
+    assert get_recipe("reinit").resolve({"diagnostic": "false"})["diagnostic"] is False
+    with pytest.raises(UsageError, match="no setting 'eps'"):
+        get_recipe("fgsm").resolve({"eps": "2"})
+    with pytest.raises(UsageError, match="did you mean 'fgsm'"):
+        get_recipe("fgms")
+
+
+def test_fgsm_step_is_alpha_sign_of_the_gradient_clipped_to_epsilon_and_the_pixel_range():
+    import torch.nn.functional as F
+
+    from parity.models.rowanchor import RowAnchorAdapter
+    from parity.training.recipes.fgsm import fgsm_example, input_units
+
+    torch.manual_seed(0)
+    adapter = RowAnchorAdapter()
+    model = adapter.build().eval()
+    pipe = adapter.pipelines()["training"]
+    eps, lo, hi = input_units(pipe, 4.0)
+    alpha, _, _ = input_units(pipe, 5.0)
+    assert torch.allclose(input_units(pipe, 1.0)[0].flatten(), torch.tensor(pipe.scale) / torch.tensor(pipe.std))
+    x = lo + torch.rand(2, 3, 112, 288) * (hi - lo)  # valid frames, some pixels near black and white
+    y = torch.randint(0, 65, (2, 18, 4))
+    xa = fgsm_example(model, x, y, pipe, eps_levels=4.0, alpha_levels=5.0, gen=torch.Generator().manual_seed(1))
+    # the same step by hand: random start, one signed-gradient step of alpha, clip to eps, clip to the pixel range
+    d0 = (torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) * 2 - 1) * eps
+    d0 = (torch.clamp(x + d0, lo, hi) - x).requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(model(x + d0), y), d0)
+    expected = torch.clamp(x + torch.clamp(d0.detach() + alpha * g.sign(), -eps, eps), lo, hi)
+    assert torch.allclose(xa, expected, atol=1e-6)
+    d = xa - x
+    assert (d.abs() <= eps + 1e-6).all() and (xa >= lo - 1e-6).all() and (xa <= hi + 1e-6).all()
+
+
+def test_swa_weights_are_the_mean_of_the_epoch_snapshots(tiny_case, tmp_path, monkeypatch):
+    from parity.training.recipes import averaging
+
+    snaps = []
+    real = averaging._average
+
+    def spy(ctx, **kw):
+        snaps.append({k: v.detach().clone() for k, v in ctx.model.state_dict().items()})
+        real(ctx, **kw)
+
+    monkeypatch.setattr(averaging, "_average", spy)
+    ck = train([tiny_case], tmp_path / "swa.pt", epochs=4, batch_size=3, method="swa", settings={"start": "0.5"}, progress=False)
+    assert len(snaps) == 3 and ck.meta["recipe_report"]["averaged"] == 3  # epochs 2, 3, 4
+    state = torch.load(ck.path, weights_only=True)
+    for k in ("backbone.0.weight", "head.2.weight", "head.2.bias"):
+        assert torch.allclose(state[k], torch.stack([s[k] for s in snaps]).mean(0), atol=1e-6)
+    # batch-norm statistics were recomputed for the averaged weights, not averaged
+    assert not torch.allclose(state["backbone.1.running_mean"], torch.stack([s["backbone.1.running_mean"] for s in snaps]).mean(0))
+
+
+def test_ema_and_regmixup_and_fp16_aware_train_and_replay_loads_them(tiny_case, tmp_path, random_checkpoint):
+    for method in ("ema", "regmixup", "fp16-aware"):
+        ck = train([tiny_case], tmp_path / f"{method}.pt", epochs=2, batch_size=3, method=method, progress=False)
+        assert ck.meta["method"] == method and set(torch.load(ck.path, weights_only=True)) == set(random_checkpoint.build_model().state_dict())
+        assert ck.meta["laziness"]["reference"] == "initialisation" and "head.2" in ck.meta["laziness"]["relative_weight_change"]
+
+
+def test_fp16_rounding_is_active_in_training_and_absent_at_export():
+    from parity.models.rowanchor import RowAnchorAdapter
+    from parity.training.recipes.fp16_aware import add_fp16_rounding
+
+    torch.manual_seed(0)
+    model = RowAnchorAdapter().build()
+    x = torch.randn(2, 3, 112, 288)
+    model.eval()
+    plain = model(x)
+    handles = add_fp16_rounding(model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    seen = {}
+    model.head[2].register_forward_hook(lambda m, a, out: seen.__setitem__("out", out))
+    model(x)
+    assert torch.equal(seen["out"], seen["out"].half().float())  # rounded while training
+    model.load_state_dict(state)  # the training forward moved the batch-norm statistics
+    model.eval()
+    assert torch.equal(model(x), plain)  # eval / export: untouched
+    for h in handles:
+        h.remove()
+
+
+def test_wise_ft_at_alpha_0_and_1_returns_the_endpoints():
+    from parity.training.recipes.wise_ft import interpolate
+
+    a = {"w": torch.zeros(3), "n": torch.tensor(1)}
+    b = {"w": torch.ones(3), "n": torch.tensor(5)}
+    assert torch.equal(interpolate(a, b, 0.0)["w"], a["w"]) and torch.equal(interpolate(a, b, 1.0)["w"], b["w"])
+    assert torch.allclose(interpolate(a, b, 0.25)["w"], torch.full((3,), 0.25)) and interpolate(a, b, 0.5)["n"] == 5
+
+
+def test_wise_ft_picks_alpha_on_held_out_cases(parent, tiny_case, tmp_path):
+    ck = train([tiny_case], tmp_path / "wise.pt", eval_cases=[tiny_case], epochs=2, batch_size=3, method="wise-ft",
+               parent=parent.path, settings={"grid": "0,1"}, progress=False)
+    rep = ck.meta["recipe_report"]
+    scores = {float(k): v for k, v in rep["held_out_accuracy_by_alpha"].items()}
+    assert rep["alpha"] in (0.0, 1.0) and scores[rep["alpha"]] == max(scores.values())
+    assert ck.meta["parents"][0]["sha256"] == parent.sha256 and ck.meta["laziness"]["reference"] == "parent checkpoint"
+    if rep["alpha"] == 0.0:  # the start itself
+        for k, v in torch.load(ck.path, weights_only=True).items():
+            if v.is_floating_point() and "running" not in k:
+                assert torch.allclose(v, parent.build_model().state_dict()[k])
+
+
+def test_reinit_resets_exactly_the_named_layers(parent):
+    from parity.training.recipes.reinit import reinitialise
+
+    model = parent.build_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert reinitialise(model, ["head.2", "backbone.0"]) == ["head.2", "backbone.0"]
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"head.2.weight", "head.2.bias", "backbone.0.weight"}
+    with pytest.raises(UsageError, match="no resettable layer named 'head.9'"):
+        reinitialise(model, ["head.9"])
+
+
+def test_reinit_recipe_and_layer_diagnostic(parent, tiny_case, tmp_path):
+    ck = train([tiny_case], tmp_path / "reinit.pt", eval_cases=[tiny_case], epochs=1, batch_size=3, method="reinit",
+               parent=parent.path, progress=False)
+    rep = ck.meta["recipe_report"]
+    assert rep["reinitialised"] == ["head.2"]
+    assert set(rep["layer_robustness_accuracy"]) >= {"backbone.0", "pool", "head.0", "head.2"}
+    assert all(0 <= v <= 1 for v in rep["layer_robustness_accuracy"].values())
+
+
+def test_l2sp_penalty_is_zero_at_the_start_and_grows_away_from_it(parent):
+    from parity.training.recipes.l2sp import l2sp_penalty
+
+    model = parent.build_model()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    assert float(l2sp_penalty(model, start, 0.1).detach()) == 0.0
+    with torch.no_grad():
+        model.head[2].bias.add_(1.0)
+    assert float(l2sp_penalty(model, start, 0.1).detach()) == pytest.approx(0.5 * 0.1 * model.head[2].bias.numel(), rel=1e-6)
+
+
+def test_cli_train_method_from_and_set(parent, tiny_case, tmp_path):
+    res = run_cli("train", "--cases", tiny_case, "--out", tmp_path / "f.pt", "--method", "l2-sp", "--from", parent.path,
+                  "--set", "alpha=0.5", "--epochs", "1", "--batch-size", "3", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    side = json.loads((tmp_path / "f.json").read_text())
+    assert side["method"] == "l2-sp" and side["hyperparameters"]["recipe"] == {"alpha": 0.5}
+    assert load_checkpoint(tmp_path / "f.pt").build_model() is not None
+    for args, message in ((["--method", "wise-ft"], "needs"), (["--method", "nope"], "unknown method"),
+                          (["--set", "alpha"], "key=value"), (["--batch-size", "64"], "fewer than one batch")):
+        bad = run_cli("train", "--cases", tiny_case, "--out", tmp_path / "g.pt", "--epochs", "1", "--no-progress", *args)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, (args, bad.stderr)
+    listed = run_cli("methods", "list")
+    assert listed.returncode == 0 and "wise-ft" in listed.stdout and "[needs --from]" in listed.stdout
