@@ -20,7 +20,8 @@ def parent(tiny_case, tmp_path_factory):
 
 def test_registry_and_settings():
     names = set(all_recipes())
-    assert {"erm", "fgsm", "swa", "ema", "wise-ft", "regmixup", "reinit", "l2-sp", "fp16-aware"} <= names
+    assert {"erm", "fgsm", "swa", "ema", "swalp", "soup-uniform", "soup-greedy", "wise-ft", "regmixup", "rotation-ssl",
+            "uat-ot", "uat-ft", "reinit", "l2-sp", "fp16-aware"} <= names
     assert get_recipe("fgsm").resolve({"epsilon": "2"})["epsilon"] == 2.0
     assert get_recipe("reinit").resolve({"diagnostic": "false"})["diagnostic"] is False
     with pytest.raises(UsageError, match="no setting 'eps'"):
@@ -173,3 +174,72 @@ def test_cli_train_method_from_and_set(parent, tiny_case, tmp_path):
         assert bad.returncode == 2 and "Traceback" not in bad.stderr, (args, bad.stderr)
     listed = run_cli("methods", "list")
     assert listed.returncode == 0 and "wise-ft" in listed.stdout and "[needs --from]" in listed.stdout
+
+
+def test_swalp_quantises_weights_to_a_block_grid_and_averages_in_full_precision(tiny_case, tmp_path):
+    from parity.training.recipes.swalp import block_quantise
+
+    t = torch.randn(1000) * 3
+    q = block_quantise(t, 8, torch.Generator().manual_seed(0))
+    scale = 2.0 ** (np.ceil(np.log2(float(t.abs().max()))) - 8 + 2)
+    assert torch.allclose(q / scale, torch.round(q / scale)) and len(torch.unique(q)) <= 256
+    assert (q - t).abs().max() <= scale + 1e-6 and abs(float((q - t).mean())) < 0.1 * scale  # stochastic: unbiased
+    ck = train([tiny_case], tmp_path / "swalp.pt", epochs=3, batch_size=3, method="swalp", progress=False)
+    assert ck.meta["recipe_report"]["averaged"] >= 1
+
+
+def test_rotation_head_is_trained_and_absent_from_the_saved_model_and_onnx(tiny_case, tmp_path, random_checkpoint, parent, cache_dir):
+    import onnx
+
+    from parity.runners.artifacts import ArtifactCache, export_onnx
+
+    ck = train([tiny_case], tmp_path / "rot.pt", epochs=1, batch_size=3, method="rotation-ssl", progress=False)
+    assert set(torch.load(ck.path, weights_only=True)) == set(random_checkpoint.build_model().state_dict())
+    path, _ = export_onnx(ck, ArtifactCache(cache_dir))
+    g = onnx.load(str(path)).graph
+    assert [o.name for o in g.output] == ["logits"] and not any("rot" in i.name for i in g.initializer)
+    ref = onnx.load(str(export_onnx(parent, ArtifactCache(cache_dir))[0])).graph  # trained: no shared initialisers
+    assert sorted(tuple(i.dims) for i in g.initializer) == sorted(tuple(i.dims) for i in ref.initializer)  # no extra head
+
+
+def test_uat_uses_pseudo_targets_not_labels(tiny_case, tmp_path, parent, monkeypatch):
+    from parity.training.recipes import uat
+
+    seen = []
+    real = uat.fgsm_example
+
+    def spy(model, x, y, *a, **k):
+        seen.append(y.clone())
+        return real(model, x, y, *a, **k)
+
+    monkeypatch.setattr(uat, "fgsm_example", spy)
+    train([tiny_case], tmp_path / "uat.pt", epochs=1, batch_size=3, method="uat-ft", parent=parent.path, progress=False)
+    teacher = parent.build_model()
+    assert seen and all(s.dtype == torch.long and s.max() <= 64 for s in seen)
+    ck = train([tiny_case], tmp_path / "uat_ot.pt", epochs=1, batch_size=3, method="uat-ot", progress=False)
+    assert ck.meta["method"] == "uat-ot" and teacher is not None
+
+
+def test_greedy_soup_never_accepts_an_ingredient_that_lowers_the_score():
+    from parity.training.recipes.soups import average, greedy_soup
+
+    states = [{"w": torch.tensor([float(v)])} for v in (1.0, 0.0, 5.0, 1.25)]
+    score = lambda s: -abs(float(s["w"][0]) - 1.1)  # noqa: E731  best soups sit near 1.1
+    soup, accepted, trail = greedy_soup(states, score)
+    assert accepted == [0, 3]  # the best ingredient first (1.0), then 1.25 (the mean 1.125 is better); 0 and 5 would lower it
+    best = trail[0]["score"]
+    for step in trail[1:]:
+        if step["accepted"]:
+            assert step["score"] > best
+            best = step["score"]
+    assert torch.equal(soup["w"], average([states[i] for i in accepted])["w"]) and 2 not in accepted and 1 not in accepted
+    assert torch.allclose(average(states)["w"], torch.tensor([1.8125]))
+
+
+def test_soup_recipes_train_ingredients_from_one_parent(tiny_case, tmp_path, parent):
+    ck = train([tiny_case], tmp_path / "soup.pt", eval_cases=[tiny_case], epochs=1, batch_size=3, method="soup-greedy",
+               parent=parent.path, settings={"ingredients": "2"}, progress=False)
+    rep = ck.meta["recipe_report"]
+    assert rep["ingredients"] == 2 and rep["accepted"] and (tmp_path / "soup.ingredients" / "ingredient1.pt").is_file()
+    side = json.loads((tmp_path / "soup.ingredients" / "ingredient1.json").read_text())
+    assert side["parents"][0]["sha256"] == parent.sha256 and side["hyperparameters"]["seed"] == 1

@@ -183,6 +183,11 @@ def train(
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     gen = torch.Generator().manual_seed(seed)
     ctx = Context(model, adapter, None, hp, X, Y, width, adapter.pipelines()["training"], gen, start, held_out)
+    ctx.scratch["train_args"] = {  # what a recipe needs to train more ingredients the same way (soups)
+        "train_cases": [str(p) for p in train_cases], "eval_cases": [str(p) for p in eval_cases], "epochs": epochs,
+        "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed, "threads": threads,
+        "parent": str(parent_ck.path) if parent_ck else None, "out": str(out),
+    }
     hooks = recipe.build(hp)
     for h in hooks.setup:
         h(ctx)
