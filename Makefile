@@ -17,12 +17,12 @@ PIPELINE ?= vehicle,training
 OUT ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv replay test test-all cases train bench sweep clean-cache help
+.PHONY: venv replay test test-all cases train zoo bench sweep clean-cache help
 
 help:
 	@echo "make replay [CASES=...] [CKPT=...] [RUNNERS=...] [PIPELINE=...] [OUT=...]"
 	@echo "make sweep [PERTURB=deploy|corruptions|all|name,...] [SEVERITIES=1..5] [SWEEP_FRAMES=24]"
-	@echo "make test | make test-all | make bench | make cases | make train"
+	@echo "make test | make test-all | make bench | make cases | make train | make zoo"
 
 # The venv is rebuilt whenever pyproject.toml is newer than the last install.
 # torch==2.13.0 first: it is the CPU build on this machine's disk; a range would pull a CUDA build.
@@ -43,6 +43,11 @@ $(REFERENCE_CKPT): | $(STAMP)
 	$(PY) -m parity train --cases $(TRAIN_CASES) --eval-cases $(DEFAULT_CASES) --out $@
 
 train: $(REFERENCE_CKPT)
+
+# Every training recipe fine-tuning the reference: checkpoints/zoo/<method>.pt, reused when up to date.
+ZOO ?= checkpoints/zoo
+zoo: $(REFERENCE_CKPT)
+	$(PY) -m parity zoo --cases $(TRAIN_CASES) --eval-cases $(DEFAULT_CASES) --from $(REFERENCE_CKPT) --out $(ZOO)
 
 # Default cases and the reference checkpoint are made on first use, then reused.
 replay: $(STAMP) $(if $(filter $(DEFAULT_CASES)% default,$(CASES)),cases) $(if $(filter $(REFERENCE_CKPT),$(CKPT)),$(REFERENCE_CKPT))

@@ -215,6 +215,21 @@ def _cmd_localize(args) -> int:
     return 0 if res["within_max_keep"] else 1
 
 
+def _cmd_zoo(args) -> int:
+    from .cases.discovery import find_cases
+    from .training.zoo import build_zoo
+
+    rows = build_zoo([str(p) for p in find_cases(args.cases)], [str(p) for p in find_cases(args.eval_cases)] if args.eval_cases else [],
+                     args.parent, args.out, methods=args.methods.split(",") if args.methods else None, epochs=args.epochs,
+                     lr=args.lr, threads=args.threads, progress=not args.no_progress)
+    print(f"{'method':<14} {'wall s':>7} {'acc training':>13} {'acc vehicle':>12}")
+    for r in rows:
+        f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+        print(f"{r['method']:<14} {f(r['wall_s'], '>7.0f')} {f(r['accuracy_training'], '>13.4f')} {f(r['accuracy_vehicle'], '>12.4f')}")
+    print(f"wrote {args.out}/zoo.json")
+    return 0
+
+
 def _cmd_methods_list(args) -> int:
     from .training.recipes import all_recipes
 
@@ -367,6 +382,18 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--cache-dir")
     lo.add_argument("--out", required=True, help="folder for localize.json and layers.png")
     lo.set_defaults(func=_cmd_localize)
+
+    zo = sub.add_parser("zoo", help="every recipe applied to a trained reference, cached and resumable")
+    zo.add_argument("--cases", nargs="+", required=True, help="training cases")
+    zo.add_argument("--eval-cases", nargs="+", help="held-out cases (accuracy in each sidecar; wise-ft and soup-greedy choose on them)")
+    zo.add_argument("--from", dest="parent", required=True, help="the ERM reference every recipe fine-tunes")
+    zo.add_argument("--out", required=True, help="folder for <method>.pt/.json and zoo.json")
+    zo.add_argument("--methods", help="comma-separated subset (default: every recipe)")
+    zo.add_argument("--epochs", type=int, default=8)
+    zo.add_argument("--lr", type=float, default=5e-4)
+    zo.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    zo.add_argument("--no-progress", action="store_true")
+    zo.set_defaults(func=_cmd_zoo)
 
     me = sub.add_parser("methods", help="training recipes")
     mesub = me.add_subparsers(dest="methods_command", required=True)

@@ -243,3 +243,26 @@ def test_soup_recipes_train_ingredients_from_one_parent(tiny_case, tmp_path, par
     assert rep["ingredients"] == 2 and rep["accepted"] and (tmp_path / "soup.ingredients" / "ingredient1.pt").is_file()
     side = json.loads((tmp_path / "soup.ingredients" / "ingredient1.json").read_text())
     assert side["parents"][0]["sha256"] == parent.sha256 and side["hyperparameters"]["seed"] == 1
+
+
+def test_zoo_builds_reuses_and_resumes(tiny_case, tmp_path, parent):
+    from parity.training.zoo import build_zoo
+
+    out = tmp_path / "zoo"
+    logs = []
+    rows = build_zoo([str(tiny_case)], [str(tiny_case)], parent.path, out, methods=["erm", "swa"], epochs=1, batch_size=3,
+                     progress=False, log=logs.append)
+    assert [r["method"] for r in rows] == ["erm", "swa"] and all(r["accuracy_vehicle"] is not None for r in rows)
+    stamp = (out / "swa.pt").stat().st_mtime_ns
+    logs.clear()
+    build_zoo([str(tiny_case)], [str(tiny_case)], parent.path, out, methods=["erm", "swa"], epochs=1, batch_size=3,
+              progress=False, log=logs.append)
+    assert logs == ["[1/2] erm: up to date", "[2/2] swa: up to date"] and (out / "swa.pt").stat().st_mtime_ns == stamp
+    (out / "erm.pt").unlink()  # an interrupted zoo: what is missing is rebuilt, the rest reused
+    logs.clear()
+    build_zoo([str(tiny_case)], [str(tiny_case)], parent.path, out, methods=["erm", "swa"], epochs=1, batch_size=3,
+              progress=False, log=logs.append)
+    assert logs[0].startswith("[1/2] erm: training") and "[2/2] swa: up to date" in logs
+    zoo = json.loads((out / "zoo.json").read_text())
+    assert zoo["parent_sha256"] == parent.sha256 and len(zoo["checkpoints"]) == 2
+    assert load_checkpoint(out / "swa.pt").meta["parents"][0]["sha256"] == parent.sha256

@@ -145,6 +145,7 @@ def train(
     method: str = "erm",
     parent: str | Path | None = None,
     settings: dict | None = None,
+    extra_meta: dict | None = None,
 ) -> Checkpoint:
     import torch
     import torch.nn.functional as F
@@ -261,5 +262,6 @@ def train(
         "metrics": metrics,
         "laziness": {"reference": "parent checkpoint" if parent_ck else "initialisation", "relative_weight_change": laziness(model, start)},
         **({"recipe_report": ctx.report} if ctx.report else {}),
+        **(extra_meta or {}),
     }
     return save_checkpoint(out, model, meta)

@@ -1,0 +1,75 @@
+"""`parity zoo` / `make zoo`: every training recipe applied to the reference model, into one folder.
+
+Each recipe fine-tunes the ERM reference (`--from`) for a few epochs on the training suite, `erm`
+included (so every candidate has had the same extra training); a checkpoint is reused when its
+sidecar's `zoo_key` matches: a hash of the recipe, its settings, the loop settings, the training
+data, the parent's weights and the training code. Checkpoints are written atomically one by one,
+so an interrupted zoo resumes with the first recipe not yet built. `zoo.json` lists each
+checkpoint's wall time and held-out accuracy on both pipelines.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from .. import atomic
+from ..provenance import sha256_json
+
+ZOO_EPOCHS = 8
+ZOO_LR = 5e-4
+
+
+def code_hash() -> str:
+    """Hash of the training code (loop and recipes): a change to it rebuilds the zoo."""
+    h = hashlib.sha256()
+    root = Path(__file__).parent
+    for p in sorted(root.rglob("*.py")):
+        h.update(p.relative_to(root).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def build_zoo(train_cases, eval_cases, parent, out, methods=None, epochs=ZOO_EPOCHS, lr=ZOO_LR, batch_size=32, seed=0,
+              threads=2, progress=True, log=print) -> list[dict]:
+    from ..cases.format import load_case
+    from ..models.checkpoint import load_checkpoint
+    from .loop import train
+    from .recipes import all_recipes, get_recipe
+
+    out = Path(out)
+    parent_ck = load_checkpoint(parent)
+    names = list(all_recipes()) if not methods else [get_recipe(m).name for m in methods]
+    data = sha256_json(sorted(load_case(p).content_hash() for p in train_cases))
+    held = sha256_json(sorted(load_case(p).content_hash() for p in eval_cases))
+    code = code_hash()
+    rows = []
+    for k, name in enumerate(names, 1):
+        recipe = get_recipe(name)
+        hp = recipe.resolve({})
+        key = sha256_json({"recipe": name, "settings": hp, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
+                           "data": data, "held_out": held, "parent": parent_ck.sha256, "code": code})
+        pt, side = out / f"{name}.pt", out / f"{name}.json"
+        meta = json.loads(side.read_text()) if side.is_file() and pt.is_file() else {}
+        if meta.get("zoo_key") == key:
+            log(f"[{k}/{len(names)}] {name}: up to date")
+        else:
+            start = time.perf_counter()
+            log(f"[{k}/{len(names)}] {name}: training ({recipe.summary})")
+            ck = train(train_cases, pt, eval_cases=eval_cases, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                       threads=threads, progress=progress, method=name, parent=parent_ck.path,
+                       extra_meta={"zoo_key": key, "zoo_wall_s": None})
+            meta = dict(ck.meta, zoo_wall_s=round(time.perf_counter() - start, 1))
+            atomic.write_json(side, meta)  # the wall time includes evaluation, so it is written after
+            log(f"[{k}/{len(names)}] {name}: {meta['zoo_wall_s']:.0f} s")
+        m = meta.get("metrics", {})
+        rows.append({
+            "method": name, "wall_s": meta.get("zoo_wall_s"),
+            "accuracy_training": m.get("held_out_training_pipeline", {}).get("overall", {}).get("accuracy"),
+            "accuracy_vehicle": m.get("held_out_vehicle_pipeline", {}).get("overall", {}).get("accuracy"),
+            "checkpoint": str(pt),
+        })
+    atomic.write_json(out / "zoo.json", {"parent": str(parent_ck.path), "parent_sha256": parent_ck.sha256, "epochs": epochs,
+                                         "lr": lr, "checkpoints": rows})
+    return rows
