@@ -21,11 +21,15 @@ ZOO_EPOCHS = 8
 ZOO_LR = 5e-4
 
 
-def code_hash() -> str:
-    """Hash of the training code (loop and recipes): a change to it rebuilds the zoo."""
+def code_hash(recipe) -> str:
+    """Hash of the code that trains with `recipe`: the loop, the registry and the recipe's own module
+    (adding a recipe does not rebuild the others; changing the loop rebuilds all)."""
+    import sys
+
     h = hashlib.sha256()
     root = Path(__file__).parent
-    for p in sorted(root.rglob("*.py")):
+    files = [root / "loop.py", root / "recipes" / "__init__.py", Path(sys.modules[recipe.build.__module__].__file__)]
+    for p in files:
         h.update(p.relative_to(root).as_posix().encode())
         h.update(p.read_bytes())
     return h.hexdigest()
@@ -43,13 +47,12 @@ def build_zoo(train_cases, eval_cases, parent, out, methods=None, epochs=ZOO_EPO
     names = list(all_recipes()) if not methods else [get_recipe(m).name for m in methods]
     data = sha256_json(sorted(load_case(p).content_hash() for p in train_cases))
     held = sha256_json(sorted(load_case(p).content_hash() for p in eval_cases))
-    code = code_hash()
     rows = []
     for k, name in enumerate(names, 1):
         recipe = get_recipe(name)
         hp = recipe.resolve({})
         key = sha256_json({"recipe": name, "settings": hp, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
-                           "data": data, "held_out": held, "parent": parent_ck.sha256, "code": code})
+                           "data": data, "held_out": held, "parent": parent_ck.sha256, "code": code_hash(recipe)})
         pt, side = out / f"{name}.pt", out / f"{name}.json"
         meta = json.loads(side.read_text()) if side.is_file() and pt.is_file() else {}
         if meta.get("zoo_key") == key:
