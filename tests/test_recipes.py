@@ -21,7 +21,7 @@ def parent(tiny_case, tmp_path_factory):
 def test_registry_and_settings():
     names = set(all_recipes())
     assert {"erm", "fgsm", "swa", "ema", "swalp", "soup-uniform", "soup-greedy", "wise-ft", "regmixup", "rotation-ssl",
-            "uat-ot", "uat-ft", "reinit", "l2-sp", "fp16-aware"} <= names
+            "uat-ot", "uat-ft", "reinit", "l2-sp", "fp16-aware", "perturb-aug"} <= names
     assert get_recipe("fgsm").resolve({"epsilon": "2"})["epsilon"] == 2.0
     assert get_recipe("reinit").resolve({"diagnostic": "false"})["diagnostic"] is False
     with pytest.raises(UsageError, match="no setting 'eps'"):
@@ -266,3 +266,20 @@ def test_zoo_builds_reuses_and_resumes(tiny_case, tmp_path, parent):
     zoo = json.loads((out / "zoo.json").read_text())
     assert zoo["parent_sha256"] == parent.sha256 and len(zoo["checkpoints"]) == 2
     assert load_checkpoint(out / "swa.pt").meta["parents"][0]["sha256"] == parent.sha256
+
+
+def test_perturb_aug_copies_are_deployment_mismatches_of_the_same_frames(tiny_case, tmp_path):
+    from parity.cases.format import load_case
+    from parity.models.rowanchor import RowAnchorAdapter
+    from parity.training.recipes.perturb_aug import DEPLOYMENT, perturbed_copies
+
+    adapter = RowAnchorAdapter()
+    case = load_case(tiny_case)
+    x, log = perturbed_copies([case], adapter, list(DEPLOYMENT), 2, seed=0)
+    clean = adapter.pipelines()["vehicle"].prepare(case, np.flatnonzero(case.labelled))
+    assert x.shape == clean.shape and len(log) == len(x) and all(n in DEPLOYMENT and 1 <= s <= 2 for n, s in log)
+    assert all(np.abs(x[k] - clean[k]).max() > 0 for k in range(len(x)))  # every copy is perturbed
+    again, _ = perturbed_copies([case], adapter, list(DEPLOYMENT), 2, seed=0)
+    np.testing.assert_array_equal(again, x)  # seeded
+    ck = train([tiny_case], tmp_path / "aug.pt", epochs=1, batch_size=3, method="perturb-aug", settings={"p": "1"}, progress=False)
+    assert sum(ck.meta["recipe_report"]["perturbed_copies"].values()) == len(x)

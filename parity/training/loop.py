@@ -2,7 +2,8 @@
 
 A recipe (parity/training/recipes/) composes hooks; the loop never changes per method:
 - `setup(ctx)`: before the first step (re-initialise layers, add an auxiliary head's parameters);
-- `transform(ctx, x, y) -> (x, y)`: the batch the loss sees (adversarial examples, augmentation);
+- `transform(ctx, x, y) -> (x, y)`: the batch the loss sees (adversarial examples, augmentation;
+  `ctx.scratch["batch"]` holds the batch's frame indices and mirror flags);
 - `extra_loss(ctx, x, y, logits) -> tensor`: added to the cross-entropy (mixup, regularisers);
 - `after_step(ctx)` / `after_epoch(ctx)`: step modifiers and weight averaging (quantise weights,
   update an EMA or SWA average);
@@ -212,6 +213,7 @@ def train(
             f = flip[idx]
             xb = torch.where(f.view(-1, 1, 1, 1), Xf[idx], X[idx])
             yb = torch.where(f.view(-1, 1, 1), Yf[idx], Y[idx])
+            ctx.scratch["batch"] = (idx, f)  # which frames (rows of ctx.X) and which are mirrored
             for h in hooks.transform:
                 xb, yb = h(ctx, xb, yb)
             logits = model(xb)

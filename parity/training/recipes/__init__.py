@@ -16,7 +16,7 @@ from typing import Callable
 
 from ...errors import UsageError
 
-MODULES = ("erm", "fgsm", "averaging", "swalp", "wise_ft", "regmixup", "reinit", "l2sp", "fp16_aware", "rotation_ssl", "uat", "soups")
+MODULES = ("erm", "fgsm", "averaging", "swalp", "wise_ft", "regmixup", "reinit", "l2sp", "fp16_aware", "rotation_ssl", "uat", "soups", "perturb_aug")
 
 
 @dataclass(frozen=True)
