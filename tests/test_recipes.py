@@ -283,3 +283,36 @@ def test_perturb_aug_copies_are_deployment_mismatches_of_the_same_frames(tiny_ca
     np.testing.assert_array_equal(again, x)  # seeded
     ck = train([tiny_case], tmp_path / "aug.pt", epochs=1, batch_size=3, method="perturb-aug", settings={"p": "1"}, progress=False)
     assert sum(ck.meta["recipe_report"]["perturbed_copies"].values()) == len(x)
+
+
+def test_ema_is_the_exponential_average_of_the_iterates(tiny_case, tmp_path, monkeypatch):
+    from parity.training.recipes import averaging
+
+    snaps = []
+    real = averaging._average
+
+    def spy(ctx, **kw):
+        snaps.append(ctx.model.head[2].bias.detach().clone())
+        real(ctx, **kw)
+
+    monkeypatch.setattr(averaging, "_average", spy)
+    ck = train([tiny_case], tmp_path / "ema.pt", epochs=2, batch_size=3, method="ema", settings={"decay": "0.5"}, progress=False)
+    expected = snaps[0]
+    for s in snaps[1:]:
+        expected = 0.5 * expected + 0.5 * s
+    assert torch.allclose(torch.load(ck.path, weights_only=True)["head.2.bias"], expected, atol=1e-6)
+
+
+def test_regmixup_loss_is_the_lambda_weighted_cross_entropy_of_the_mixed_batch():
+    import torch.nn.functional as F
+
+    from parity.training.recipes.regmixup import mixed_loss
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 3)
+    x, y = torch.randn(4, 5), torch.tensor([0, 1, 2, 1])
+    perm = torch.tensor([3, 2, 1, 0])
+    out = model(0.7 * x + 0.3 * x[perm])
+    expected = 0.7 * F.cross_entropy(out, y) + 0.3 * F.cross_entropy(out, y[perm])
+    assert torch.allclose(mixed_loss(model, x, y, 0.7, perm), expected)
+    assert torch.allclose(mixed_loss(model, x, y, 1.0, perm), F.cross_entropy(model(x), y))  # lambda 1: the clean loss
