@@ -1,77 +1,105 @@
 """CULane F1 against an independent, literal transcription of the official evaluator (spline.cpp,
-lane_compare.cpp, counter.cpp): its own tridiagonal spline solve, a full 1640x590 canvas per lane
-pair, one cv2.line per segment, and brute-force matching over permutations."""
+lane_compare.cpp, counter.cpp): Point2f (float32) points, `cal_fun`'s own tridiagonal elimination in
+plain Python, a full 1640x590 canvas per lane of each pair, one cv2.line per segment, IoU by numpy,
+and brute-force matching over permutations."""
+import functools
 import itertools
+import math
 
 import cv2
 import numpy as np
 import pytest
 
 from parity import metrics as M
+from parity.metrics import culane as CU
 
 W_OFF, H_OFF, WIDTH = 1640, 590, 30
 
 
 # ---- the official evaluator, transcribed -------------------------------------------------------
-def official_cal_fun(pts):
-    """Spline::cal_fun: natural cubic spline of x(t), y(t), t = chord length; per segment (a, b, c, d, h)."""
-    n = len(pts) - 1
-    h = [np.sqrt((pts[i + 1][0] - pts[i][0]) ** 2 + (pts[i + 1][1] - pts[i][1]) ** 2) for i in range(n)]
-    out = []
-    coef = {}
-    for dim in (0, 1):
-        v = [p[dim] for p in pts]
-        # second derivatives M: M0 = Mn = 0, h[i-1] M[i-1] + 2 (h[i-1] + h[i]) M[i] + h[i] M[i+1] = 6 (slope_i - slope_{i-1})
-        m = n - 1
-        M = [0.0] * (n + 1)
-        if m > 0:
-            a = [h[i - 1] for i in range(1, n)]
-            b = [2 * (h[i - 1] + h[i]) for i in range(1, n)]
-            c = [h[i] for i in range(1, n)]
-            d = [6 * ((v[i + 1] - v[i]) / h[i] - (v[i] - v[i - 1]) / h[i - 1]) for i in range(1, n)]
-            for i in range(1, m):  # Thomas algorithm
-                w = a[i] / b[i - 1]
-                b[i] -= w * c[i - 1]
-                d[i] -= w * d[i - 1]
-            sol = [0.0] * m
-            sol[-1] = d[-1] / b[-1]
-            for i in range(m - 2, -1, -1):
-                sol[i] = (d[i] - c[i] * sol[i + 1]) / b[i]
-            M[1:n] = sol
-        coef[dim] = [(v[i], (v[i + 1] - v[i]) / h[i] - h[i] * (2 * M[i] + M[i + 1]) / 6, M[i] / 2, (M[i + 1] - M[i]) / (6 * h[i])) for i in range(n)]
-    for i in range(n):
-        out.append((coef[0][i], coef[1][i], h[i]))
-    return out
+def official_cal_fun(point_v):
+    """Spline::cal_fun. point_v: Point2f, i.e. (np.float32, np.float32); `a.x - b.x` is float arithmetic."""
+    n = len(point_v)
+    Mx, My = [0.0] * n, [0.0] * n
+    A, B, C, Dx, Dy = ([0.0] * (n - 2) for _ in range(5))
+    h = [0.0] * (n - 1)
+    X = lambda i: point_v[i][0]  # noqa: E731
+    Y = lambda i: point_v[i][1]  # noqa: E731
+    for i in range(n - 1):
+        h[i] = math.sqrt(math.pow(float(X(i + 1) - X(i)), 2) + math.pow(float(Y(i + 1) - Y(i)), 2))
+    for i in range(n - 2):
+        A[i] = h[i]
+        B[i] = 2 * (h[i] + h[i + 1])
+        C[i] = h[i + 1]
+        Dx[i] = 6 * (float(X(i + 2) - X(i + 1)) / h[i + 1] - float(X(i + 1) - X(i)) / h[i])
+        Dy[i] = 6 * (float(Y(i + 2) - Y(i + 1)) / h[i + 1] - float(Y(i + 1) - Y(i)) / h[i])
+    C[0] = C[0] / B[0]  # TDMA
+    Dx[0] = Dx[0] / B[0]
+    Dy[0] = Dy[0] / B[0]
+    for i in range(1, n - 2):
+        tmp = B[i] - A[i] * C[i - 1]
+        C[i] = C[i] / tmp
+        Dx[i] = (Dx[i] - A[i] * Dx[i - 1]) / tmp
+        Dy[i] = (Dy[i] - A[i] * Dy[i - 1]) / tmp
+    Mx[n - 2] = Dx[n - 3]
+    My[n - 2] = Dy[n - 3]
+    for i in range(n - 4, -1, -1):
+        Mx[i + 1] = Dx[i] - C[i] * Mx[i + 2]
+        My[i + 1] = Dy[i] - C[i] * My[i + 2]
+    Mx[0] = Mx[n - 1] = My[0] = My[n - 1] = 0
+    func_v = []
+    for i in range(n - 1):
+        func_v.append(dict(
+            a_x=float(X(i)), b_x=float(X(i + 1) - X(i)) / h[i] - (2 * h[i] * Mx[i] + h[i] * Mx[i + 1]) / 6,
+            c_x=Mx[i] / 2, d_x=(Mx[i + 1] - Mx[i]) / (6 * h[i]),
+            a_y=float(Y(i)), b_y=float(Y(i + 1) - Y(i)) / h[i] - (2 * h[i] * My[i] + h[i] * My[i + 1]) / 6,
+            c_y=My[i] / 2, d_y=(My[i + 1] - My[i]) / (6 * h[i]), h=h[i]))
+    return func_v
 
 
-def official_spline_interp_times(pts, times=50):
-    if len(pts) == 2:
-        return [tuple(p) for p in pts]
+def official_spline_interp_times(tmp_line, times=50):
+    """Spline::splineInterpTimes for > 2 points (lane_compare.cpp never calls it with 2)."""
     res = []
-    for (ax, bx, cx, dx), (ay, by, cy, dy), h in official_cal_fun(pts):
-        delta = h / times
+    for f in official_cal_fun(tmp_line):
+        delta = f["h"] / times
         for k in range(times):
             t1 = delta * k
-            res.append((ax + bx * t1 + cx * t1**2 + dx * t1**3, ay + by * t1 + cy * t1**2 + dy * t1**3))
-    res.append(tuple(pts[-1]))
+            x1 = f["a_x"] + f["b_x"] * t1 + f["c_x"] * math.pow(t1, 2) + f["d_x"] * math.pow(t1, 3)
+            y1 = f["a_y"] + f["b_y"] * t1 + f["c_y"] * math.pow(t1, 2) + f["d_y"] * math.pow(t1, 3)
+            res.append((np.float32(x1), np.float32(y1)))  # Point2f(x1, y1)
+    res.append(tmp_line[-1])
     return res
 
 
-def official_draw(pts):
+def point2f(lane):
+    return tuple((np.float32(x), np.float32(y)) for x, y in lane)  # as read_lane_file stores them
+
+
+@functools.lru_cache(maxsize=64)  # a pure function of the lane: drawn once for all its pairs in a frame
+def official_draw(lane):
+    lane = point2f(lane)
+    p_interp = list(lane) if len(lane) == 2 else official_spline_interp_times(lane, 50)
     im = np.zeros((H_OFF, W_OFF), np.uint8)
-    p = np.rint(np.asarray(official_spline_interp_times(pts), np.float32)).astype(int)  # Point2f -> Point: cvRound
-    for n in range(len(p) - 1):
-        cv2.line(im, (int(p[n][0]), int(p[n][1])), (int(p[n + 1][0]), int(p[n + 1][1])), 1, WIDTH)
+    for n in range(len(p_interp) - 1):
+        # cv::line takes Point: Point2f -> Point is cvRound (half to even) of each coordinate
+        p0 = (int(np.rint(p_interp[n][0])), int(np.rint(p_interp[n][1])))
+        p1 = (int(np.rint(p_interp[n + 1][0])), int(np.rint(p_interp[n + 1][1])))
+        cv2.line(im, p0, p1, 1, WIDTH)
     return im
 
 
 def official_similarity(lane1, lane2):
-    im1, im2 = official_draw(lane1), official_draw(lane2)
-    inter = float((im1 * im2).sum())
-    return inter / (float(im1.sum()) + float(im2.sum()) - inter)
+    """LaneCompare::get_lane_similarity (IOU)."""
+    if len(lane1) < 2 or len(lane2) < 2:
+        return 0.0
+    im1, im2 = official_draw(tuple(lane1)), official_draw(tuple(lane2))
+    sum_1, sum_2 = float(im1.sum(dtype=np.float64)), float(im2.sum(dtype=np.float64))
+    inter_sum = float((im1 * im2).sum(dtype=np.float64))
+    return inter_sum / (sum_1 + sum_2 - inter_sum)
 
 
 def official_counts(anno, detect, thr):
+    """Counter::count_im_pair with a brute-force maximum-total-similarity matching."""
     if not anno:
         return 0, len(detect), 0
     if not detect:
@@ -79,7 +107,7 @@ def official_counts(anno, detect, thr):
     sim = np.array([[official_similarity(a, d) for d in detect] for a in anno])
     best, best_pairs = -1.0, []
     k = min(len(anno), len(detect))
-    for rows in itertools.permutations(range(len(anno)), k):  # brute-force maximum matching
+    for rows in itertools.permutations(range(len(anno)), k):
         for cols in itertools.permutations(range(len(detect)), k):
             total = sum(sim[r, c] for r, c in zip(rows, cols))
             if total > best + 1e-12:
@@ -89,88 +117,204 @@ def official_counts(anno, detect, thr):
 
 
 def as_official_lanes(x, rows, w, h):
-    """x[L, R] -> lists of (x, y) points at 1640x590, bottom-up, present points only, >= 2 points."""
+    """x[L, R] -> the `.lines.txt` lanes at 1640x590: present points (finite, x >= 0), bottom-up,
+    lanes of >= 2 points."""
     out = []
     for lane in x:
         pts = [(float(v) * W_OFF / w, float(r) * H_OFF / h) for v, r in zip(lane, rows) if np.isfinite(v) and v >= 0]
         pts.sort(key=lambda p: -p[1])
         if len(pts) >= 2:
-            out.append(pts)
+            out.append(tuple(pts))
     return out
 
 
 # ---- random frames with the awkward cases ------------------------------------------------------
-def random_frame(rng, w, h, n_gt, n_pred):
-    rows = np.linspace(0.42 * h, h - 1, 18)
-    gt = np.full((n_gt, len(rows)), np.nan)
-    for k in range(n_gt):
-        base = w * (0.1 + 0.8 * k / max(n_gt - 1, 1))
-        curve = rng.uniform(-0.6, 0.6) * (rows - rows[0]) + rng.uniform(-2e-3, 2e-3) * (rows - rows[0]) ** 2
-        gt[k] = base + curve
-        gt[k, : rng.integers(0, 8)] = np.nan  # ends at different rows
-    pred = np.full((n_pred, len(rows)), np.nan)
-    for k in range(n_pred):
-        src = gt[k % n_gt] if n_gt else np.linspace(0, w, len(rows))
-        pred[k] = src + rng.normal(0, rng.choice([1.0, 4.0, 15.0]), len(rows)) + rng.uniform(-20, 20)
-        if rng.random() < 0.3:
-            pred[k, 5:9] = np.nan  # a gap inside the lane
-        if rng.random() < 0.2:
-            pred[k, -3:] = -2.0  # TuSimple's absent points
+def random_lanes(rng, w, h, rows, n, like=None, like_rows=None):
+    """n lanes at `rows`; with `like` (GT lanes at like_rows) predictions near them: noise, offsets,
+    gaps, -2 points, two- and three-point lanes, lanes leaving the image, ending at other rows."""
+    x = np.full((n, len(rows)), np.nan)
+    for k in range(n):
+        src = like[k % len(like)] if like is not None and len(like) else None
+        ok = np.isfinite(src) & (src >= 0) if src is not None else None
+        if src is not None and ok.sum() >= 2:
+            x[k] = np.interp(rows, like_rows[ok], src[ok])  # like_rows ascending
+            x[k][(rows < like_rows[ok].min()) | (rows > like_rows[ok].max())] = np.nan
+            x[k] += rng.normal(0, rng.choice([0.5, 3.0, 12.0]), len(rows)) + rng.uniform(-25, 25)
+        else:
+            base = w * (0.1 + 0.8 * k / max(n - 1, 1)) + rng.uniform(-0.1, 0.1) * w
+            r = rows - rows.min()
+            x[k] = base + rng.uniform(-0.9, 0.9) * r + rng.uniform(-3e-3, 3e-3) * r**2
+        u = rng.random()
+        if u < 0.25:
+            x[k, : rng.integers(1, len(rows) // 2)] = np.nan  # ends at a different row
+        elif u < 0.4:
+            a = rng.integers(2, len(rows) - 6)
+            x[k, a : a + rng.integers(2, 6)] = np.nan  # a gap inside the lane
         if rng.random() < 0.15:
-            pred[k, :-2] = np.nan  # two points only
+            x[k, -rng.integers(1, 4):] = -2.0  # TuSimple's absent points
         if rng.random() < 0.1:
-            pred[k] += w * 0.6  # partly outside the image
-    return rows, gt, pred
+            keep = rng.choice(len(rows), int(rng.integers(2, 4)), replace=False)  # two or three points
+            x[k, np.setdiff1d(np.arange(len(rows)), keep)] = np.nan
+        if rng.random() < 0.1:
+            x[k] += w * rng.uniform(0.3, 0.7)  # leaves the image on the right
+        if rng.random() < 0.05:
+            x[k, :] = np.nan
+            x[k, rng.integers(len(rows))] = w / 2  # one point only: not a lane
+    return x
 
 
-@pytest.mark.parametrize("w, h", [(640, 360), (1280, 720)])
-def test_counts_and_iou_equal_the_official_evaluator(w, h):
-    rng = np.random.default_rng(w)
-    for trial in range(14):
-        n_gt, n_pred = int(rng.integers(0, 4)), int(rng.integers(0, 5))
-        rows, gt, pred = random_frame(rng, w, h, n_gt, n_pred)
-        og, op = as_official_lanes(gt, rows, w, h), as_official_lanes(pred, rows, w, h)
-        got = M.culane_counts_at(pred[None], rows, gt[None], rows, w, h, (0.5, 0.3))
+def check_frames(w, h, seed, trials, gt_rows_n=14, pred_rows_n=None):
+    rng = np.random.default_rng(seed)
+    gt_rows = np.linspace(0.4 * h, h - 1, gt_rows_n)
+    pred_rows = gt_rows if pred_rows_n is None else np.linspace(0.38 * h, h - 1, pred_rows_n)
+    Lg, Lp = 4, 5
+    gt = np.full((trials, Lg, len(gt_rows)), np.nan)
+    pred = np.full((trials, Lp, len(pred_rows)), np.nan)
+    for t in range(trials):
+        n_gt, n_pred = int(rng.integers(0, Lg + 1)), int(rng.integers(0, Lp + 1))
+        gt[t, :n_gt] = random_lanes(rng, w, h, gt_rows, n_gt)
+        pred[t, :n_pred] = random_lanes(rng, w, h, pred_rows, n_pred, like=gt[t, :n_gt], like_rows=gt_rows)
+        pred[t] = pred[t, rng.permutation(Lp)]
+    got = M.culane_counts_at(pred, pred_rows, gt, gt_rows, w, h, (0.5, 0.3))
+    hung = 0
+    for t in range(trials):
+        og, op = as_official_lanes(gt[t], gt_rows, w, h), as_official_lanes(pred[t], pred_rows, w, h)
         for k, thr in enumerate((0.5, 0.3)):
-            assert tuple(got[k][0]) == official_counts(og, op, thr), (trial, thr)
+            assert tuple(got[k][t]) == official_counts(og, op, thr), (seed, t, thr)
         if og and op:
             scale = np.array([w / W_OFF, h / H_OFF])
             mine = M.lane_masks_iou([np.asarray(p) * scale for p in op], [np.asarray(g) * scale for g in og], w, h)
             ref = np.array([[official_similarity(g, p) for g in og] for p in op])
             np.testing.assert_allclose(mine, ref, atol=1e-12, rtol=0)
+            touch = ref > 0
+            hung += bool((touch.sum(0) > 1).any() or (touch.sum(1) > 1).any())
+    return got, hung
+
+
+@pytest.mark.parametrize("w, h", [(640, 360), (1280, 720)])
+def test_counts_and_iou_equal_the_official_evaluator(w, h):
+    got, hung = check_frames(w, h, seed=w, trials=12)
+    assert hung > 0  # the Hungarian path and the forced-assignment shortcut are both exercised
+    assert got[1][:, 0].sum() > got[0][:, 0].sum() > 0 and got[0][:, 1].sum() > 0 and got[0][:, 2].sum() > 0
+
+
+def test_batched_over_frames_chunks_and_other_pred_rows(monkeypatch):
+    """Many frames in one call, frame and lane chunks smaller than the work, predictions at rows other
+    than the GT's: each frame's counts still those of the evaluator on that frame alone."""
+    monkeypatch.setattr(CU, "_CHUNK_FRAMES", 5)
+    monkeypatch.setattr(CU, "_CHUNK_LANES", 3)
+    check_frames(640, 360, seed=7, trials=11, gt_rows_n=12, pred_rows_n=17)
+
+
+def test_empty_frames_and_not_lanes():
+    rows = np.linspace(200, 359, 10)
+    gt = np.full((3, 2, 10), np.nan)
+    pred = np.full((3, 3, 10), np.nan)
+    gt[1, 0] = np.linspace(100, 200, 10)
+    pred[2, 0] = np.linspace(100, 200, 10)
+    pred[2, 1, 4] = 300.0  # one point: not a lane
+    pred[2, 2] = -2.0  # all absent
+    got = M.culane_counts_at(pred, rows, gt, rows, 640, 360)
+    assert [c.tolist() for c in got] == [[[0, 0, 0], [0, 0, 1], [0, 1, 0]]] * 2
+    assert M.lane_masks_iou([], [], 640, 360).shape == (0, 0)
+    iou = M.lane_masks_iou([np.array([[10.0, 300.0]])], [np.array([[10.0, 300.0], [20.0, 200.0]])], 640, 360)
+    assert iou.tolist() == [[0.0]]  # a one-point lane: similarity 0, as officially
+
+
+def test_lane_masks_iou_draws_points_as_given_negative_x_included():
+    rng = np.random.default_rng(5)
+    w, h = 1280, 720
+    lanes = []
+    for _ in range(5):
+        n = int(rng.integers(2, 7))
+        y = np.sort(rng.uniform(250, 719, n))[::-1]
+        lanes.append(np.stack([rng.uniform(-150, 300, n) + 0.8 * (720 - y), y], axis=1))  # some x < 0
+    mine = M.lane_masks_iou(lanes[:2], lanes[2:], w, h)
+    off = [tuple(map(tuple, ln * (W_OFF / w, H_OFF / h))) for ln in lanes]
+    ref = np.array([[official_similarity(g, p) for g in off[2:]] for p in off[:2]])
+    np.testing.assert_allclose(mine, ref, atol=1e-12, rtol=0)
+    assert (ref > 0).sum() >= 2
+
+
+def test_spline_is_the_natural_cubic_spline_over_chord_length():
+    """cal_fun's samples (bit for bit against the transcription) are scipy's natural cubic spline
+    of x(t), y(t) over the cumulative chord length, to float32 resolution."""
+    from scipy.interpolate import CubicSpline
+
+    rng = np.random.default_rng(11)
+    for n in (3, 4, 7, 30):
+        pts = np.stack([rng.uniform(0, 1640, n), np.sort(rng.uniform(0, 590, n))[::-1]], axis=1).astype(np.float32)
+        mine = CU.spline_interp_times(pts[None])[0]
+        ref = np.array(official_spline_interp_times(point2f(pts.tolist())), np.float32)
+        np.testing.assert_array_equal(mine, ref)
+        t = np.concatenate([[0], np.cumsum(np.hypot(*np.diff(pts.astype(np.float64), axis=0).T))])
+        ts = np.concatenate([t[:-1, None] + np.diff(t)[:, None] * np.arange(50) / 50, ]).ravel()
+        cs = CubicSpline(t, pts.astype(np.float64), bc_type="natural")(np.append(ts, t[-1]))
+        np.testing.assert_allclose(mine, cs, atol=3e-4, rtol=0)  # float32 storage: 1.2e-4 at 1640
+
+
+def test_drawn_points_are_the_official_samples_bottom_up():
+    """The points drawn between are the evaluator's: the lane's points bottom-up (rows given top-down
+    here), scaled to 1640x590 as Point2f, splineInterpTimes(50) for > 2 points, cvRound. (The order
+    hardly shows in the pixels: the same curve sampled from the other end draws the same mask here.)"""
+    rng = np.random.default_rng(2)
+    w, h = 1280, 720
+    rows = np.array([300.0, 420.0, 515.0, 700.0])  # top-down
+    x = np.stack([rng.uniform(100, 1200, 4) for _ in range(6)])
+    x[1, 1] = np.nan  # three points
+    x[2, [0, 2]] = np.nan  # two points
+    x[3, 3] = -2.0
+    got = CU._frame_pixels(x[None], rows, w, h)[0]
+    assert len(got) == 6
+    for lane, q in zip(x, got):
+        ok = np.isfinite(lane) & (lane >= 0)
+        pts = point2f([(v * W_OFF / w, r * H_OFF / h) for v, r in zip(lane[ok][::-1], rows[ok][::-1])])
+        s = list(pts) if len(pts) == 2 else official_spline_interp_times(pts)
+        ref = np.rint(np.array(s, np.float32)).astype(int)
+        ref = ref[np.r_[True, (np.diff(ref, axis=0) != 0).any(axis=1)]]
+        np.testing.assert_array_equal(q, ref)
+        assert q[0, 1] == ref[:, 1].max()  # starts at the bottom
+        full = official_draw(tuple(map(tuple, np.array(pts, np.float64).tolist())))
+        np.testing.assert_array_equal(CU.LaneMask(pixels=q).full(), full)
 
 
 def test_polylines_on_a_crop_draws_the_official_pixels():
-    """parity draws each lane once, with cv2.polylines, in its bounding box: the same pixels as one
-    cv2.line per segment on the full canvas, lanes crossing the image border included."""
-    from parity.metrics.culane import LaneMask
-
+    """parity draws each lane once, with cv2.polylines, in its bounding box, consecutive samples on
+    the same pixel merged: the same pixels as one cv2.line per segment on the full canvas, for lanes
+    crossing every image border, dense spline samples and lanes on one pixel."""
     rng = np.random.default_rng(3)
-    for _ in range(20):
+    cases = []
+    for _ in range(25):
         n = int(rng.integers(2, 9))
-        pts = np.stack([rng.uniform(-100, 1740, n), np.sort(rng.uniform(-20, 610, n))[::-1]], axis=1)
-        full = official_draw([tuple(p) for p in pts])
-        m = LaneMask(pts)
-        canvas = np.zeros_like(full)
-        if m.mask.size:
-            canvas[m.y0 : m.y0 + m.mask.shape[0], m.x0 : m.x0 + m.mask.shape[1]] = m.mask
-        np.testing.assert_array_equal(canvas, full)
+        cases.append(np.stack([rng.uniform(-120, 1760, n), np.sort(rng.uniform(-40, 630, n))[::-1]], axis=1))
+    cases += [np.array([[5.0, 3.0], [5.2, 3.3]]), np.array([[820.0, 300.0], [820.4, 300.1], [821.0, 299.0]]),
+              np.array([[-30.0, 100.0], [-20.0, 50.0]]), np.array([[1700.0, 620.0], [1660.0, 600.0], [1639.0, 580.0]])]
+    for pts in cases:
+        pts = pts.astype(np.float32)
+        full = official_draw(tuple(map(tuple, pts.tolist())))
+        m = CU.LaneMask(pts)
+        np.testing.assert_array_equal(m.full(), full)
+        assert m.area == int(full.sum())
 
 
 def test_gaps_are_joined_and_outer_lanes_get_the_drawn_width():
     """The old row-integrated IoU left a gap inside a lane undrawn and narrowed slanted outer lanes."""
     w, h = 640, 360
     rows = np.linspace(150, 359, 18)
-    outer = 40 + 2.2 * (rows - rows[0])  # a slanted outer lane
+    outer = 40 + 2.2 * (rows - rows[0])  # a slanted outer lane (dx/dy = 3.4 at 1640x590)
     gapped = outer.copy()
     gapped[6:11] = np.nan
-    iou = M.lane_masks_iou([np.stack([gapped[np.isfinite(gapped)], rows[np.isfinite(gapped)]], 1)],
-                           [np.stack([outer, rows], 1)], w, h)[0, 0]
-    assert iou > 0.97  # the gap is drawn over: the two points around it are joined
+    pts = lambda x: np.stack([x[np.isfinite(x)], rows[np.isfinite(x)]], 1)  # noqa: E731
+    iou = M.lane_masks_iou([pts(gapped)], [pts(outer)], w, h)[0, 0]
+    assert iou > 0.97  # the gap is drawn over: the two points around it are joined (old: ~0.7)
+    # the full 30 px stroke across the lane's direction: area = 30 x length (+ the round caps)
+    m = CU.LaneMask(pts(outer) * (W_OFF / w, H_OFF / h))
+    length = np.hypot(*np.diff(pts(outer) * (W_OFF / w, H_OFF / h), axis=0).T).sum()
+    assert m.area == pytest.approx(30 * length + np.pi * 15**2, rel=0.02)
     # shifted sideways by half the drawn width measured horizontally: IoU ~1/3 whatever the slant
-    slope = 2.2 * (W_OFF / w) / (H_OFF / h)  # dx/dy at the evaluator's scale
-    shift = 15 * np.hypot(1, slope) * w / W_OFF  # half the horizontal extent of a 30 px stroke, in source px
-    iou_shift = M.lane_masks_iou([np.stack([outer + shift, rows], 1)], [np.stack([outer, rows], 1)], w, h)[0, 0]
+    slope = 2.2 * (W_OFF / w) / (H_OFF / h)
+    shift = 15 * np.hypot(1, slope) * w / W_OFF
+    iou_shift = M.lane_masks_iou([pts(outer + shift)], [pts(outer)], w, h)[0, 0]
     assert iou_shift == pytest.approx(1 / 3, abs=0.04)
 
 

@@ -1,117 +1,190 @@
 """CULane F1 as the official CULane evaluator computes it (lane_compare.cpp, spline.cpp, counter.cpp).
 
-Per lane: its present points (finite x >= 0) ordered bottom-up as CULane's `.lines.txt` files list
-them, scaled to the evaluator's 1640x590 image (x * 1640 / W, y * 590 / H). A lane of more than two
-points is resampled as the official `splineInterpTimes(points, 50)`: a natural cubic spline of x and
-y over the cumulative chord length, 50 equal steps inside each segment plus the last point; a lane of
-two points is used as it is. The points are stored as float32 (the official Point2f) and rounded to
-integer pixels (cvRound), and each consecutive pair is drawn with `cv::line(..., thickness=30)` on a
-1640x590 mask. IoU of two lanes = |A & B| / |A | B| of their masks; GT and predicted lanes are
-paired by the Hungarian algorithm maximising IoU, and a pair is a true positive when IoU > the
-threshold (0.5 for the official F1; 0.3 also reported). FP = predictions - TP, FN = GT - TP.
+What is drawn. Per lane: its present points (finite x >= 0; x < 0 is an absent point, as TuSimple's
+-2) ordered bottom-up (decreasing y) as CULane's `.lines.txt` files and parity's exporter list them,
+scaled to the evaluator's 1640x590 image (`x * 1640 / W`, `y * 590 / H`, float64) and stored as
+float32, as the evaluator reads a file into `Point2f`. A lane of exactly two points is used as it is;
+a longer one is resampled as `Spline::splineInterpTimes(points, 50)`: a natural cubic spline of x(t)
+and y(t) over the cumulative chord length t (`Spline::cal_fun`, with its own arithmetic: float32
+differences of the points, the same tridiagonal elimination, `a + b t + c t^2 + d t^3`), 50 equal
+steps inside each segment (k = 0..49) and then the last point; the samples are stored as float32
+(`Point2f`), rounded to integer pixels (`cvRound`, half to even) and every consecutive pair is drawn
+with `cv::line(mask, p_n, p_n+1, 1, 30)` (LINE_8) on a 1640x590 mask.
 
-One difference, on purpose: a lane with fewer than two present points is not a lane here (neither a
-prediction nor a GT lane). The official evaluator would score it with similarity 0; its files never
-hold one, because the writers (ours included) drop such lanes.
+What is matched. IoU of two lanes = |A & B| / (|A| + |B| - |A & B|) of their masks. GT and predicted
+lanes are paired by the Hungarian algorithm maximising the total IoU (scipy's linear_sum_assignment;
+the official code uses its own Kuhn-Munkres, which can break exact ties differently); a GT lane is a
+true positive when its pair has IoU > the threshold (strictly; 0.5 for the official F1, 0.3 also
+reported, both from one drawing). FP = predictions - TP, FN = GT - TP; F1 = 2TP / (2TP + FP + FN).
 
-Speed: each lane is drawn once per frame, in its bounding box (+- the half width) rather than on a
-full canvas, and intersections are counted only where two boxes overlap; the pixels are those of
-the full-canvas drawing (tests/test_culane.py checks it against an independent transcription).
-Frames where every lane overlaps at most one lane of the other side skip the Hungarian algorithm.
+Where this differs from the official evaluator, on purpose:
+- A lane with fewer than two present points is not a lane here: neither a prediction (no FP) nor a
+  GT lane (no FN). The official evaluator would keep it and give it similarity 0 (an FP or an FN),
+  but its files never hold one, because the writers (CULane's, and parity's exporter) drop such
+  lanes; dropping them here is what the evaluator sees on parity's export.
+- Two consecutive points at the same place (a zero chord) would divide by zero in `cal_fun`; the
+  repeated point is dropped first. Anchor rows are distinct, so lanes built from rows never have one.
+- `lane_masks_iou` gives IoU 0 where both masks are empty (lanes entirely off the image); the
+  official 0/0 is NaN, which is not > any threshold either.
+- Samples beyond +-2^30 px (no real lane; OpenCV's float -> int conversion would overflow there) are
+  clipped, and an x beyond float32's range is no point.
+- `t^3` is t*t*t rather than libm's pow(t, 3): at most an ulp of float64 apart, far below the
+  float32 the samples are stored in.
+
+Speed (the drawing is the cost). Lanes of all frames are resampled together (grouped by point count),
+consecutive samples that round to the same pixel are merged (a zero-length segment only repeats the
+round cap already drawn there, so the pixels are identical), and each lane is drawn once, with
+cv2.polylines (the same caps and segments as one cv::line per pair), inside its bounding box (+- the
+half width, clipped to the image) instead of a full canvas; intersections are counted only where two
+boxes overlap. tests/test_culane.py checks the pixels and counts against an independent literal
+transcription drawing full canvases. Frames where every lane overlaps at most one lane of the other
+side skip the Hungarian algorithm (the assignment is forced).
 """
 from __future__ import annotations
 
 import numpy as np
 
 CULANE_WIDTH_PX = 30
-CULANE_IMAGE_SIZE = (1640, 590)
+CULANE_IMAGE_SIZE = (1640, 590)  # (width, height) of the official evaluator's canvas
 CULANE_IMAGE_WIDTH = float(CULANE_IMAGE_SIZE[0])
 SPLINE_STEPS = 50
-_PAD = CULANE_WIDTH_PX // 2 + 2
+_PAD = CULANE_WIDTH_PX // 2 + 2  # the drawing reaches 15 px (round caps, polygon edges) from a point
+_CHUNK_FRAMES = 256  # frames resampled and drawn together (bounds the memory of the samples)
+_CHUNK_LANES = 16  # lanes per spline evaluation (its [lanes, samples] arrays stay in cache)
+
+
+# ---- resampling: Spline::splineInterpTimes, vectorised over lanes of the same point count -------
+def _spline_coefficients(pts: np.ndarray):
+    """pts [G, n, 2] float32 (n >= 3, no zero chord) -> per segment (a, b, c, d) [G, n-1, 2] and the
+    chord h [G, n-1], with the official `cal_fun`'s arithmetic: differences of the float32 points in
+    float32 (float - float in the C++), the rest in float64, the same elimination order."""
+    G, n, _ = pts.shape
+    d = (pts[:, 1:] - pts[:, :-1]).astype(np.float64)
+    h = np.sqrt(d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1])  # pow(float, 2) is exact in double
+    slope = d / h[..., None]
+    A = h[:, :-1]
+    B = 2 * (h[:, :-1] + h[:, 1:])
+    C = h[:, 1:].copy()
+    D = 6 * (slope[:, 1:] - slope[:, :-1])  # [G, n - 2, 2]
+    C[:, 0] = C[:, 0] / B[:, 0]
+    D[:, 0] = D[:, 0] / B[:, 0, None]
+    for i in range(1, n - 2):  # TDMA, forward
+        tmp = B[:, i] - A[:, i] * C[:, i - 1]
+        C[:, i] = C[:, i] / tmp
+        D[:, i] = (D[:, i] - A[:, i, None] * D[:, i - 1]) / tmp[:, None]
+    M = np.zeros((G, n, 2))  # second derivatives; natural ends M[0] = M[n-1] = 0
+    M[:, n - 2] = D[:, n - 3]
+    for i in range(n - 4, -1, -1):  # back substitution
+        M[:, i + 1] = D[:, i] - C[:, i, None] * M[:, i + 2]
+    hh = h[..., None]
+    b = slope - (2 * hh * M[:, :-1] + hh * M[:, 1:]) / 6
+    return pts[:, :-1].astype(np.float64), b, M[:, :-1] / 2, (M[:, 1:] - M[:, :-1]) / (6 * hh), h
+
+
+def _spline_samples(coef, last: np.ndarray, times: int = SPLINE_STEPS) -> np.ndarray:
+    """(a, b, c, d, h) of G lanes and their last points [G, 2] -> [G, (n-1) * times + 1, 2] float32:
+    `a + b t + c t^2 + d t^3` at t = (h / times) k, k < times, stored as Point2f, then the last point."""
+    a, b, c, d, h = coef
+    G = len(h)
+    t1 = ((h / times)[..., None] * np.arange(times, dtype=np.float64))[..., None]  # [G, n-1, times, 1]
+    t2 = t1 * t1
+    out = b[:, :, None] * t1
+    out += a[:, :, None]
+    out += c[:, :, None] * t2
+    t2 *= t1  # t^3 (pow(t, 3) in the C++: at most an ulp apart)
+    out += d[:, :, None] * t2
+    return np.concatenate([out.reshape(G, -1, 2).astype(np.float32), last[:, None].astype(np.float32)], axis=1)
+
+
+def spline_interp_times(pts: np.ndarray, times: int = SPLINE_STEPS) -> np.ndarray:
+    """The official `splineInterpTimes(points, times)` of G lanes of n >= 3 points each: pts [G, n, 2]
+    (float32, as Point2f; no two consecutive points equal) -> [G, (n - 1) * times + 1, 2] float32."""
+    pts = np.asarray(pts, np.float32)
+    return _spline_samples(_spline_coefficients(pts), pts[:, -1], times)
 
 
 def spline_points(pts: np.ndarray, times: int = SPLINE_STEPS) -> np.ndarray:
-    """The official splineInterpTimes: natural cubic spline of x and y over the chord length, `times`
-    equal steps inside each segment, then the last point (Spline::cal_fun solves the same system)."""
-    pts = np.asarray(pts, np.float64)
-    if len(pts) <= 2:
-        return pts
-    seg = np.hypot(*np.diff(pts, axis=0).T)
-    keep = np.concatenate([[True], seg > 0])  # a repeated point would divide by zero in cal_fun
-    pts, h = pts[keep], seg[seg > 0]
-    n = len(h)
-    if n < 2:
-        return pts
-    from scipy.linalg import solve_banded
-
-    slope = np.diff(pts, axis=0) / h[:, None]  # [n, 2]
-    ab = np.zeros((3, n - 1))
-    ab[0, 1:] = h[1:-1]
-    ab[1] = 2 * (h[:-1] + h[1:])
-    ab[2, :-1] = h[1:-1]
-    m = np.zeros((n + 1, 2))  # second derivatives; natural ends: 0
-    m[1:-1] = solve_banded((1, 1), ab, 6 * (slope[1:] - slope[:-1]))
-    t = h[:, None] * (np.arange(times) / times)  # [n, times] local parameter
-    a, b = pts[:-1], slope - h[:, None] * (2 * m[:-1] + m[1:]) / 6
-    c, d = m[:-1] / 2, (m[1:] - m[:-1]) / (6 * h[:, None])
-    tt = t[..., None]
-    out = a[:, None] + tt * (b[:, None] + tt * (c[:, None] + tt * d[:, None]))
-    return np.concatenate([out.reshape(-1, 2), pts[-1:]])
+    """One lane's (N, 2) points at 1640x590 -> the float32 points the evaluator draws between: the
+    points themselves for two, `splineInterpTimes(points, 50)` for more."""
+    p = _drop_repeats(np.asarray(pts, np.float32))
+    return p if len(p) <= 2 else spline_interp_times(p[None], times)[0]
 
 
+def _drop_repeats(p: np.ndarray) -> np.ndarray:
+    if len(p) < 2:
+        return p
+    keep = np.concatenate([[True], (p[1:] != p[:-1]).any(axis=1)])
+    if keep.all():
+        return p
+    p = p[keep]
+    return p if len(p) >= 2 else np.concatenate([p, p])  # one place: the evaluator draws p -> p
+
+
+def _pixels(samples: np.ndarray) -> np.ndarray:
+    """Float32 samples [S, 2] -> the integer points cv::line receives (cvRound: half to even), with
+    consecutive repeats merged (a zero-length segment only repeats a round cap already drawn: the
+    same pixels); at least two points (p -> p draws the cap)."""
+    return _pixels_batch(np.asarray(samples, np.float32)[None])[0]
+
+
+def _pixels_batch(samples: np.ndarray) -> list[np.ndarray]:
+    # cvRound of the float32 value (half to even); beyond +-2^30 px (no real lane) clipped, where
+    # OpenCV's conversion would overflow
+    q = np.rint(np.clip(np.nan_to_num(samples, nan=0.0), -(2.0**30), 2.0**30)).astype(np.int32)
+    keep = np.ones(q.shape[:2], bool)
+    keep[:, 1:] = (q[:, 1:] != q[:, :-1]).any(axis=2)
+    out = []
+    for qi, ki in zip(q, keep):
+        qi = qi[ki]
+        out.append(qi if len(qi) >= 2 else np.concatenate([qi, qi]))
+    return out
+
+
+# ---- drawing ------------------------------------------------------------------------------------
 class LaneMask:
-    """One lane drawn as the official evaluator draws it, kept as its bounding-box crop."""
+    """One lane drawn as the official evaluator draws it, kept as its bounding-box crop.
 
-    __slots__ = ("x0", "y0", "mask", "area")
+    `LaneMask(points)` takes one lane's (N >= 2, 2) points at 1640x590 in drawing order."""
 
-    def __init__(self, pts: np.ndarray):
+    __slots__ = ("x0", "y0", "x1", "y1", "mask", "area")
+
+    def __init__(self, pts: np.ndarray | None = None, *, pixels: np.ndarray | None = None):
+        if pixels is None:
+            pixels = _pixels(spline_points(pts))
+        self._draw(pixels)
+
+    def _draw(self, p: np.ndarray) -> None:
         W, H = CULANE_IMAGE_SIZE
-        p = np.rint(spline_points(pts).astype(np.float32)).astype(np.int64)
         self.x0 = int(max(p[:, 0].min() - _PAD, 0))
         self.y0 = int(max(p[:, 1].min() - _PAD, 0))
-        x1 = int(min(p[:, 0].max() + _PAD + 1, W))
-        y1 = int(min(p[:, 1].max() + _PAD + 1, H))
-        if x1 <= self.x0 or y1 <= self.y0:  # entirely off the image: draws nothing
+        self.x1 = int(min(p[:, 0].max() + _PAD + 1, W))
+        self.y1 = int(min(p[:, 1].max() + _PAD + 1, H))
+        if self.x1 <= self.x0 or self.y1 <= self.y0:  # entirely off the image: draws nothing
+            self.x1, self.y1 = self.x0, self.y0
             self.mask, self.area = np.zeros((0, 0), np.uint8), 0
             return
         import cv2
 
-        self.mask = np.zeros((y1 - self.y0, x1 - self.x0), np.uint8)
+        self.mask = np.zeros((self.y1 - self.y0, self.x1 - self.x0), np.uint8)
         q = (p - (self.x0, self.y0)).astype(np.int32)
         cv2.polylines(self.mask, [q.reshape(-1, 1, 2)], False, 1, thickness=CULANE_WIDTH_PX)
         self.area = int(np.count_nonzero(self.mask))
 
+    def full(self) -> np.ndarray:
+        """The 1640x590 mask (for tests and pictures)."""
+        W, H = CULANE_IMAGE_SIZE
+        out = np.zeros((H, W), np.uint8)
+        out[self.y0 : self.y1, self.x0 : self.x1] = self.mask
+        return out
+
     def intersection(self, other: "LaneMask") -> int:
-        ax1, ay1 = self.x0 + self.mask.shape[1], self.y0 + self.mask.shape[0]
-        bx1, by1 = other.x0 + other.mask.shape[1], other.y0 + other.mask.shape[0]
-        x0, y0, x1, y1 = max(self.x0, other.x0), max(self.y0, other.y0), min(ax1, bx1), min(ay1, by1)
+        x0, y0 = max(self.x0, other.x0), max(self.y0, other.y0)
+        x1, y1 = min(self.x1, other.x1), min(self.y1, other.y1)
         if x1 <= x0 or y1 <= y0:
             return 0
         a = self.mask[y0 - self.y0 : y1 - self.y0, x0 - self.x0 : x1 - self.x0]
         b = other.mask[y0 - other.y0 : y1 - other.y0, x0 - other.x0 : x1 - other.x0]
         return int(np.count_nonzero(a & b))
-
-
-def lane_points(x: np.ndarray, rows: np.ndarray, image_width: float, image_height: float) -> list[np.ndarray]:
-    """x[L, R] at `rows` -> each lane's present points (>= 2), bottom-up, in 1640x590 coordinates."""
-    W, H = CULANE_IMAGE_SIZE
-    rows = np.asarray(rows, np.float64)
-    order = np.argsort(-rows, kind="stable")
-    out = []
-    for lane in np.asarray(x, np.float64):
-        lane = lane[order]
-        with np.errstate(invalid="ignore"):
-            ok = np.isfinite(lane) & (lane >= 0)
-        if ok.sum() >= 2:
-            out.append(np.stack([lane[ok] * (W / image_width), rows[order][ok] * (H / image_height)], axis=1))
-    return out
-
-
-def lane_masks_iou(pred_lanes, gt_lanes, image_width: float, image_height: float) -> np.ndarray:
-    """[Lp, Lg] IoU of one frame's lanes, each an (N, 2) array of (x, y) source-image points (N >= 2)."""
-    W, H = CULANE_IMAGE_SIZE
-    s = np.array([W / image_width, H / image_height])
-    return _iou([LaneMask(np.asarray(p, np.float64) * s) for p in pred_lanes], [LaneMask(np.asarray(g, np.float64) * s) for g in gt_lanes])
 
 
 def _iou(pm: list[LaneMask], gm: list[LaneMask]) -> np.ndarray:
@@ -124,28 +197,100 @@ def _iou(pm: list[LaneMask], gm: list[LaneMask]) -> np.ndarray:
     return out
 
 
-def culane_counts_at(pred, pred_rows, gt, gt_rows, image_width: float, image_height: float, ious=(0.5, 0.3)) -> list[np.ndarray]:
-    """[T, 3] (TP, FP, FN) per frame at each IoU threshold, from one drawing of each lane.
+# ---- lanes from arrays --------------------------------------------------------------------------
+def _frame_pixels(x: np.ndarray, rows, image_width: float, image_height: float) -> list[list[np.ndarray]]:
+    """x[T, L, R] at `rows` (source px; NaN or x < 0 = no point) -> per frame, per lane with >= 2
+    points (in lane order), the integer points the evaluator draws between (`_pixels`)."""
+    W, H = CULANE_IMAGE_SIZE
+    x = np.asarray(x, np.float64)
+    T, L = x.shape[:2]
+    rows = np.asarray(rows, np.float64)
+    order = np.argsort(-rows, kind="stable")  # bottom-up
+    x = x[..., order]
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(x) & (x >= 0)
+    with np.errstate(over="ignore"):
+        X = (np.where(valid, x, 0.0) * W / image_width).astype(np.float32)  # x * 1640 / W, read as Point2f
+    valid &= np.isfinite(X)  # beyond float32 (> 3e38 px): no point
+    Y = (rows[order] * H / image_height).astype(np.float32)
+    cnt = valid.sum(axis=2)
+    out: list[list] = [[None] * L for _ in range(T)]
+    for n in np.unique(cnt[cnt >= 2]):
+        t, l = np.nonzero(cnt == n)
+        idx = np.argsort(~valid[t, l], axis=1, kind="stable")[:, :n]  # the present points, in order
+        P = np.stack([np.take_along_axis(X[t, l], idx, axis=1), Y[idx]], axis=2)  # [G, n, 2] float32
+        zero = (P[:, 1:] == P[:, :-1]).all(axis=2).any(axis=1)  # a repeated point (not with distinct rows)
+        for k in np.flatnonzero(zero):
+            out[t[k]][l[k]] = _pixels(spline_points(P[k]))
+        ok = np.flatnonzero(~zero)
+        if n > 2 and len(ok):
+            coef = _spline_coefficients(P[ok])
+        for s in range(0, len(ok), _CHUNK_LANES):
+            sl = slice(s, s + _CHUNK_LANES)
+            S = P[ok[sl]] if n == 2 else _spline_samples(tuple(v[sl] for v in coef), P[ok[sl], -1])
+            for k, q in zip(ok[sl], _pixels_batch(S)):
+                out[t[k]][l[k]] = q
+    return [[p for p in frame if p is not None] for frame in out]
 
-    pred x[T, Lp, Rp] at pred_rows, gt x[T, Lg, Rg] at gt_rows, source pixels; NaN or x < 0 = no point.
+
+# ---- public API ---------------------------------------------------------------------------------
+def lane_masks_iou(pred_lanes, gt_lanes, image_width: float, image_height: float) -> np.ndarray:
+    """[Lp, Lg] IoU of one frame's lanes as the official evaluator computes it.
+
+    Each lane is an (N, 2) array of (x, y) source-image points, drawn in the order given (CULane files
+    list them bottom-up); non-finite points are dropped, and a lane with fewer than two points left
+    has IoU 0 with everything (the official similarity 0). Points are scaled to 1640x590 first.
+    """
+    W, H = CULANE_IMAGE_SIZE
+
+    def mask(lane) -> LaneMask | None:
+        p = np.asarray(lane, np.float64).reshape(-1, 2)
+        p = p[np.isfinite(p).all(axis=1)]
+        if len(p) < 2:
+            return None
+        return LaneMask(np.stack([p[:, 0] * W / image_width, p[:, 1] * H / image_height], axis=1).astype(np.float32))
+
+    pm, gm = [mask(p) for p in pred_lanes], [mask(g) for g in gt_lanes]
+    out = np.zeros((len(pm), len(gm)))
+    ip, ig = [i for i, m in enumerate(pm) if m], [j for j, m in enumerate(gm) if m]
+    if ip and ig:
+        out[np.ix_(ip, ig)] = _iou([pm[i] for i in ip], [gm[j] for j in ig])
+    return out
+
+
+def culane_counts_at(pred, pred_rows, gt, gt_rows, image_width: float, image_height: float, ious=(0.5, 0.3)) -> list[np.ndarray]:
+    """[T, 3] (TP, FP, FN) per frame at each IoU threshold in `ious`, from one drawing of each lane.
+
+    pred x[T, Lp, Rp] at pred_rows[Rp], gt x[T, Lg, Rg] at gt_rows[Rg], source-image pixels of an
+    image_width x image_height image; NaN or x < 0 = no point. Lanes with fewer than two points are
+    not lanes (see the module docstring).
     """
     from scipy.optimize import linear_sum_assignment
 
-    pred, gt = np.asarray(pred), np.asarray(gt)
-    out = [np.zeros((len(gt), 3)) for _ in ious]
-    for t in range(len(gt)):
-        pm = [LaneMask(p) for p in lane_points(pred[t], pred_rows, image_width, image_height)]
-        gm = [LaneMask(g) for g in lane_points(gt[t], gt_rows, image_width, image_height)]
-        m = _iou(pm, gm)
-        touch = m > 0
-        if m.size and ((touch.sum(axis=0) > 1).any() or (touch.sum(axis=1) > 1).any()):
-            r, c = linear_sum_assignment(-m)
-            matched = m[r, c]
-        else:  # every lane overlaps at most one other: the assignment is forced
-            matched = m[touch]
-        for k, thr in enumerate(ious):
-            tp = int((matched > thr).sum())
-            out[k][t] = (tp, len(pm) - tp, len(gm) - tp)
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    T = len(gt)
+    if len(pred) != T:
+        raise ValueError(f"pred has {len(pred)} frames, gt {T}")
+    out = [np.zeros((T, 3)) for _ in ious]
+    thr = np.asarray(ious, np.float64)
+    for s in range(0, T, _CHUNK_FRAMES):
+        P = _frame_pixels(pred[s : s + _CHUNK_FRAMES], pred_rows, image_width, image_height)
+        G = _frame_pixels(gt[s : s + _CHUNK_FRAMES], gt_rows, image_width, image_height)
+        for k, (pf, gf) in enumerate(zip(P, G)):
+            n_p, n_g = len(pf), len(gf)
+            if n_p and n_g:
+                m = _iou([LaneMask(pixels=q) for q in pf], [LaneMask(pixels=q) for q in gf])
+                touch = m > 0
+                if (touch.sum(axis=0) > 1).any() or (touch.sum(axis=1) > 1).any():
+                    r, c = linear_sum_assignment(-m)
+                    matched = m[r, c]
+                else:  # every lane overlaps at most one other: the assignment is forced
+                    matched = m[touch]
+                tp = (matched[:, None] > thr).sum(axis=0)
+            else:
+                tp = np.zeros(len(thr), int)
+            for j in range(len(thr)):
+                out[j][s + k] = (tp[j], n_p - tp[j], n_g - tp[j])
     return out
 
 
