@@ -212,7 +212,7 @@ def _cmd_localize(args) -> int:
     out = Path(args.out)
     atomic.write_json(out / "localize.json", res)
     print(f"wrote {bar_chart(res, out / 'layers.png')} and {out / 'localize.json'}")
-    return 0 if res["within_max_keep"] else 1
+    return 0 if res["ok"] else 1  # no set within --max-keep or the tolerance, or one the whole case does not confirm
 
 
 def _cmd_zoo(args) -> int:
@@ -374,10 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     lo = sub.add_parser("localize", help="rank nodes by what reduced precision does to the lanes; the minimal set to keep in fp32")
     lo.add_argument("--checkpoint", required=True)
     lo.add_argument("--case", required=True)
-    lo.add_argument("--runner", default="cpu-fp16", help="cpu-fp16 (real fp16, every node) or ort-fp16 (the fp16 ONNX graph)")
+    lo.add_argument("--runner", default="cpu-fp16", help="cpu-fp16 (real fp16, every node; default) or ort-fp16 (the fp16 ONNX graph, fp32 activations: weight rounding only)")
     lo.add_argument("--pipeline", default="vehicle")
-    lo.add_argument("--frames", type=int, default=16, help="frames sampled for the layer ranking and the search")
-    lo.add_argument("--tolerance-px", type=float, default=1.0)
+    lo.add_argument("--frames", type=int, default=16, help="frames sampled for the node ranking and the search (the set is verified on all)")
+    lo.add_argument("--tolerance-px", "--tolerance", type=float, default=1.0,
+                    help="max lane difference (px) from torch fp32 a keep-set must reach (default 1.0)")
     lo.add_argument("--max-keep", type=int, default=8, help="largest keep-set worth suggesting; a larger minimal set exits 1")
     lo.add_argument("--cache-dir")
     lo.add_argument("--out", required=True, help="folder for localize.json and layers.png")

@@ -144,10 +144,10 @@ RUNNERS: dict[str, RunnerEntry] = {
             "ort-fp16", "ONNX Runtime, fp16 ONNX (fp32 IO), CPU provider: fp16 weights, fp32 activations",
             ("onnxruntime", "onnx", "onnxconverter_common"), "pip install onnxruntime onnx onnxconverter-common", _ort("fp16"),
         ),
-        RunnerEntry("cpu-fp16", "PyTorch on CPU in real fp16 arithmetic: every op's weights and outputs fp16 (shows activation overflow)",
+        RunnerEntry("cpu-fp16", "PyTorch on CPU in real fp16 arithmetic: weights and every op's output fp16, fp32 accumulation inside conv/linear (shows activation overflow)",
                     ("torch",), "pip install torch", _half),
-        RunnerEntry("emu-fp16", "PyTorch on CPU with conv/linear weights, inputs and outputs rounded to fp16 (emulation)", ("torch",), "pip install torch", _emu("fp16")),
-        RunnerEntry("emu-tf32", "PyTorch on CPU with conv/linear weights and inputs rounded to TF32 (emulation)", ("torch",), "pip install torch", _emu("tf32")),
+        RunnerEntry("emu-fp16", "PyTorch on CPU, conv/linear weights, inputs and outputs rounded to fp16, fp32 arithmetic, other ops fp32 (emulation)", ("torch",), "pip install torch", _emu("fp16")),
+        RunnerEntry("emu-tf32", "PyTorch on CPU, conv/linear weights and inputs rounded to TF32, fp32 accumulation and outputs, other ops fp32 (emulation)", ("torch",), "pip install torch", _emu("tf32")),
         *(
             RunnerEntry(f"torch-cuda-{p}", f"PyTorch on CUDA, {p}", ("torch",), "a CUDA build of torch (see README)", _torch_cuda(p), _no_cuda)
             for p in ("fp32", "tf32", "fp16")

@@ -72,10 +72,12 @@ class EmulatedPrecisionRunner(TorchRunner):
         super().__init__(name, lambda: emulate(build_model(), precision, tuple(keep_fp32)), input_name, output_name, input_shape)
         self.precision = precision
         self.keep_fp32 = tuple(keep_fp32)
-        self.label = (
-            f"{precision} emulated on CPU (PyTorch): BN folded, conv/linear weights and inputs rounded to {precision}"
-            + (", outputs to fp16" if precision == "fp16" else "")
-            + ", fp32 accumulation"
+        self.label = (  # what is rounded, exactly: only conv/linear touch reduced precision
+            "fp16 emulated on CPU (PyTorch): BN folded, conv/linear weights, inputs and outputs rounded to fp16, "
+            "fp32 arithmetic inside them; every other op in fp32 (its output not rounded)"
+            if precision == "fp16" else
+            "tf32 emulated on CPU (PyTorch): BN folded, conv/linear weights and inputs rounded to tf32 (10-bit mantissa), "
+            "fp32 accumulation and outputs; every other op in fp32"
         )
 
     def describe_impl(self) -> dict:
