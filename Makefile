@@ -17,12 +17,12 @@ PIPELINE ?= vehicle,training
 OUT ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv replay test test-all cases train zoo bench sweep clean-cache help
+.PHONY: venv replay test test-all cases train zoo rank bench sweep clean-cache help
 
 help:
 	@echo "make replay [CASES=...] [CKPT=...] [RUNNERS=...] [PIPELINE=...] [OUT=...]"
 	@echo "make sweep [PERTURB=deploy|corruptions|all|name,...] [SEVERITIES=1..5] [SWEEP_FRAMES=24]"
-	@echo "make test | make test-all | make bench | make cases | make train | make zoo"
+	@echo "make test | make test-all | make bench | make cases | make train | make zoo | make rank [RANK_PERTURB=deploy] [RANK_SEVERITIES=1,3,5]"
 
 # The venv is rebuilt whenever pyproject.toml is newer than the last install.
 # torch==2.13.0 first: it is the CPU build on this machine's disk; a range would pull a CUDA build.
@@ -48,6 +48,19 @@ train: $(REFERENCE_CKPT)
 ZOO ?= checkpoints/zoo
 zoo: $(REFERENCE_CKPT)
 	$(PY) -m parity zoo --cases $(TRAIN_CASES) --eval-cases $(DEFAULT_CASES) --from $(REFERENCE_CKPT) --out $(ZOO)
+
+# The zoo ranked on the default suite, with a greedy soup chosen by the deployment score on the
+# deployed runner beside the zoo's accuracy-greedy one (same ingredients). Units are cached: adding
+# a checkpoint evaluates only that checkpoint.
+RANK_RUNNERS ?= torch,ort-fp16
+RANK_PERTURB ?= deploy
+RANK_SEVERITIES ?= 1,3,5
+SOUPS := checkpoints/soups
+$(SOUPS)/soup-deployed.pt: $(ZOO)/zoo.json
+	$(PY) -m parity soup --ingredients $(ZOO)/erm.pt '$(ZOO)/soup-greedy.ingredients/*.pt' --criterion deployment-score --cases $(DEFAULT_CASES) --out $@
+rank: zoo
+	$(MAKE) --no-print-directory $(SOUPS)/soup-deployed.pt
+	$(PY) -m parity rank --checkpoints '$(ZOO)/*.pt' $(SOUPS)/soup-deployed.pt --cases $(DEFAULT_CASES) --runners $(RANK_RUNNERS) --perturb $(RANK_PERTURB) --severities $(RANK_SEVERITIES) --out $(or $(OUT),reports/rank)
 
 # Default cases and the reference checkpoint are made on first use, then reused.
 replay: $(STAMP) $(if $(filter $(DEFAULT_CASES)% default,$(CASES)),cases) $(if $(filter $(REFERENCE_CKPT),$(CKPT)),$(REFERENCE_CKPT))

@@ -180,6 +180,40 @@ def _cmd_sweep(args) -> int:
     return code
 
 
+def _cmd_rank(args) -> int:
+    from .ranking.leaderboard import format_board
+    from .runs.rank import RankConfig, rank
+    from .runs.sweep import parse_severities
+
+    out, summary, code = rank(RankConfig(
+        checkpoints=args.checkpoints, cases=args.cases, runners=args.runners, deployed=args.deployed, pipelines=args.pipelines,
+        perturb_pipeline=args.perturb_pipeline, perturb=args.perturb, severities=parse_severities(args.severities),
+        window_s=args.window_s, baseline=args.baseline, config=args.config, n_boot=args.n_boot, seed=args.seed, out=args.out,
+        batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress, argv=sys.argv[1:],
+    ))
+    print(format_board(summary))
+    u = summary["units"]
+    print(f"units: {u['total']} ({u['cached']} from the cache, {u['evaluated']} evaluated)")
+    for e in summary["errors"]:
+        print(f"FAILED {e['checkpoint']} on {e['case']} ({e['pipeline']}, {e['perturbation']} {e['severity']}): {e['error']}")
+    print("wrote " + ", ".join(str(out / f) for f in summary["files"]))
+    return code
+
+
+def _cmd_soup(args) -> int:
+    from .runs.soup import SoupConfig, soup
+
+    ck, rep = soup(SoupConfig(
+        ingredients=args.ingredients, cases=args.cases, out=args.out, criterion=args.criterion, runner=args.runner,
+        pipeline=args.pipeline, window_s=args.window_s, config=args.config, seed=args.seed, batch_size=args.batch_size,
+        cache_dir=args.cache_dir, progress=not args.no_progress, argv=sys.argv[1:],
+    ))
+    for t in rep["trail"]:
+        print(f"{'accepted' if t['accepted'] else 'rejected':<9} {t['ingredient']:<24} {rep['criterion']} {t['criterion']:.5g}")
+    print(f"soup of {len(rep['accepted'])}: {', '.join(rep['accepted'])} -> {ck.path}")
+    return 0
+
+
 def _cmd_score(args) -> int:
     from . import atomic
     from .cases.discovery import find_cases
@@ -363,6 +397,41 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--cache-dir")
     sw.add_argument("--no-progress", action="store_true")
     sw.set_defaults(func=_cmd_sweep)
+
+    rk = sub.add_parser("rank", help="rank candidate checkpoints by deployed accuracy, bending, jitter and gaps, with case-bootstrap intervals")
+    rk.add_argument("--checkpoints", nargs="+", required=True, help="checkpoint files or quoted globs ('checkpoints/zoo/*.pt')")
+    rk.add_argument("--cases", nargs="+", required=True)
+    rk.add_argument("--runners", default="torch,ort-fp16", help="torch (the parity reference) is always run")
+    rk.add_argument("--deployed", help="the runner that stands for the deployed engine (default: the last of --runners)")
+    rk.add_argument("--pipelines", default="training,vehicle")
+    rk.add_argument("--perturb-pipeline", default="vehicle", help="the pipeline perturbations are applied to")
+    rk.add_argument("--perturb", default="deploy", help="suite or comma-separated names; 'none' for no perturbations")
+    rk.add_argument("--severities", default="1,3,5")
+    rk.add_argument("--window-s", type=float, default=3.0, help="seconds of consecutive frames per case, centred (0: the whole case)")
+    rk.add_argument("--baseline", help="checkpoint name the others are compared with (default: erm if ranked, else the first)")
+    rk.add_argument("--config", help="TOML file with a [rank.score] table of score weights (defaults: parity/ranking/score.toml)")
+    rk.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of cases")
+    rk.add_argument("--seed", type=int, default=0)
+    rk.add_argument("--out", help="output folder (default reports/rank-<run-id>)")
+    rk.add_argument("--batch-size", type=int, default=16)
+    rk.add_argument("--cache-dir", help="artifacts and evaluation units (default $PARITY_CACHE_DIR or ~/.cache/parity)")
+    rk.add_argument("--no-progress", action="store_true")
+    rk.set_defaults(func=_cmd_rank)
+
+    so = sub.add_parser("soup", help="greedy model soup chosen by a deployment metric on the deployed runner")
+    so.add_argument("--ingredients", nargs="+", required=True, help="checkpoints fine-tuned from one start (files or quoted globs)")
+    so.add_argument("--cases", nargs="+", required=True, help="held-out cases the criterion is measured on")
+    so.add_argument("--criterion", default="deployment-score", help="deployment-score (default), deployed-jitter or accuracy")
+    so.add_argument("--runner", default="ort-fp16", help="the deployed runner the criterion is measured on")
+    so.add_argument("--pipeline", default="vehicle")
+    so.add_argument("--window-s", type=float, default=3.0, help="seconds of consecutive frames per case, centred (0: the whole case)")
+    so.add_argument("--config", help="TOML with a [rank.score] table (deployment-score weights)")
+    so.add_argument("--seed", type=int, default=0)
+    so.add_argument("--batch-size", type=int, default=16)
+    so.add_argument("--cache-dir")
+    so.add_argument("--no-progress", action="store_true")
+    so.add_argument("--out", required=True, help="the soup checkpoint (.pt, with its .json sidecar)")
+    so.set_defaults(func=_cmd_soup)
 
     sc = sub.add_parser("score", help="score TuSimple-format predictions from any source against cases' GT")
     sc.add_argument("--pred", required=True, help="TuSimple JSON lines (raw_file, lanes, h_samples)")

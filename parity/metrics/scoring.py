@@ -37,11 +37,12 @@ def gt_usable_for_tracking(case, adapter) -> bool:
     return case.gt is not None and bool(case.labelled.all()) and list(case.lane_names) == list(adapter.lane_names)
 
 
-def score(case, x, frames, t, dx_ref, metric_ref, metric_ref_name, rows, mpp) -> Scored:
+def score(case, x, frames, t, dx_ref, metric_ref, metric_ref_name, rows, mpp, culane: bool = True) -> Scored:
     """Metrics of lanes x[T, L, R] at the model's rows `rows`, case frames `frames` (times t).
 
     dx_ref: the parity reference at the same frames; metric_ref: the bending/jitter reference;
-    mpp: metres per pixel per row or None. Accuracy is scored at the case's own GT rows with the
+    mpp: metres per pixel per row or None; culane=False leaves CULane F1 out (it rasterises every
+    lane: the costliest metric by far). Accuracy is scored at the case's own GT rows with the
     predictions moved onto them, exactly what the exporters write for the official evaluators.
     """
     s = Scored(reference=metric_ref_name)
@@ -66,6 +67,7 @@ def score(case, x, frames, t, dx_ref, metric_ref, metric_ref_name, rows, mpp) ->
         c30 = np.full((len(frames), 3), np.nan)
         if lab.any():
             tus[lab] = tusimple_batch(xg[lab], g[lab], gt_rows, case.width)
+        if lab.any() and culane:
             c50[lab], c30[lab] = culane_counts_at(xg[lab], gt_rows, g[lab], gt_rows, case.width, case.height, (0.5, 0.3))
         for k, name in enumerate(("frame_accuracy", "frame_fp", "frame_fn")):
             s.frame_cols[name] = tus[:, k]

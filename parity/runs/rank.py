@@ -1,0 +1,251 @@
+"""`parity rank`: every candidate checkpoint through the same cases, runners, pipelines and
+perturbations, into cached evaluation units and a leaderboard with case-level intervals.
+
+Conditions: each of `pipelines` unperturbed, plus every perturbation x severity on
+`perturb_pipeline` (the vehicle's). Each case contributes one window of consecutive frames
+(parity.runs.windows), so jitter means what it means in replay. CULane F1 is scored on the
+unperturbed conditions only (it rasterises every lane; TuSimple accuracy is scored everywhere).
+The statistics and the leaderboard are parity.ranking.leaderboard's.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import sys
+import traceback
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import atomic
+from ..errors import ParityError, UsageError
+from ..models.checkpoint import load_checkpoint
+from ..preprocessing import perturb
+from ..provenance import git_sha, versions
+from ..runners import REFERENCE, create, resolve
+from ..runners.artifacts import ArtifactCache
+from . import units as U
+from .inputs import load_all_cases, new_run_id, resolve_pipeline
+from .tables import write_table
+from .windows import DEFAULT_WINDOW_S, check_window, window_frames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RankConfig:
+    checkpoints: list[str]
+    cases: list[str]
+    runners: str = "torch,ort-fp16"
+    deployed: str | None = None  # default: the last runner given
+    pipelines: str = "training,vehicle"
+    perturb_pipeline: str = "vehicle"
+    perturb: str = "deploy"
+    severities: list[int] = field(default_factory=lambda: [1, 3, 5])
+    window_s: float | None = DEFAULT_WINDOW_S
+    baseline: str | None = None  # a checkpoint name; default: `erm` if ranked, else the first
+    config: str | None = None  # TOML with a [rank.score] section
+    n_boot: int = 2000
+    seed: int = 0
+    out: str | None = None
+    batch_size: int = 16
+    cache_dir: str | None = None
+    progress: bool = True
+    argv: list[str] = field(default_factory=list)
+
+
+def expand_checkpoints(specs: list[str]) -> list[Path]:
+    """Paths and glob patterns -> .pt files, in the order given, each once."""
+    out: list[Path] = []
+    for s in specs:
+        hits = sorted(glob.glob(s)) if any(c in s for c in "*?[") else [s]
+        if not hits:
+            raise UsageError(f"--checkpoints: {s!r} matches no file")
+        for h in hits:
+            p = Path(h)
+            p = p.with_suffix(".pt") if p.suffix == ".json" else p
+            if p not in out:
+                out.append(p)
+    return out
+
+
+def plan(cfg: RankConfig):
+    """Validated inputs: checkpoints, cases, runner names, pipelines, conditions."""
+    if cfg.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    check_window(cfg.window_s)
+    ckpts = [load_checkpoint(p) for p in expand_checkpoints(cfg.checkpoints)]
+    if not ckpts:
+        raise UsageError("no checkpoints to rank")
+    names = [c.name for c in ckpts]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UsageError(f"checkpoint name {dupes[0]!r} is used by more than one file; a leaderboard needs unique names")
+    cases = load_all_cases(cfg.cases)
+    given = resolve(cfg.runners)
+    deployed = cfg.deployed or [n for n in given if n != REFERENCE][-1:] or [REFERENCE]
+    deployed = deployed if isinstance(deployed, str) else deployed[0]
+    runner_names = [REFERENCE] + [n for n in given if n != REFERENCE]
+    if deployed not in runner_names:
+        raise UsageError(f"--deployed {deployed!r} is not among --runners ({', '.join(runner_names)})")
+    available = ckpts[0].adapter().pipelines()
+    pipes = {p.name: p for p in (resolve_pipeline(s.strip(), available) for s in cfg.pipelines.split(",") if s.strip())}
+    if cfg.perturb_pipeline not in pipes:
+        raise UsageError(f"--perturb-pipeline {cfg.perturb_pipeline!r} is not among --pipelines ({', '.join(pipes)})")
+    perts = [perturb.get(n) for n in perturb.resolve(cfg.perturb)] if cfg.perturb and cfg.perturb != "none" else []
+    model_bound = [p.name for p in perts if p.stage == "tensor" and p.name == "fgsm"]
+    if model_bound:
+        raise UsageError("rank cannot use fgsm: it attacks each checkpoint's own gradients, so its input is not shared; "
+                         "run `parity sweep --perturb fgsm` per checkpoint")
+    conditions = [U.Condition(p) for p in pipes]
+    conditions += [U.Condition(cfg.perturb_pipeline, p.name, s) for p in perts for s in cfg.severities]
+    return ckpts, cases, runner_names, deployed, pipes, {p.name: p for p in perts}, conditions
+
+
+def rank(cfg: RankConfig):
+    """Evaluate every missing unit, then build the leaderboard. Returns (out, summary, exit code)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from ..ranking import leaderboard as LB
+
+    started = datetime.now(timezone.utc)
+    ckpts, cases, runner_names, deployed, pipes, perts, conditions = plan(cfg)
+    weights = LB.load_weights(cfg.config)
+    by_name = {c.name: c for c in ckpts}
+    baseline = cfg.baseline or ("erm" if "erm" in by_name else ckpts[0].name)
+    if baseline not in by_name:
+        raise UsageError(f"--baseline {baseline!r} is not a ranked checkpoint ({', '.join(by_name)})")
+    out = Path(cfg.out) if cfg.out else Path("reports") / f"rank-{new_run_id()}"
+    out.mkdir(parents=True, exist_ok=True)
+    windows = {c.name: window_frames(c.timestamps, cfg.window_s) for c in cases}
+    ev = UnitEvaluator(ArtifactCache(cfg.cache_dir), cfg.seed, cfg.window_s, cfg.batch_size, cfg.progress)
+    rows, errors = ev.collect(ckpts, cases, runner_names, pipes, perts, conditions, windows)
+    cache, keys = ev.cache, ev.keys
+
+    table = pd.DataFrame(rows)
+    board = LB.Leaderboard(table, [c.name for c in ckpts], baseline, deployed, cfg.perturb_pipeline,
+                           [p for p in pipes if p != cfg.perturb_pipeline], weights, cfg.n_boot, cfg.seed)
+    result = board.compute()
+    written = []
+    if len(table):
+        write_table(pa.Table.from_pandas(table.sort_values(["checkpoint", "case", "runner", "pipeline", "perturbation", "severity"]),
+                                         preserve_index=False), out / "units.parquet")
+        written.append("units.parquet")
+    write_table(pa.Table.from_pandas(result["long"], preserve_index=False), out / "rank.parquet")
+    written.append("rank.parquet")
+    summary = {
+        "schema": "parity.rank/1",
+        "started": started.isoformat(),
+        "finished": datetime.now(timezone.utc).isoformat(),
+        "command": cfg.argv,
+        "baseline": baseline,
+        "deployed_runner": deployed,
+        "conditions": [c.__dict__ for c in conditions],
+        "window_s": cfg.window_s,
+        "windows": {k: [int(v[0]), int(v[-1])] for k, v in windows.items() if len(v)},
+        "units": {"total": len(table), "cached": int(cache.hits), "evaluated": int(cache.misses)},
+        "score_weights": weights,
+        "score_terms": result["score_terms"],
+        "leaderboard": result["board"],
+        "pareto_front": result["pareto"],
+        "first_place_share": result["first_place_share"],
+        "definitions": LB.DEFINITIONS,
+        "provenance": {
+            "git_sha": git_sha(), "versions": versions(), "code_version": U.code_version(),
+            "checkpoints": {c.name: {"path": str(c.path), "sha256": c.sha256, "method": c.meta.get("method")} for c in ckpts},
+            "cases": {c.name: {"path": str(c.root.resolve()), "sha256": keys.case_hash(c)} for c in cases},
+            "pipelines": {k: p.to_dict() for k, p in pipes.items()},
+            "runners": runner_names,
+        },
+        "errors": errors,
+        "files": written + ["rank.json"],
+    }
+    atomic.write_json(out / "rank.json", summary)
+    try:
+        png = LB.pareto_plot(result, out / "pareto.png")
+        summary["files"].append(png.name)
+        atomic.write_json(out / "rank.json", summary)
+    except Exception as exc:  # a plot is not worth a failed rank
+        log.warning("pareto plot not written: %s", exc)
+    code = 1 if errors else 0
+    return out, summary, code
+
+
+class UnitEvaluator:
+    """Finds each unit in the cache or evaluates it: every case x condition prepared once and fed to
+    every checkpoint that misses a unit there. Failures are recorded per unit; the others go on."""
+
+    def __init__(self, artifacts: ArtifactCache, seed: int, window_s, batch_size: int, progress: bool = False):
+        self.artifacts, self.seed, self.batch_size, self.progress = artifacts, seed, batch_size, progress
+        self.cache = U.UnitCache(artifacts.root)
+        self.keys = U.UnitKeys(seed, window_s)
+
+    def collect(self, ckpts, cases, runner_names, pipes, perts, conditions, windows) -> tuple[list[dict], list[dict]]:
+        from tqdm import tqdm
+
+        cache, keys = self.cache, self.keys
+        rows, errors = [], []
+        todo = []  # (case, condition, ckpt, {runner: key}) whose units are not all cached
+        for case in cases:
+            w = windows[case.name]
+            span = (int(w[0]), int(w[-1])) if len(w) else (0, -1)
+            for cond in conditions:
+                pspec, pert = pipes[cond.pipeline].to_dict(), perts.get(cond.perturbation)
+                for ck in ckpts:
+                    ks = {r: keys.key(ck.sha256, case, r, pspec, U.perturbation_spec(pert), cond.severity, span) for r in runner_names}
+                    recs = {r: cache.get(k) for r, k in ks.items()}
+                    if all(v is not None for v in recs.values()):
+                        cache.hits += len(recs)
+                        rows.extend(_row(ck, case, r, cond, recs[r], ks[r], True) for r in runner_names)
+                    else:
+                        todo.append((case, cond, ck, ks))
+        bar = tqdm(total=len(todo) * len(runner_names), desc="rank", unit="unit", disable=None if self.progress else True, file=sys.stderr)
+        with ExitStack() as stack:
+            active: dict[str, list] = {}
+
+            def runners_for(ck):
+                if ck.sha256 not in active:
+                    rs = [create(n, ck, self.artifacts) for n in runner_names]
+                    for r in rs:
+                        stack.enter_context(r)
+                    active[ck.sha256] = rs
+                return active[ck.sha256]
+
+            groups: dict[tuple, list] = {}
+            for case, cond, ck, ks in todo:
+                groups.setdefault((case.name, cond), []).append((case, ck, ks))
+            for (case_name, cond), items in groups.items():
+                case = items[0][0]
+                try:
+                    batches, slots, ts = U.prepare_condition(case, windows[case_name], pipes[cond.pipeline], perts.get(cond.perturbation),
+                                                             cond.severity, self.seed, self.batch_size)
+                except Exception as exc:  # this case x condition fails for every checkpoint; the rest go on
+                    errors.extend(_error(ck.name, case_name, cond, exc) for _, ck, _ in items)
+                    bar.update(len(items) * len(runner_names))
+                    continue
+                for _, ck, ks in items:
+                    try:
+                        recs = U.evaluate(runners_for(ck), ck.adapter(), case, batches, slots, ts, with_f1=cond.clean)
+                        for r in runner_names:
+                            cache.put(ks[r], recs[r])
+                            cache.misses += 1
+                            rows.append(_row(ck, case, r, cond, recs[r], ks[r], False))
+                    except Exception as exc:  # recorded; the unit stays missing and the leaderboard says so
+                        errors.append(_error(ck.name, case_name, cond, exc))
+                    bar.update(len(runner_names))
+        bar.close()
+        return rows, errors
+
+
+def _row(ck, case, runner, cond, rec, key, cached) -> dict:
+    return {"checkpoint": ck.name, "case": case.name, "runner": runner, "pipeline": cond.pipeline,
+            "perturbation": cond.perturbation, "severity": cond.severity, **U.flatten(rec), "unit_key": key, "cached": cached}
+
+
+def _error(ckpt: str, case: str, cond, exc) -> dict:
+    code = exc.exit_code if isinstance(exc, ParityError) else 1
+    log.error("%s on %s (%s %s %s) failed: %s", ckpt, case, cond.pipeline, cond.perturbation, cond.severity, exc)
+    return {"checkpoint": ckpt, "case": case, "pipeline": cond.pipeline, "perturbation": cond.perturbation, "severity": cond.severity,
+            "error": f"{type(exc).__name__}: {exc}", "exit_code": code, "traceback": traceback.format_exc(limit=6)}
