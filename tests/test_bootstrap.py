@@ -342,3 +342,9 @@ def test_case_weights_are_uniform_resampling_with_replacement():
     np.testing.assert_allclose(w.var(axis=0), 1 - 1 / C, atol=0.05)
     # With replacement: some resamples repeat a case; P(all distinct) = C! / C^C = 0.0024.
     assert (w.max(axis=1) > 1).mean() > 0.99
+
+
+def test_ratio_refuses_a_non_finite_sum_that_is_counted():
+    """A NaN sum with a positive count would be averaged as 0 by a nan_to_num: it is refused instead."""
+    with pytest.raises(ValueError, match="non-finite sum"):
+        B.ratio(np.array([1.0, np.nan]), np.array([2, 3]))

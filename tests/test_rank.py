@@ -193,6 +193,7 @@ def test_rank_end_to_end_cache_hit_and_miss(six_cases, random_checkpoint, tmp_pa
     # Adding one checkpoint evaluates only that one.
     d = _perturbed(random_checkpoint, folder, "noisier", 0.2)
     r3 = _rank(["--checkpoints", str(folder / "*.pt"), "--cases", *cases], tmp_path / "r3", cache)
+    assert r3.returncode == 0, r3.stderr
     assert json.loads((tmp_path / "r3" / "rank.json").read_text())["units"] == {"total": n + n // 3, "cached": n, "evaluated": n // 3}
 
     # One case's bytes change: only that case's units are recomputed.
@@ -201,6 +202,7 @@ def test_rank_end_to_end_cache_hit_and_miss(six_cases, random_checkpoint, tmp_pa
     data[-1] ^= 1
     frame.write_bytes(bytes(data))
     r4 = _rank(["--checkpoints", str(a), str(b), str(c), str(d), "--cases", *cases], tmp_path / "r4", cache)
+    assert r4.returncode == 0, r4.stderr
     u4 = json.loads((tmp_path / "r4" / "rank.json").read_text())["units"]
     per_case = 4 * 2 * 3
     assert u4 == {"total": 4 * n // 3, "cached": 4 * n // 3 - per_case, "evaluated": per_case}
