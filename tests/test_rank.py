@@ -168,7 +168,7 @@ def test_rank_end_to_end_cache_hit_and_miss(six_cases, random_checkpoint, tmp_pa
     r = _rank(["--checkpoints", str(folder / "*.pt"), "--cases", *cases], tmp_path / "r1", cache)
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "r1" / "rank.json").read_text())
-    n = 3 * 6 * 2 * 3  # checkpoints x cases x runners x conditions (training, vehicle, crop_shift_y 5)
+    n = 3 * 6 * (2 * 2 + 1)  # checkpoints x cases x (2 runners x 2 unperturbed pipelines + the deployed runner x crop_shift_y 5)
     assert summary["units"] == {"total": n, "cached": 0, "evaluated": n}
     assert {"units.parquet", "rank.parquet", "rank.json", "pareto.png"} <= set(summary["files"])
     board = {row["checkpoint"]: row for row in summary["leaderboard"]}
@@ -180,7 +180,9 @@ def test_rank_end_to_end_cache_hit_and_miss(six_cases, random_checkpoint, tmp_pa
     assert summary["windows"]["c0"] == [1, 5]
     assert (units["frames"] == 5).all()
     torch_rows = units[units.runner == "torch"]
-    assert (torch_rows["dx_torch_px"].fillna(0) == 0).all()
+    assert (torch_rows["dx_torch_px"] == 0).all() and set(torch_rows["perturbation"]) == {"none"}
+    perturbed = units[units.perturbation != "none"]
+    assert set(perturbed["runner"]) == {"ort-fp32"} and perturbed["dx_torch_px"].isna().all()  # torch not run there: absent, not 0
     assert "ort" in r.stdout or "erm" in r.stdout
 
     # Second run: nothing recomputed, same leaderboard.
@@ -204,7 +206,7 @@ def test_rank_end_to_end_cache_hit_and_miss(six_cases, random_checkpoint, tmp_pa
     r4 = _rank(["--checkpoints", str(a), str(b), str(c), str(d), "--cases", *cases], tmp_path / "r4", cache)
     assert r4.returncode == 0, r4.stderr
     u4 = json.loads((tmp_path / "r4" / "rank.json").read_text())["units"]
-    per_case = 4 * 2 * 3
+    per_case = 4 * 5
     assert u4 == {"total": 4 * n // 3, "cached": 4 * n // 3 - per_case, "evaluated": per_case}
 
 

@@ -183,9 +183,14 @@ class UnitEvaluator:
         self.keys = U.UnitKeys(seed, window_s)
 
     def collect(self, ckpts, cases, runner_names, pipes, perts, conditions, windows) -> tuple[list[dict], list[dict]]:
+        """Rows of every unit (from the cache or evaluated) and the errors. Unperturbed conditions run
+        every runner (torch is the parity reference); perturbed ones only the deployed forms (every
+        runner but torch, or torch alone if it is the only one): the leaderboard reads perturbations
+        on the deployed runner, and this halves a rank's cost."""
         from tqdm import tqdm
 
         cache, keys = self.cache, self.keys
+        deployed_forms = [r for r in runner_names if r != REFERENCE] or [REFERENCE]
         rows, errors = [], []
         todo = []  # (case, condition, ckpt, {runner: key}) whose units are not all cached
         for case in cases:
@@ -193,15 +198,16 @@ class UnitEvaluator:
             span = (int(w[0]), int(w[-1])) if len(w) else (0, -1)
             for cond in conditions:
                 pspec, pert = pipes[cond.pipeline].to_dict(), perts.get(cond.perturbation)
+                names = runner_names if cond.clean else deployed_forms
                 for ck in ckpts:
-                    ks = {r: keys.key(ck.sha256, case, r, pspec, U.perturbation_spec(pert), cond.severity, span) for r in runner_names}
+                    ks = {r: keys.key(ck.sha256, case, r, pspec, U.perturbation_spec(pert), cond.severity, span) for r in names}
                     recs = {r: cache.get(k) for r, k in ks.items()}
                     if all(v is not None for v in recs.values()):
                         cache.hits += len(recs)
-                        rows.extend(_row(ck, case, r, cond, recs[r], ks[r], True) for r in runner_names)
+                        rows.extend(_row(ck, case, r, cond, recs[r], ks[r], True) for r in names)
                     else:
                         todo.append((case, cond, ck, ks))
-        bar = tqdm(total=len(todo) * len(runner_names), desc="rank", unit="unit", disable=None if self.progress else True, file=sys.stderr)
+        bar = tqdm(total=sum(len(t[3]) for t in todo), desc="rank", unit="unit", disable=None if self.progress else True, file=sys.stderr)
         with ExitStack() as stack:
             active: dict[str, list] = {}
 
@@ -223,18 +229,19 @@ class UnitEvaluator:
                                                              cond.severity, self.seed, self.batch_size)
                 except Exception as exc:  # this case x condition fails for every checkpoint; the rest go on
                     errors.extend(_error(ck.name, case_name, cond, exc) for _, ck, _ in items)
-                    bar.update(len(items) * len(runner_names))
+                    bar.update(sum(len(ks) for _, _, ks in items))
                     continue
                 for _, ck, ks in items:
                     try:
-                        recs = U.evaluate(runners_for(ck), ck.adapter(), case, batches, slots, ts, with_f1=cond.clean)
-                        for r in runner_names:
+                        rs = [r for r in runners_for(ck) if r.name in ks]
+                        recs = U.evaluate(rs, ck.adapter(), case, batches, slots, ts, with_f1=cond.clean)
+                        for r in ks:
                             cache.put(ks[r], recs[r])
                             cache.misses += 1
                             rows.append(_row(ck, case, r, cond, recs[r], ks[r], False))
                     except Exception as exc:  # recorded; the unit stays missing and the leaderboard says so
                         errors.append(_error(ck.name, case_name, cond, exc))
-                    bar.update(len(runner_names))
+                    bar.update(len(ks))
         bar.close()
         return rows, errors
 

@@ -136,7 +136,7 @@ def unit_record(case, adapter, o, torch_x: np.ndarray, slots: np.ndarray, ts: np
     else:  # the same for every checkpoint, so a ranking stays fair: absolute bending and swing
         ref_name, ref = "absolute (no full GT)", np.zeros_like(o.x)
     mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
-    sc = scoring.score(case, o.x, slots, ts, torch_x, ref, ref_name, rows, mpp, culane=with_f1)
+    sc = scoring.score(case, o.x, slots, ts, o.x if torch_x is None else torch_x, ref, ref_name, rows, mpp, culane=with_f1)
     fc, lc = sc.frame_cols, sc.lane_cols
     lab = np.isfinite(fc["frame_accuracy"]) if "frame_accuracy" in fc else np.zeros(len(slots), bool)
     rec = {"frames": int(len(slots)), "labelled": int(lab.sum()), "bending_jitter_reference": ref_name}
@@ -151,7 +151,7 @@ def unit_record(case, adapter, o, torch_x: np.ndarray, slots: np.ndarray, ts: np
     has = np.isfinite(bend)
     rec["bend_px"] = _pair(bend)
     rec["kink_rate"] = [float((lc["kinks"][has] > 0).sum()), int(has.sum())]
-    d = np.abs(o.x - torch_x)
+    d = np.abs(o.x - torch_x) if torch_x is not None else np.full(1, np.nan)  # torch not run: no backend gap here
     rec["dx_torch_px"] = _pair(d)
     fin = d[np.isfinite(d)]
     rec["dx_torch_max_px"] = float(fin.max()) if fin.size else float("nan")
@@ -164,14 +164,16 @@ def unit_record(case, adapter, o, torch_x: np.ndarray, slots: np.ndarray, ts: np
 
 
 def evaluate(runners: list, adapter, case, batches: list[np.ndarray], slots, ts, with_f1: bool) -> dict[str, dict]:
-    """runner name -> unit record for one checkpoint's runners (torch first) on prepared batches."""
+    """runner name -> unit record for one checkpoint's runners on prepared batches; torch, when among
+    them, comes first and is the parity reference (without it the backend gap is absent, NaN)."""
     rb = RunnerBatches(runners, adapter, case.width)
     for b in batches:
         rb.feed(b)
     outs = rb.outputs()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return {name: unit_record(case, adapter, o, outs[REFERENCE].x, slots, ts, with_f1) for name, o in outs.items()}
+        ref = outs[REFERENCE].x if REFERENCE in outs else None
+        return {name: unit_record(case, adapter, o, ref, slots, ts, with_f1) for name, o in outs.items()}
 
 
 def flatten(record: dict) -> dict:
