@@ -181,8 +181,8 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_rank(args) -> int:
-    from .ranking.leaderboard import format_board
-    from .runs.rank import RankConfig, rank
+    from .decisions.leaderboard import format_board
+    from .decisions.rank import RankConfig, rank
     from .runs.sweep import parse_severities
 
     out, summary, code = rank(RankConfig(
@@ -201,7 +201,7 @@ def _cmd_rank(args) -> int:
 
 
 def _cmd_soup(args) -> int:
-    from .runs.soup import SoupConfig, soup
+    from .decisions.soup import SoupConfig, soup
 
     ck, rep = soup(SoupConfig(
         ingredients=args.ingredients, cases=args.cases, out=args.out, criterion=args.criterion, runner=args.runner,
@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--severities", default="1,3,5")
     rk.add_argument("--window-s", type=float, default=3.0, help="seconds of consecutive frames per case, centred (0: the whole case)")
     rk.add_argument("--baseline", help="checkpoint name the others are compared with (default: erm if ranked, else the first)")
-    rk.add_argument("--config", help="TOML file with a [rank.score] table of score weights (defaults: parity/ranking/score.toml)")
+    rk.add_argument("--config", help="TOML file with a [rank.score] table of score weights (defaults: parity/decisions/score.toml)")
     rk.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of cases")
     rk.add_argument("--seed", type=int, default=0)
     rk.add_argument("--out", help="output folder (default reports/rank-<run-id>)")

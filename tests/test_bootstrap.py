@@ -1,4 +1,4 @@
-"""parity.ranking.bootstrap: the case-level bootstrap behind `parity rank`.
+"""parity.decisions.bootstrap: the case-level bootstrap behind `parity rank`.
 
 The statistical tests simulate data whose true mean is known and count how often the 95% percentile
 interval covers it. All seeds are fixed, so every number here is deterministic; the bands the
@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from parity.ranking import bootstrap as B
+from parity.decisions import bootstrap as B
 
 # ---------------------------------------------------------------------------------------------------
 # 1. Coverage of the case-level percentile interval of a ratio of sums

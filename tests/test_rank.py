@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from parity.errors import UsageError
-from parity.ranking import leaderboard as LB
+from parity.decisions import leaderboard as LB
 from parity.runs.units import RATIO_METRICS
 
 from .conftest import _tiny_scenario, run_cli

@@ -3,7 +3,7 @@ and cached by content.
 
 A unit's result is a set of sufficient statistics (sum and count of each metric over the case's
 window), so any aggregate over cases, and every bootstrap resample of cases, is exact without the
-frames (parity.ranking.bootstrap). Its key holds everything that decides the numbers: the weights'
+frames (parity.decisions.bootstrap). Its key holds everything that decides the numbers: the weights'
 hash, the case's content hash, the pipeline's spec, the runner and the versions of the libraries it
 runs on, the perturbation (name, values, severity, seed), the window, and the source of every module
 that computes the result (`code_version`). A changed byte in any of them is a different unit.

@@ -5,7 +5,7 @@ Conditions: each of `pipelines` unperturbed, plus every perturbation x severity 
 `perturb_pipeline` (the vehicle's). Each case contributes one window of consecutive frames
 (parity.runs.windows), so jitter means what it means in replay. CULane F1 is scored on the
 unperturbed conditions only (it rasterises every lane; TuSimple accuracy is scored everywhere).
-The statistics and the leaderboard are parity.ranking.leaderboard's.
+The statistics and the leaderboard are parity.decisions.leaderboard's.
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from ..preprocessing import perturb
 from ..provenance import git_sha, versions
 from ..runners import REFERENCE, create, resolve
 from ..runners.artifacts import ArtifactCache
-from . import units as U
-from .inputs import load_all_cases, new_run_id, resolve_pipeline
-from .tables import write_table
-from .windows import DEFAULT_WINDOW_S, check_window, window_frames
+from ..runs import units as U
+from ..runs.inputs import load_all_cases, new_run_id, resolve_pipeline
+from ..runs.tables import write_table
+from ..runs.windows import DEFAULT_WINDOW_S, check_window, window_frames
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def rank(cfg: RankConfig):
     import pandas as pd
     import pyarrow as pa
 
-    from ..ranking import leaderboard as LB
+    from . import leaderboard as LB
 
     started = datetime.now(timezone.utc)
     ckpts, cases, runner_names, deployed, pipes, perts, conditions = plan(cfg)

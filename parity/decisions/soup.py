@@ -28,10 +28,10 @@ from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..provenance import git_sha
 from ..runners import REFERENCE, resolve
 from ..runners.artifacts import ArtifactCache
-from . import units as U
-from .inputs import load_all_cases, resolve_pipeline
+from ..runs import units as U
+from ..runs.inputs import load_all_cases, resolve_pipeline
 from .rank import UnitEvaluator, expand_checkpoints
-from .windows import DEFAULT_WINDOW_S, window_frames
+from ..runs.windows import DEFAULT_WINDOW_S, window_frames
 
 CRITERIA = {"accuracy": True, "deployed-jitter": False, "deployment-score": False}  # name -> higher is better
 
@@ -62,7 +62,7 @@ def _ratio(units, runner, metric) -> float:
 def soup(cfg: SoupConfig):
     import pandas as pd
 
-    from ..ranking.leaderboard import load_weights
+    from .leaderboard import load_weights
     from ..training.recipes.soups import average
 
     if cfg.criterion not in CRITERIA:
