@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh clone: `make replay` and `make test`.
 SHELL := /bin/bash
+comma := ,
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -21,7 +22,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make replay [CASES=...] [CKPT=...] [RUNNERS=...] [PIPELINE=...] [OUT=...]"
-	@echo "make sweep [PERTURB=deploy|corruptions|all|name,...] [SEVERITIES=1..5] [SWEEP_FRAMES=24]"
+	@echo "make sweep [PERTURB=deploy|corruptions|all|name,...] [SEVERITIES=1..5] [SWEEP_WINDOW_S=3]"
 	@echo "make test | make test-all | make bench | make cases | make train | make zoo | make rank [RANK_PERTURB=deploy] [RANK_SEVERITIES=1,3,5]"
 
 # The venv is rebuilt whenever pyproject.toml is newer than the last install.
@@ -76,12 +77,14 @@ clean-cache:
 	rm -rf .cache
 
 # Speed and memory targets live here, never in unit tests. Results: reports/bench/.
-bench: $(STAMP)
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+# The rank benchmark ranks the zoo, so bench builds it first. BENCH=name,... runs only those.
+BENCH ?=
+bench: zoo
+	@for b in $(if $(BENCH),$(foreach n,$(subst $(comma), ,$(BENCH)),benchmarks/$(n).py),benchmarks/*.py); do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # Perturbation sweep of the reference model: every deployment mismatch at severities 1..5.
 PERTURB ?= deploy
 SEVERITIES ?= 1..5
-SWEEP_FRAMES ?= 24
+SWEEP_WINDOW_S ?= 3
 sweep: $(STAMP) $(if $(filter $(DEFAULT_CASES)% default,$(CASES)),cases) $(if $(filter $(REFERENCE_CKPT),$(CKPT)),$(REFERENCE_CKPT))
-	$(PY) -m parity sweep --cases $(CASES) --checkpoint $(CKPT) --runners $(if $(filter auto,$(RUNNERS)),torch,$(RUNNERS)) --pipeline vehicle --perturb $(PERTURB) --severities $(SEVERITIES) --frames $(SWEEP_FRAMES) $(if $(OUT),--out $(OUT))
+	$(PY) -m parity sweep --cases $(CASES) --checkpoint $(CKPT) --runners $(if $(filter auto,$(RUNNERS)),torch,$(RUNNERS)) --pipeline vehicle --perturb $(PERTURB) --severities $(SEVERITIES) --window-s $(SWEEP_WINDOW_S) $(if $(OUT),--out $(OUT))

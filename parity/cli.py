@@ -167,7 +167,7 @@ def _cmd_sweep(args) -> int:
 
     out, summary, code = sweep(SweepConfig(
         cases=args.cases, checkpoint=args.checkpoint, runners=args.runners, pipeline=args.pipeline,
-        perturb=args.perturb, severities=parse_severities(args.severities), frames=args.frames, seed=args.seed,
+        perturb=args.perturb, severities=parse_severities(args.severities), window_s=args.window_s, seed=args.seed,
         out=args.out, batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress, argv=sys.argv[1:],
     ))
     for runner in dict.fromkeys(r["runner"] for r in summary["results"]):
@@ -390,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--pipeline", default="vehicle")
     sw.add_argument("--perturb", default="deploy", help="suite (deploy, corruptions, all) or comma-separated names")
     sw.add_argument("--severities", default="1..5")
-    sw.add_argument("--frames", type=int, help="evenly spaced frames per case (default: all)")
+    sw.add_argument("--window-s", type=float, default=3.0, help="seconds of consecutive frames per case, centred (0: the whole case)")
     sw.add_argument("--seed", type=int, default=0)
     sw.add_argument("--out", help="output folder (default reports/sweep-<run-id>)")
     sw.add_argument("--batch-size", type=int, default=16)

@@ -97,7 +97,7 @@ def test_names_and_suites():
 def test_sweep_is_reproducible_and_reuses_the_clean_pass(tiny_case, random_checkpoint, cache_dir, tmp_path, capsys):
     args = ["sweep", "--cases", str(tiny_case), "--checkpoint", str(random_checkpoint.path), "--runners", "torch,ort-fp32",
             "--perturb", "crop_shift_x,gaussian_noise,frame_drop,uint8_rounding,fgsm", "--severities", "1,5",
-            "--frames", "4", "--cache-dir", str(cache_dir), "--no-progress"]
+            "--window-s", "0.4", "--cache-dir", str(cache_dir), "--no-progress"]
     assert main(args + ["--out", str(tmp_path / "a")]) == 0
     printed = capsys.readouterr().out
     assert main(args + ["--out", str(tmp_path / "b")]) == 0
@@ -105,6 +105,7 @@ def test_sweep_is_reproducible_and_reuses_the_clean_pass(tiny_case, random_check
     pd.testing.assert_frame_equal(a, b)
     clean = a[a.perturbation == "none"]
     assert len(clean) == 4 * 2 * 4 and set(clean.severity) == {0}  # frames x runners x lanes, once
+    assert sorted(clean.frame.unique()) == [1, 2, 3, 4]  # one window of consecutive frames (0.4 s at 10 fps), centred
     assert set(a.perturbation) == {"none", "crop_shift_x", "gaussian_noise", "frame_drop", "uint8_rounding", "fgsm"}
     shifted = a[(a.perturbation == "crop_shift_x") & (a.runner == "torch")]
     assert shifted[shifted.severity == 5].dx_ref_mean_px.mean() > shifted[shifted.severity == 1].dx_ref_mean_px.mean()

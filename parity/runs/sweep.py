@@ -1,6 +1,8 @@
 """Severity sweeps: every case x perturbation x severity x runner, against the unperturbed output.
 
-The unperturbed (severity 0) output of each runner is computed once per case and is the
+Each case contributes one window of consecutive frames (parity.runs.windows; 3 s by default), so
+jitter and oscillation under a perturbation are frame-to-frame quantities as in replay. The
+unperturbed (severity 0) output of each runner is computed once per case and is the
 reference for that runner's perturbed outputs, so `dx_ref_*` in the table is what the
 perturbation moved. Each batch is preprocessed once and the same tensor goes to every runner
 (FGSM included). The table holds no timings, so the same sweep gives the same table.
@@ -30,6 +32,7 @@ from ..runners.artifacts import ArtifactCache
 from .batch import RunnerBatches, nonfinite_findings
 from .inputs import load_all_cases, new_run_id, resolve_pipeline
 from .tables import jitter_table, lane_table, merge_parts, write_table
+from .windows import DEFAULT_WINDOW_S, check_window, window_frames
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ class SweepConfig:
     pipeline: str = "vehicle"
     perturb: str = "deploy"
     severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
-    frames: int | None = None  # evenly spaced frames per case (None: all)
+    window_s: float | None = DEFAULT_WINDOW_S  # seconds of consecutive frames per case (None or 0: all)
     seed: int = 0
     out: str | None = None
     batch_size: int = 16
@@ -70,7 +73,9 @@ def sweep(cfg: SweepConfig):
     import pyarrow as pa
 
     started = datetime.now(timezone.utc)
+    check_window(cfg.window_s)
     cases = load_all_cases(cfg.cases)
+    windows = {c.name: window_frames(c.timestamps, cfg.window_s) for c in cases}
     ckpt = load_checkpoint(cfg.checkpoint)
     adapter = ckpt.adapter()
     pipe = resolve_pipeline(cfg.pipeline, adapter.pipelines())
@@ -87,7 +92,7 @@ def sweep(cfg: SweepConfig):
     errors, agg, jitter_rows = [], {}, []
     from tqdm import tqdm
 
-    n_frames = sum(min(len(c), cfg.frames or len(c)) for c in cases)
+    n_frames = sum(len(w) for w in windows.values())
     bar = tqdm(total=n_frames * (1 + len(perts) * len(cfg.severities)), desc="sweep", unit="frame",
                disable=None if cfg.progress else True, file=sys.stderr)
     with ExitStack() as stack:
@@ -95,7 +100,7 @@ def sweep(cfg: SweepConfig):
             stack.enter_context(r)
         for case in cases:
             try:
-                tables = _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg, jitter_rows, bar)
+                tables = _sweep_case(case, windows[case.name], cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg, jitter_rows, bar)
                 write_table(pa.concat_tables(tables), parts / f"{case.name}.parquet")
             except Exception as exc:  # recorded, fails the exit code, the other cases go on
                 errors.append({"case": case.name, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)})
@@ -124,7 +129,8 @@ def sweep(cfg: SweepConfig):
             "git_sha": git_sha(), "versions": versions(),
             "checkpoint": {"path": str(ckpt.path), "sha256": ckpt.sha256, "name": ckpt.name},
             "cases": {c.name: {"path": str(c.root.resolve()), "sha256": c.content_hash()} for c in cases},
-            "pipeline": pipe.to_dict(), "seed": cfg.seed, "frames_per_case": cfg.frames,
+            "pipeline": pipe.to_dict(), "seed": cfg.seed, "window_s": cfg.window_s,
+            "windows": {k: [int(v[0]), int(v[-1])] for k, v in windows.items() if len(v)},
             "perturbations": {p.name: {"family": p.family, "stage": p.stage, "values": list(p.values), "unit": p.unit} for p in perts},
             "runners": {r.name: r.describe() for r in runners},
         },
@@ -139,12 +145,6 @@ def sweep(cfg: SweepConfig):
     return out, summary, code
 
 
-def _frames(case, n):
-    if not n or n >= len(case):
-        return np.arange(len(case))
-    return np.unique(np.linspace(0, len(case) - 1, n).round().astype(int))
-
-
 def _run(runners, adapter, feed_fn, idx, width, batch):
     """Every runner's outputs for frames `idx`, each batch prepared once and fed to all of them."""
     batches = RunnerBatches(runners, adapter, width, keep_logits={REFERENCE})
@@ -153,12 +153,11 @@ def _run(runners, adapter, feed_fn, idx, width, batch):
     return batches.outputs()
 
 
-def _sweep_case(case, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg, jitter_rows, bar):
+def _sweep_case(case, idx, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg, jitter_rows, bar):
     rows = adapter.anchor_rows(case.height)
     gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None
     mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
     track_gt = scoring.gt_usable_for_tracking(case, adapter)
-    idx = _frames(case, cfg.frames)
     clean = _run(runners, adapter, lambda f: pipe.prepare(case, f), idx, case.width, cfg.batch_size)
     bar.update(len(idx))
     # FGSM pushes away from the GT where a frame is labelled, else from the clean prediction.
