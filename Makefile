@@ -18,12 +18,13 @@ PIPELINE ?= vehicle,training
 OUT ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv replay test test-all cases train zoo rank bench sweep clean-cache help
+.PHONY: venv replay test test-all cases train zoo rank gate bench sweep clean-cache help
 
 help:
 	@echo "make replay [CASES=...] [CKPT=...] [RUNNERS=...] [PIPELINE=...] [OUT=...]"
 	@echo "make sweep [PERTURB=deploy|corruptions|all|name,...] [SEVERITIES=1..5] [SWEEP_WINDOW_S=3]"
-	@echo "make test | make test-all | make bench | make cases | make train | make zoo | make rank [RANK_PERTURB=deploy] [RANK_SEVERITIES=1,3,5]"
+	@echo "make test | make test-all | make bench [BENCH=name,...] | make cases | make train | make zoo | make rank [RANK_PERTURB=deploy] [RANK_SEVERITIES=1,3,5]"
+	@echo "make gate [BASELINE=reports/baselines/reference.json] [OUT=reports/gate]"
 
 # The venv is rebuilt whenever pyproject.toml is newer than the last install.
 # torch==2.13.0 first: it is the CPU build on this machine's disk; a range would pull a CUDA build.
@@ -66,6 +67,12 @@ rank: zoo
 # Default cases and the reference checkpoint are made on first use, then reused.
 replay: $(STAMP) $(if $(filter $(DEFAULT_CASES)% default,$(CASES)),cases) $(if $(filter $(REFERENCE_CKPT),$(CKPT)),$(REFERENCE_CKPT))
 	$(PY) -m parity replay --cases $(CASES) --checkpoint $(CKPT) --runners $(RUNNERS) --pipeline $(PIPELINE) $(if $(OUT),--out $(OUT))
+
+# The reference model on the default suite against the committed baseline (docs/ci.md): the
+# baseline's runners and pipelines, exit 0 pass, 1 regression, 3 cannot compare.
+BASELINE ?= reports/baselines/reference.json
+gate: $(STAMP) cases $(REFERENCE_CKPT)
+	$(PY) -m parity gate --baseline $(BASELINE) --out $(or $(OUT),reports/gate)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-"""`parity` command line. Exit codes: 0 ok, 1 a run failed or regressed, 2 bad input or usage."""
+"""`parity` command line. Exit codes: 0 ok, 1 a run failed or regressed, 2 bad input or usage, 3 (gate) cannot compare."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +22,27 @@ def _cmd_replay(args) -> int:
     )
     print(format_table(res.summary))
     print("wrote " + ", ".join(str(res.out / f) for f in res.summary["files"]))
+    if args.report:
+        print(f"report: {_write_report(res.out)}")
     return res.exit_code
+
+
+def _write_report(folder) -> str:
+    """The HTML report of a finished folder; a report that cannot be drawn never fails the run it describes."""
+    from .decisions.report import write_report
+
+    try:
+        return str(write_report(folder))
+    except Exception as exc:
+        logging.getLogger("parity").warning("report not written: %s: %s", type(exc).__name__, exc)
+        return f"not written ({type(exc).__name__}: {exc})"
+
+
+def _cmd_report(args) -> int:
+    from .decisions.report import write_report
+
+    print(f"wrote {write_report(args.folder, args.out)}")
+    return 0
 
 
 def _cmd_train(args) -> int:
@@ -264,6 +284,40 @@ def _cmd_zoo(args) -> int:
     return 0
 
 
+def _cmd_baseline(args) -> int:
+    from .decisions.baseline import write_baseline
+
+    doc = write_baseline(args.run, args.out, args.name)
+    runners = sorted({e["runner"] for e in doc["entries"]})
+    print(f"wrote {args.out}: {len(doc['entries'])} entries ({len(doc['provenance']['cases'])} cases x {', '.join(runners)} "
+          f"x {', '.join(sorted({e['pipeline'] for e in doc['entries']}))}, and overall)")
+    return 0
+
+
+def _cmd_gate(args) -> int:
+    from .decisions.gate import GateConfig, gate
+
+    out, doc, code = gate(GateConfig(
+        baseline=args.baseline, out=args.out, run=args.run, config=args.config, cases=args.cases, checkpoint=args.checkpoint,
+        runners=args.runners, pipelines=args.pipeline, engines=args.engine or [], engine_as=args.engine_as, rename=args.rename or [],
+        batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress, argv=sys.argv[1:],
+    ))
+    n = doc["counts"]
+    for c in doc["checks"]:
+        if c["status"] != "pass":
+            where = "all cases" if c["case"] == "*" else c["case"]
+            print(f"{'REGRESSION' if c['status'] == 'fail' else 'CANNOT COMPARE'}: {where} {c['runner']} {c['pipeline']} "
+                  f"{c['rule']}: {c['message']}" + (f" [nondeterministic: {c['nondeterministic']}]" if c.get("nondeterministic") else ""))
+    if doc.get("machine_differs"):
+        print(f"note: {doc['machine_differs']}")
+    word = {"pass": "PASS", "fail": "FAIL (regression)", "error": "FAIL (cannot compare)"}[doc["verdict"]]
+    print(f"gate {word}: {n['pass']} passed, {n['fail']} regressions, {n['error']} could not be compared (exit {code})")
+    print("wrote " + ", ".join(str(out / f) for f in doc["files"]))
+    if args.report:
+        print(f"report: {_write_report(out)}")
+    return code
+
+
 def _cmd_methods_list(args) -> int:
     from .training.recipes import all_recipes
 
@@ -305,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--engine", action="append", help="a prebuilt TensorRT .engine/.plan to run as an extra runner (repeatable)")
     r.add_argument("--trt-timing-cache", help="TensorRT timing cache file: read if present, written after a build (reproducible rebuilds)")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html beside summary.json")
     r.set_defaults(func=_cmd_replay)
 
     t = sub.add_parser("train", help="train the reference row-anchor lane model")
@@ -469,6 +524,36 @@ def build_parser() -> argparse.ArgumentParser:
     mesub = me.add_subparsers(dest="methods_command", required=True)
     ml = mesub.add_parser("list", help="every recipe: name, what it changes, its settings and source")
     ml.set_defaults(func=_cmd_methods_list)
+
+    bl = sub.add_parser("baseline", help="store a finished replay's metrics (per case x runner x pipeline) as a gate baseline")
+    bl.add_argument("--run", required=True, help="a finished replay folder (summary.json)")
+    bl.add_argument("--out", required=True, help="the baseline file, e.g. reports/baselines/NAME.json")
+    bl.add_argument("--name", help="the baseline's name (default: the file's stem)")
+    bl.set_defaults(func=_cmd_baseline)
+
+    ga = sub.add_parser("gate", help="check a candidate against a baseline: exit 0 pass, 1 regression, 2 bad input, 3 cannot compare")
+    ga.add_argument("--baseline", required=True, help="a file written by `parity baseline`")
+    ga.add_argument("--run", help="a finished replay to check (else the candidate is replayed with the options below)")
+    ga.add_argument("--config", help="TOML with [gate.rules.<metric>] tables (defaults: parity/decisions/gate.toml)")
+    ga.add_argument("--cases", nargs="+", help="default: the baseline's cases")
+    ga.add_argument("--checkpoint", help="the candidate checkpoint (default: the baseline's)")
+    ga.add_argument("--runners", help="comma-separated (default: the baseline's runners)")
+    ga.add_argument("--pipeline", help="comma-separated names or pipeline files (default: the baseline's pipelines)")
+    ga.add_argument("--engine", action="append", help="a prebuilt TensorRT engine to gate in place of a baseline runner")
+    ga.add_argument("--engine-as", help="the baseline runner the engine is compared as (default: the baseline's only trt-* runner)")
+    ga.add_argument("--as", dest="rename", action="append", metavar="CANDIDATE=BASELINE",
+                    help="compare a candidate runner or pipeline under a baseline name (repeatable)")
+    ga.add_argument("--out", help="output folder (default reports/gate-<run-id>): gate.json, junit.xml, gate.md, run/")
+    ga.add_argument("--batch-size", type=int, default=16)
+    ga.add_argument("--cache-dir")
+    ga.add_argument("--no-progress", action="store_true")
+    ga.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html")
+    ga.set_defaults(func=_cmd_gate)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page for a replay, sweep, rank or gate folder")
+    rp.add_argument("folder", help="a finished replay, sweep, rank or gate folder")
+    rp.add_argument("--out", help="the HTML file (default: FOLDER/report.html)")
+    rp.set_defaults(func=_cmd_report)
 
     rn = sub.add_parser("runners", help="list runners and whether this machine can run them")
     rn.set_defaults(func=_cmd_runners)

@@ -45,3 +45,18 @@ def sha256_json(obj) -> str:
     import json
 
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def machine() -> dict:
+    """What a result was computed on: reduced-precision differences depend on the CPU's vector units."""
+    cpu = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return {"system": platform.system(), "arch": platform.machine(), "cpu": cpu, "cpus": os.cpu_count()}

@@ -46,6 +46,17 @@ def test_replay_end_to_end(tiny_case, random_checkpoint, cache_dir, tmp_path, ca
     assert 0 <= r[("torch", "vehicle")]["f1_50"] <= 1
     for name in ("torch", "ort-fp32", "ort-fp16", "fps", "pipeline gap", "bend", "jit near"):
         assert name in printed
+    # per case x runner x pipeline aggregates (what a gate baseline stores): with one case they are the run's
+    per_case = {(x["runner"], x["pipeline"]): x for x in summary["per_case"]}
+    assert set(per_case) == set(r) and all(x["case"] == "tiny" and x["frames"] == 6 for x in per_case.values())
+    for k in ("accuracy", "f1_50", "dx_ref_p99_px", "bend_p99_px", "kink_rate", "jitter_rms_near", "nonfinite_rate"):
+        assert per_case[("ort-fp16", "vehicle")][k] == pytest.approx(r[("ort-fp16", "vehicle")][k], nan_ok=True)
+    frame_acc = df[(df.runner == "ort-fp16") & (df.pipeline == "vehicle")].groupby("frame").frame_accuracy.first()
+    assert per_case[("ort-fp16", "vehicle")]["accuracy"] == pytest.approx(frame_acc.mean())
+    gap = next(g for g in summary["pipeline_gap"] if g["runner"] == "ort-fp16")["vehicle_vs_training"]
+    assert per_case[("ort-fp16", "vehicle")]["pipeline_gap_p99_px"] == pytest.approx(gap["p99_px"])
+    assert "pipeline_gap_p99_px" not in per_case[("ort-fp16", "training")]
+    assert "report: " in printed and (out / "report.html").is_file()  # the replay's HTML report, beside summary.json
 
 
 def test_reference_runner_is_added_when_missing(tiny_case, random_checkpoint, cache_dir, tmp_path):

@@ -248,36 +248,6 @@ def format_board(summary: dict) -> str:
     return "\n".join(out)
 
 
-def pareto_plot(result: dict, path: Path) -> Path:
-    """Accuracy against deployed bending and jitter, intervals as bars, the front marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .. import atomic
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for ax, m, label in ((axes[0], "bend_px", "deployed bend (px)"), (axes[1], "jitter_near", "deployed near jitter (px/frame)")):
-        for r in result["board"]:
-            x, y = r[m], r["accuracy"]
-            if not (np.isfinite(x["value"]) and np.isfinite(y["value"])):
-                continue
-            ax.errorbar(x["value"], y["value"], xerr=[[x["value"] - x["ci"][0]], [x["ci"][1] - x["value"]]],
-                        yerr=[[y["value"] - y["ci"][0]], [y["ci"][1] - y["value"]]], fmt="o" if r["pareto"] else "x",
-                        color="C3" if r["pareto"] else "C0", alpha=0.8, capsize=2)
-            ax.annotate(r["checkpoint"], (x["value"], y["value"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel(label)
-        ax.set_ylabel("accuracy (deployed, vehicle)")
-        ax.grid(alpha=0.3)
-    fig.suptitle("Pareto front (red): accuracy vs deployed bending and jitter, 95% case-bootstrap intervals")
-    fig.tight_layout()
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
-
-
 @contextmanager
 def _quiet():
     with warnings.catch_warnings():  # all-NaN slices are expected: a metric a checkpoint has no value for

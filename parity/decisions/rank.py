@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import sys
 import traceback
 from contextlib import ExitStack
@@ -22,7 +23,7 @@ from .. import atomic
 from ..errors import ParityError, UsageError
 from ..models.checkpoint import load_checkpoint
 from ..preprocessing import perturb
-from ..provenance import git_sha, versions
+from ..provenance import git_sha, machine, versions
 from ..runners import REFERENCE, create, resolve
 from ..runners.artifacts import ArtifactCache
 from ..runs import units as U
@@ -153,9 +154,9 @@ def rank(cfg: RankConfig):
         "first_place_share": result["first_place_share"],
         "definitions": LB.DEFINITIONS,
         "provenance": {
-            "git_sha": git_sha(), "versions": versions(), "code_version": U.code_version(),
+            "git_sha": git_sha(), "versions": versions(), "machine": machine(), "code_version": U.code_version(),
             "checkpoints": {c.name: {"path": str(c.path), "sha256": c.sha256, "method": c.meta.get("method")} for c in ckpts},
-            "cases": {c.name: {"path": str(c.root.resolve()), "sha256": keys.case_hash(c)} for c in cases},
+            "cases": {c.name: {"path": os.path.abspath(c.root), "sha256": keys.case_hash(c)} for c in cases},
             "pipelines": {k: p.to_dict() for k, p in pipes.items()},
             "runners": runner_names,
         },
@@ -164,8 +165,10 @@ def rank(cfg: RankConfig):
     }
     atomic.write_json(out / "rank.json", summary)
     try:
-        png = LB.pareto_plot(result, out / "pareto.png")
-        summary["files"].append(png.name)
+        from .figures import pareto
+
+        atomic.write_bytes(out / "pareto.png", pareto(result["board"]))
+        summary["files"].append("pareto.png")
         atomic.write_json(out / "rank.json", summary)
     except Exception as exc:  # a plot is not worth a failed rank
         log.warning("pareto plot not written: %s", exc)

@@ -7,6 +7,7 @@ preprocessing differences are reported apart; the pipeline gap is its own line.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from contextlib import ExitStack
@@ -22,7 +23,7 @@ from ..errors import ParityError, UsageError
 from ..metrics import scoring
 from ..metrics.lateral import lateral_difference, metres_per_pixel
 from ..models.checkpoint import load_checkpoint
-from ..provenance import git_sha, versions
+from ..provenance import git_sha, machine, versions
 from ..runners import REFERENCE, create, prebuilt_engine, resolve
 from ..runners.artifacts import ArtifactCache
 from .batch import RunnerBatches, nonfinite_findings
@@ -80,6 +81,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
 
     preds: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     per_key: dict[tuple[str, str], list] = {}
+    per_case: list[dict] = []  # case x runner x pipeline aggregates: what a baseline stores and a gate compares
     jitter_rows: list[dict] = []
     times: dict[tuple[str, str], float] = {}
     frames_done: dict[tuple[str, str], int] = {}
@@ -122,10 +124,14 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
                                             "perturbation": "none", "severity": 0, "lane_name": adapter.lane_names[row["lane"]],
                                             "reference": ref_name, **row})
                 write_table(pa.concat_tables(tables), parts / f"{case.name}.parquet")
+                gaps = _case_pipeline_gaps(lanes)
                 for key, o in outputs.items():
                     preds.setdefault(key, {})[case.name] = o.x
-                    per_key.setdefault(key, []).append({"x": o.x, "dx_ref": lanes[(REFERENCE, key[1])], "scored": scored[key], "case": case.name,
-                                                        "frames": frames_all, "lane_names": adapter.lane_names})
+                    item = {"x": o.x, "dx_ref": lanes[(REFERENCE, key[1])], "scored": scored[key], "case": case.name,
+                            "frames": frames_all, "lane_names": adapter.lane_names}
+                    per_key.setdefault(key, []).append(item)
+                    per_case.append({"case": case.name, "runner": key[0], "pipeline": key[1], "frames": len(o.x),
+                                     **scoring.aggregate([item]), **gaps.get(key, {})})
                     times[key] = times.get(key, 0.0) + float(o.ms.sum()) / 1e3
                     frames_done[key] = frames_done.get(key, 0) + len(o.x)
             except Exception as exc:  # one bad case never kills the run; it is recorded and fails the exit code
@@ -158,10 +164,11 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
         "provenance": {
             "git_sha": git_sha(),
             "versions": versions(),
+            "machine": machine(),
             "checkpoint": {"path": str(ckpt.path), "sha256": ckpt.sha256, "name": ckpt.name, "method": ckpt.meta.get("method")},
             "cases": {
                 c.name: {
-                    "path": str(c.root.resolve()), "sha256": c.content_hash(), "frames": len(c),
+                    "path": os.path.abspath(c.root), "sha256": c.content_hash(), "frames": len(c),
                     "labelled_frames": int(c.labelled.sum()) if c.labelled is not None else 0,
                     "model_rows": adapter.anchor_rows(c.height).tolist(),
                 }
@@ -176,6 +183,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
             for k, items in per_key.items()
         ],
         "pipeline_gap": _pipeline_gap(preds, pipe_names),
+        "per_case": per_case,
         "errors": errors,
     }
     summary["findings"] = nonfinite_findings(summary["results"])
@@ -185,6 +193,17 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     atomic.write_json(out / "summary.json", summary)
     return ReplayResult(out, summary, exit_code)
 
+
+
+def _case_pipeline_gaps(lanes: dict) -> dict[tuple[str, str], dict]:
+    """(runner, "vehicle") -> pipeline_gap_{mean,p99,max}_px of one case: the runner's lanes on the
+    vehicle vs the training pipeline (only where the run has both)."""
+    out = {}
+    for (rname, pname), x in lanes.items():
+        if pname == "vehicle" and (rname, "training") in lanes:
+            d = lateral_difference(x.ravel(), lanes[(rname, "training")].ravel())
+            out[(rname, pname)] = {f"pipeline_gap_{k}": d[k] for k in ("mean_px", "p99_px", "max_px")}
+    return out
 
 
 def _pipeline_gap(preds, pipe_names) -> list[dict]:

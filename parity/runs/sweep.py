@@ -10,6 +10,7 @@ perturbation moved. Each batch is preprocessed once and the same tensor goes to 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from contextlib import ExitStack
@@ -26,7 +27,7 @@ from ..metrics import scoring
 from ..metrics.lateral import metres_per_pixel
 from ..models.checkpoint import load_checkpoint
 from ..preprocessing import perturb
-from ..provenance import git_sha, versions
+from ..provenance import git_sha, machine, versions
 from ..runners import REFERENCE, create, resolve
 from ..runners.artifacts import ArtifactCache
 from .batch import RunnerBatches, nonfinite_findings
@@ -126,9 +127,9 @@ def sweep(cfg: SweepConfig):
             "bending_jitter": "gt where a case has GT on every frame in the model's lane slots, else the runner's unperturbed output",
         },
         "provenance": {
-            "git_sha": git_sha(), "versions": versions(),
+            "git_sha": git_sha(), "versions": versions(), "machine": machine(),
             "checkpoint": {"path": str(ckpt.path), "sha256": ckpt.sha256, "name": ckpt.name},
-            "cases": {c.name: {"path": str(c.root.resolve()), "sha256": c.content_hash()} for c in cases},
+            "cases": {c.name: {"path": os.path.abspath(c.root), "sha256": c.content_hash()} for c in cases},
             "pipeline": pipe.to_dict(), "seed": cfg.seed, "window_s": cfg.window_s,
             "windows": {k: [int(v[0]), int(v[-1])] for k, v in windows.items() if len(v)},
             "perturbations": {p.name: {"family": p.family, "stage": p.stage, "values": list(p.values), "unit": p.unit} for p in perts},

@@ -101,3 +101,26 @@ def run_lanes(run: str | Path, runner: str, pipeline: str):
         x = np.stack(rows_c.x.to_numpy()).reshape(T, L, -1).astype(np.float32)
         ms = rows_c.groupby("frame").infer_ms.first().to_numpy()
         yield case, x, np.asarray(info["model_rows"], dtype=np.float64), ms
+
+
+def read_document(path: str | Path, schemas: tuple[str, ...], missing: str, what: str = "") -> dict:
+    """A JSON document of one of `schemas`; every problem is one line naming the file (`missing`
+    says what an absent file means)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: {missing}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: unreadable{what}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("schema") not in schemas:
+        got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise UsageError(f"{path}: schema {got!r}, expected {' or '.join(schemas)}")
+    return doc
+
+
+def read_summary(folder: str | Path, schemas: tuple[str, ...], name: str = "summary.json") -> dict:
+    """The summary document of a finished run folder, checked to be one of `schemas`."""
+    if not Path(folder).is_dir():
+        raise UsageError(f"{folder}: no such run folder")
+    return read_document(Path(folder) / name, schemas, "missing (not a finished run folder)")

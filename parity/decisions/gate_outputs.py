@@ -1,0 +1,138 @@
+"""What a CI system reads from a gate: JUnit XML (one test case per case x runner x pipeline x rule)
+and a Markdown summary for a pull-request comment. Both are made from the gate document alone.
+
+The JUnit layout is the one Jenkins, GitLab and GitHub test reporters read (the Ant/Jenkins
+format; tests/junit.xsd is the schema the tests validate it against): one <testsuite> per case
+(and one for the run-level figures), a <testcase> per runner x pipeline x rule whose classname is
+`parity.gate.<case>.<runner>.<pipeline>`, a <failure> for a regression and an <error> for what could
+not be compared, each message with the measured value, the allowed value and the baseline.
+"""
+from __future__ import annotations
+
+import math
+import socket
+import xml.etree.ElementTree as ET
+from datetime import datetime
+
+from .baseline import GATED, OVERALL
+
+MAX_ROWS = 60  # per Markdown table; the rest is in gate.json
+
+
+def _suite_name(case: str) -> str:
+    return "overall (all cases)" if case == OVERALL else case
+
+
+def junit_xml(doc: dict) -> str:
+    checks = doc["checks"]
+    stamp = datetime.fromisoformat(doc["started"]).strftime("%Y-%m-%dT%H:%M:%S")
+    root = ET.Element("testsuites", name="parity gate", tests=str(len(checks)),
+                      failures=str(doc["counts"]["fail"]), errors=str(doc["counts"]["error"]), time="0")
+    by_case: dict[str, list] = {}
+    for c in checks:
+        by_case.setdefault(c["case"], []).append(c)
+    host = socket.gethostname() or "localhost"
+    for i, (case, items) in enumerate(sorted(by_case.items(), key=lambda kv: (kv[0] == OVERALL, kv[0]))):
+        suite = ET.SubElement(root, "testsuite", name=f"parity gate: {_suite_name(case)}", tests=str(len(items)),
+                              failures=str(sum(c["status"] == "fail" for c in items)), errors=str(sum(c["status"] == "error" for c in items)),
+                              skipped="0", time="0", timestamp=stamp, hostname=host, id=str(i))
+        props = ET.SubElement(suite, "properties")
+        for name, value in (("baseline", doc["baseline"]["path"]), ("candidate_run", doc["candidate"]["run"]),
+                            ("verdict", doc["verdict"]), ("gate_git_sha", str(doc.get("gate_git_sha")))):
+            ET.SubElement(props, "property", name=name, value=value)
+        for c in items:
+            case_name = "overall" if c["case"] == OVERALL else c["case"]
+            tc = ET.SubElement(suite, "testcase", name=c["rule"], classname=f"parity.gate.{case_name}.{c['runner']}.{c['pipeline']}", time="0")
+            if c["status"] == "pass":
+                continue
+            tag = "failure" if c["status"] == "fail" else "error"
+            kind = "regression" if tag == "failure" else c["rule"]
+            el = ET.SubElement(tc, tag, message=_message(c), type=kind)
+            el.text = _detail(c)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _message(c: dict) -> str:
+    msg = f"{c['rule']} on {c['runner']} / {c['pipeline']}: {c['message']}"
+    if c.get("nondeterministic"):
+        msg += f" [nondeterministic across machines: {c['nondeterministic']}]"
+    return msg
+
+
+def _detail(c: dict) -> str:
+    lines = [f"{k}: {_num(c[k]) if k in ('measured', 'allowed', 'baseline') else c[k]}"
+             for k in ("case", "runner", "pipeline", "rule", "measured", "allowed", "baseline", "tolerance", "nondeterministic")
+             if c.get(k) is not None]
+    return "\n".join(lines)
+
+
+def _num(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "absent"
+    return f"{v:.6g}"
+
+
+def _table(head: list[str], rows: list[list[str]], more: int) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    if more:
+        out.append(f"\n... and {more} more in gate.json")
+    return out
+
+
+def markdown(doc: dict) -> str:
+    checks = doc["checks"]
+    n = doc["counts"]
+    word = {"pass": "PASSED", "fail": "FAILED: regression", "error": "FAILED: cannot compare"}[doc["verdict"]]
+    bp = doc["baseline"]["provenance"]
+    ck = bp.get("checkpoint") or {}
+    cp = (doc["candidate"]["provenance"] or {}).get("checkpoint") or {}
+    lines = [
+        f"## parity gate {word} (exit {doc['exit_code']})",
+        "",
+        f"Baseline `{doc['baseline']['path']}` (checkpoint `{ck.get('name')}` {str(ck.get('sha256'))[:12]}, "
+        f"{len(bp.get('cases', {}))} cases); candidate run `{doc['candidate']['run']}` (checkpoint `{cp.get('name')}` "
+        f"{str(cp.get('sha256'))[:12]}).",
+        f"{len(checks)} checks: {n['pass']} passed, {n['fail']} regressions, {n['error']} could not be compared.",
+    ]
+    if doc.get("rename"):
+        lines.append("Compared as: " + ", ".join(f"`{a}` as `{b}`" for a, b in doc["rename"].items()) + ".")
+    if doc.get("machine_differs"):
+        lines.append(f"Note: {doc['machine_differs']}.")
+    fails = [c for c in checks if c["status"] == "fail"]
+    if fails:
+        lines += ["", "### Regressions", ""]
+        rows = [[_where(c), c["runner"], c["pipeline"], f"`{c['rule']}`", _num(c["measured"]), _allowed(c), _num(c["baseline"]),
+                 "nondeterministic" if c.get("nondeterministic") else ""] for c in fails[:MAX_ROWS]]
+        lines += _table(["case", "runner", "pipeline", "rule", "measured", "allowed", "baseline", "note"], rows, len(fails) - len(rows))
+    errors = [c for c in checks if c["status"] == "error"]
+    if errors:
+        lines += ["", "### Could not compare (fails closed)", ""]
+        rows = [[_where(c), c["runner"], c["pipeline"], f"`{c['rule']}`", c["message"].replace("|", "\\|")] for c in errors[:MAX_ROWS]]
+        lines += _table(["case", "runner", "pipeline", "reason", "detail"], rows, len(errors) - len(rows))
+    overall = {}
+    for c in checks:
+        if c["case"] == OVERALL and c["rule"] in ("accuracy", "dx_ref_p99_px", "bend_p99_px", "jitter_rms_near", "nonfinite_rate"):
+            overall.setdefault((c["runner"], c["pipeline"]), {})[c["rule"]] = c
+    if overall:
+        lines += ["", "### Overall (all cases): candidate (baseline)", ""]
+        cols = ["accuracy", "dx_ref_p99_px", "bend_p99_px", "jitter_rms_near", "nonfinite_rate"]
+        rows = []
+        for (r, p), cs in sorted(overall.items()):
+            cells = [f"{_num(cs[m]['measured'])} ({_num(cs[m]['baseline'])})" + (" **fail**" if cs[m]["status"] == "fail" else "")
+                     if m in cs else "-" for m in cols]
+            rows.append([r, p] + cells)
+        lines += _table(["runner", "pipeline"] + [f"`{m}`" for m in cols], rows, 0)
+    lines += ["", "Rules: `parity/decisions/gate.toml` (or `--config`); exit 0 pass, 1 regression, 2 bad input, 3 cannot compare.", ""]
+    return "\n".join(lines)
+
+
+def _where(c: dict) -> str:
+    return "all cases" if c["case"] == OVERALL else c["case"]
+
+
+def _allowed(c: dict) -> str:
+    if c.get("allowed") is None:
+        return "-"
+    return (">= " if GATED.get(c["rule"], (False,))[0] else "<= ") + _num(c["allowed"])

@@ -1,0 +1,405 @@
+"""`parity report DIR`: one self-contained HTML page for a replay, sweep, rank or gate folder.
+
+The verdict and the summary table come first, then the evidence a reviewer needs to believe it:
+per-case numbers, the lane's position over time at the near/mid/far rows where jitter is, the
+frames with the worst bends drawn over the camera image, sweep curves, the leaderboard with its
+intervals and Pareto front, and the provenance. Pictures are PNGs embedded as data URIs and the page
+has no script and no external reference, so it opens from disk, offline, in any browser.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .. import atomic
+from ..errors import UsageError
+from ..runners import REFERENCE
+from ..runs.tables import read_summary
+from . import figures
+
+FOCUS_CASES = 3  # cases whose lane position over time is plotted
+GALLERY = 6  # worst bends drawn on their frames
+GALLERY_PER_CASE = 2  # so one hard case does not fill the gallery
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1320px;padding:16px 24px;color:#1d2330}
+h1{font-size:22px;margin:4px 0 2px} h2{font-size:17px;margin:26px 0 8px;border-bottom:1px solid #d8dce4;padding-bottom:4px}
+.meta{color:#5a6275;font-size:12px} .verdict{font-size:18px;font-weight:600;padding:10px 14px;border-radius:6px;margin:12px 0}
+.ok{background:#e3f5e6;color:#185c27} .bad{background:#fde4e1;color:#8a1c12} .warn{background:#fff3d6;color:#7a5300}
+table{border-collapse:collapse;font-size:12px;margin:6px 0 10px} th,td{border:1px solid #d8dce4;padding:3px 7px;text-align:right}
+th{background:#f2f4f8;position:sticky;top:0} td.l,th.l{text-align:left} tr.fail td{background:#fde4e1} tr.error td{background:#fff3d6}
+.gallery{display:flex;flex-wrap:wrap;gap:10px} figure{margin:0} figcaption{font-size:11px;color:#5a6275;max-width:640px}
+img{max-width:100%;border:1px solid #d8dce4} details{margin:6px 0} pre{font-size:11px;background:#f6f7f9;padding:8px;overflow:auto}
+.note{font-size:12px;color:#5a6275;max-width:1000px}
+"""
+
+
+def _e(v) -> str:
+    return html.escape(str(v))
+
+
+def _n(v, fmt=".4g") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return format(v, fmt)
+
+
+def _img(data: bytes, alt: str) -> str:
+    mime = "image/jpeg" if data[:2] == b"\xff\xd8" else "image/png"
+    return f'<img src="data:{mime};base64,{base64.b64encode(data).decode()}" alt="{_e(alt)}">'
+
+
+def _table(tid: str, head: list[str], rows: list[list[str]], row_class: list[str] | None = None, left: int = 1) -> str:
+    """An HTML table; cells are already escaped HTML; the first `left` columns align left."""
+    th = "".join(f'<th class="l">{h}</th>' if i < left else f"<th>{h}</th>" for i, h in enumerate(head))
+    body = []
+    for k, r in enumerate(rows):
+        cls = f' class="{row_class[k]}"' if row_class and row_class[k] else ""
+        body.append(f"<tr{cls}>" + "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>" for i, c in enumerate(r)) + "</tr>")
+    return f'<table id="{tid}"><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _page(title: str, subtitle: str, verdict: tuple[str, str], sections: list[tuple[str, str]]) -> str:
+    cls, text = verdict
+    parts = [f"<h1>{_e(title)}</h1>", f'<div class="meta">{subtitle}</div>', f'<div class="verdict {cls}" id="verdict">{_e(text)}</div>']
+    parts += [f'<h2 id="{_e(h.lower().replace(" ", "-"))}">{_e(h)}</h2>\n{body}' for h, body in sections if body]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{_e(title)}</title>"
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+
+
+def _provenance(prov: dict) -> str:
+    items = []
+    for key in ("git_sha", "machine", "versions", "checkpoint", "checkpoints", "runners", "pipelines", "cases"):
+        if key in prov and prov[key] is not None:
+            items.append(f"<details><summary>{_e(key)}</summary><pre>{_e(json.dumps(prov[key], indent=1, default=str))}</pre></details>")
+    return "".join(items)
+
+
+# ----------------------------------------------------------------------------------------------- replay
+
+REPLAY_COLUMNS = [
+    ("acc", "accuracy", ".4f"), ("F1", "f1_50", ".4f"), ("dx mean", "dx_ref_mean_px", ".3f"), ("dx p99", "dx_ref_p99_px", ".3f"),
+    ("dx max", "dx_ref_max_px", ".2f"), ("flips", "argmax_flip_rate", ".5f"), ("bend", "bend_mean_px", ".2f"),
+    ("bend p99", "bend_p99_px", ".2f"), ("kink %", "kink_rate", ".2%"), ("jit near", "jitter_rms_near", ".3f"),
+    ("jit mid", "jitter_rms_mid", ".3f"), ("jit far", "jitter_rms_far", ".3f"), ("osc Hz", "jitter_oscillation_hz_near", ".2f"),
+    ("non-finite", "nonfinite_rate", ".3f"),
+]
+
+
+def _replay_verdict(doc: dict) -> tuple[str, str]:
+    n_cases = len(doc["provenance"]["cases"])
+    runners = sorted({r["runner"] for r in doc["results"]})
+    if doc.get("errors"):
+        return "bad", f"FAILED: {len(doc['errors'])} of {n_cases} cases did not run"
+    if doc.get("findings"):
+        return "bad", f"FINDINGS: {'; '.join(doc['findings'])}"
+    return "ok", f"OK: {n_cases} cases x {len(runners)} runners ({', '.join(runners)}), no non-finite output, no failed case"
+
+
+def replay_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
+    head = ["runner", "pipeline", "frames"] + [c for c, _, _ in REPLAY_COLUMNS]
+    rows = [[_e(r["runner"]), _e(r["pipeline"]), str(r["frames"])] + [_n(r.get(k), f) for _, k, f in REPLAY_COLUMNS] for r in doc["results"]]
+    labels = "".join(f"<li><b>{_e(r['runner'])}</b>: {_e(r.get('label', ''))}</li>" for r in {r["runner"]: r for r in doc["results"]}.values())
+    gaps = "".join(f"<li>pipeline gap ({_e(g['runner'])}, vehicle vs training): mean {_n(g['vehicle_vs_training'].get('mean_px'), '.2f')} px, "
+                   f"p99 {_n(g['vehicle_vs_training'].get('p99_px'), '.2f')} px, max {_n(g['vehicle_vs_training'].get('max_px'), '.2f')} px</li>"
+                   for g in doc.get("pipeline_gap", []))
+    summary = (_table("summary", head, rows, left=2) + f"<ul class=\"note\">{labels}{gaps}</ul>"
+               + '<p class="note">acc: TuSimple accuracy, F1: CULane F1 at IoU 0.5 (vs GT); dx and flips: vs torch fp32 on the same '
+               "pipeline; bend and jitter vs " + _e(", ".join(sorted({x for r in doc["results"] for x in r.get("bending_jitter_reference", [])})))
+               + " (docs/metrics.md).</p>")
+    sections = [("Summary", summary)]
+    per_case = doc.get("per_case", [])
+    if per_case:
+        cols = [("acc", "accuracy", ".4f"), ("F1", "f1_50", ".4f"), ("dx p99", "dx_ref_p99_px", ".3f"), ("dx max", "dx_ref_max_px", ".2f"),
+                ("bend p99", "bend_p99_px", ".2f"), ("kink %", "kink_rate", ".2%"), ("jit near", "jitter_rms_near", ".3f"),
+                ("jit mid", "jitter_rms_mid", ".3f"), ("jit far", "jitter_rms_far", ".3f"), ("osc Hz", "jitter_oscillation_hz_near", ".2f"),
+                ("non-finite", "nonfinite_rate", ".3f"), ("gap p99", "pipeline_gap_p99_px", ".2f")]
+        rows = [[_e(r["case"]), _e(r["runner"]), _e(r["pipeline"]), str(r["frames"])] + [_n(r.get(k), f) for _, k, f in cols]
+                for r in sorted(per_case, key=lambda r: (r["case"], r["pipeline"], r["runner"] != REFERENCE, r["runner"]))]
+        sections.append(("Per case", _table("per-case", ["case", "runner", "pipeline", "frames"] + [c for c, _, _ in cols], rows, left=3)))
+    if doc.get("errors"):
+        sections.append(("Failed cases", "".join(f"<p><b>{_e(e['case'])}</b>: {_e(e['error'])}</p>" for e in doc["errors"])))
+    lanes = _RunLanes(folder, doc)
+    if lanes.ok:
+        sections.append(("Lane position over time", lanes.time_series()))
+        sections.append(("Worst bends", lanes.gallery()))
+    else:
+        sections.append(("Lane position over time", f'<p class="note">{_e(lanes.why)}</p>'))
+    sections.append(("Provenance", _provenance(doc["provenance"])))
+    return sections
+
+
+class _RunLanes:
+    """The lanes of a replay's frames.parquet, with the cases' GT and frames where they can be read."""
+
+    def __init__(self, folder: Path, doc: dict):
+        self.doc, self.ok, self.why = doc, False, ""
+        try:
+            import pandas as pd
+
+            self.df = pd.read_parquet(folder / "frames.parquet", columns=["case", "frame", "t", "runner", "pipeline", "lane", "lane_name",
+                                                                             "x", "bend_px", "bend_row"])
+        except (OSError, ValueError) as exc:
+            self.why = f"frames.parquet could not be read: {exc}"
+            return
+        if self.df.empty:
+            self.why = "frames.parquet has no rows"
+            return
+        pipes = list(dict.fromkeys(self.df.pipeline.astype(str)))
+        self.pipeline = "vehicle" if "vehicle" in pipes else pipes[0]
+        self.runners = [r for r in dict.fromkeys(self.df.runner.astype(str))]
+        # The deployed forms, the one that moves lanes most from torch first: the one whose swing is plotted.
+        dx = {r["runner"]: r.get("dx_ref_mean_px") or 0.0 for r in doc["results"] if r["pipeline"] == self.pipeline}
+        self.deployed = sorted((r for r in self.runners if r != REFERENCE), key=lambda r: -np.nan_to_num(dx.get(r, 0.0))) or [REFERENCE]
+        self.ok = True
+        self._cases: dict = {}
+
+    def case(self, name: str):
+        """(Case or None, model rows) for a case of the run; None when its folder cannot be read now."""
+        if name not in self._cases:
+            from ..cases.format import load_case
+
+            info = self.doc["provenance"]["cases"][name]
+            try:
+                c = load_case(info["path"])
+            except Exception:  # moved or changed since the run: the report goes on without its frames and GT
+                c = None
+            self._cases[name] = (c, np.asarray(info["model_rows"], np.float64))
+        return self._cases[name]
+
+    def lanes(self, case: str, runner: str):
+        """frames[T], t[T], x[T, L, R], lane names of one runner on the report's pipeline (None if it has no rows)."""
+        sel = self.df[(self.df.case == case) & (self.df.runner == runner) & (self.df.pipeline == self.pipeline)].sort_values(["frame", "lane"])
+        if sel.empty:
+            return None
+        L = int(sel.lane.max()) + 1
+        x = np.stack(sel.x.to_numpy()).reshape(-1, L, len(sel.x.iloc[0])).astype(np.float64)
+        return sel.frame.to_numpy()[::L], sel.t.to_numpy()[::L], x, list(sel.lane_name.astype(str).to_numpy()[:L])
+
+    def gt(self, case: str, frames: np.ndarray | None = None):
+        from ..cases.lanes import resample_rows
+
+        c, rows = self.case(case)
+        if c is None or c.gt is None:
+            return None
+        g = resample_rows(c.gt, c.anchor_rows, rows)
+        return g if frames is None else g[frames]
+
+    def time_series(self) -> str:
+        per_case = [r for r in self.doc.get("per_case", []) if r["pipeline"] == self.pipeline and r["runner"] in self.deployed]
+        worst = sorted({r["case"]: r for r in sorted(per_case, key=lambda r: np.nan_to_num(r.get("jitter_rms_near") or 0.0))}.values(),
+                       key=lambda r: -np.nan_to_num(r.get("jitter_rms_near") or 0.0))
+        focus = [r["case"] for r in worst[:FOCUS_CASES]] or sorted(self.df.case.astype(str).unique())[:FOCUS_CASES]
+        out = []
+        from ..metrics.jitter import lookahead_rows
+
+        for case in focus:
+            series, names, t = {}, None, None
+            for r in self.runners:
+                got = self.lanes(case, r)
+                if got is not None:
+                    _, t, x, names = got
+                    series[r] = x
+            if not series:
+                continue
+            gt = self.gt(case)
+            ref = series.get(REFERENCE, next(iter(series.values())))
+            dep = series.get(self.deployed[0], ref)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                swing = np.nanmean(np.abs(np.diff(dep - (gt if gt is not None and gt.shape == dep.shape else ref), axis=0)), axis=(0, 2))
+            lane = int(np.nanargmax(np.where(np.isfinite(swing), swing, -1))) if np.isfinite(swing).any() else 0
+            looks = lookahead_rows(ref.shape[2])
+            title = f"{case}: lane {names[lane]} on the {self.pipeline} pipeline (the lane that swings most on {self.deployed[0]})"
+            png = figures.lane_over_time(title, t, {k: v[:, lane] for k, v in series.items()},
+                                         gt[:, lane] if gt is not None and gt.shape == ref.shape else None, REFERENCE, looks)
+            out.append(f"<figure>{_img(png, f'lane position over time, {case}')}</figure>")
+        note = ('<p class="note">The cases with the highest near-row jitter on the deployed runner that moves lanes most from torch'
+                f" ({_e(self.deployed[0])}). Top: the lane's x at the near, mid and far look-ahead rows; bottom: each runner minus torch"
+                " fp32 on the same input, where a backend's own swing shows.</p>")
+        return note + "".join(out)
+
+    def gallery(self) -> str:
+        d = self.df[(self.df.pipeline == self.pipeline) & self.df.runner.isin(self.deployed)].dropna(subset=["bend_px"])
+        if d.empty:
+            return '<p class="note">No bend values (no lanes found).</p>'
+        d = d.sort_values("bend_px", ascending=False).drop_duplicates(["case", "frame"])
+        d = d.groupby("case", sort=False, observed=True).head(GALLERY_PER_CASE).head(GALLERY)
+        items = []
+        for r in d.itertuples():
+            c, rows = self.case(r.case)
+            if c is None:
+                continue
+            from ..cases.preview import frame_rgb
+
+            lanes = {}
+            gt = self.gt(r.case, np.array([r.frame]))
+            if gt is not None:
+                lanes["GT"] = (gt[0], "gt")
+            for name, kind in dict.fromkeys([(REFERENCE, "reference"), (r.runner, "deployed")]):
+                got = self.lanes(r.case, name)
+                if got is not None and name not in {k.split(" ")[0] for k in lanes}:
+                    frames, _, x, _ = got
+                    lanes[f"{name} ({self.pipeline})"] = (x[int(np.searchsorted(frames, r.frame))], kind)
+            row = int(r.bend_row) if r.bend_row >= 0 else -1
+            caption = f"{r.case} frame {r.frame}  {r.runner}  lane {r.lane_name}  bend {r.bend_px:.1f} px at row {rows[row]:.0f}"
+            png = figures.overlay(frame_rgb(c, int(r.frame)), rows, lanes, caption)
+            items.append(f"<figure>{_img(png, caption)}<figcaption>{_e(caption)}</figcaption></figure>")
+        if not items:
+            return '<p class="note">The cases\' folders could not be read, so their frames are not shown.</p>'
+        return (f'<p class="note">The lane-frames with the largest bend on the deployed runners (one per frame, at most {GALLERY_PER_CASE}'
+                ' per case): blue GT, green torch fp32 (drawn wide, so where the deployed runner agrees only its edges show), red the'
+                ' deployed runner.</p><div class="gallery">' + "".join(items) + "</div>")
+
+
+# ----------------------------------------------------------------------------------------------- sweep
+
+def sweep_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
+    cols = [("frames", "frames", "d"), ("acc", "accuracy", ".4f"), ("acc drop", "accuracy_drop", "+.4f"), ("dx vs unperturbed", "dx_ref_mean_px", ".3f"),
+            ("bend", "bend_mean_px", ".2f"), ("kink %", "kink_rate", ".2%"), ("jit near", "jitter_rms_near", ".3f"), ("non-finite", "nonfinite_rate", ".3f")]
+    res = doc["results"]
+    rows = [[_e(r["perturbation"]), str(r["severity"]), _e(r["runner"])] + [_n(r.get(k), f) for _, k, f in cols] for r in res]
+    sections = [("Results", _table("sweep-results", ["perturbation", "severity", "runner"] + [c for c, _, _ in cols], rows, left=3))]
+    metrics = {"accuracy": "TuSimple accuracy", "dx_ref_mean_px": "mean lateral shift vs unperturbed (px)",
+               "bend_mean_px": "mean bend (px)", "jitter_rms_near": "near jitter (px/frame)"}
+    curves = "".join(f"<figure>{_img(figures.sweep_curves(f'runner {r}', [x for x in res if x['runner'] == r], metrics), f'sweep curves {r}')}</figure>"
+                     for r in dict.fromkeys(x["runner"] for x in res))
+    sections.append(("Metric against severity", curves))
+    if doc.get("errors"):
+        sections.append(("Failed cases", "".join(f"<p><b>{_e(e['case'])}</b>: {_e(e['error'])}</p>" for e in doc["errors"])))
+    sections.append(("Provenance", _provenance(doc["provenance"])))
+    return sections
+
+
+def _sweep_verdict(doc: dict) -> tuple[str, str]:
+    if doc.get("errors"):
+        return "bad", f"FAILED: {len(doc['errors'])} cases did not run"
+    if doc.get("findings"):
+        return "bad", f"FINDINGS: {'; '.join(doc['findings'])}"
+    worst = max((r for r in doc["results"] if r["perturbation"] != "none"), key=lambda r: np.nan_to_num(r.get("accuracy_drop") or 0.0), default=None)
+    if worst is None:
+        return "ok", "OK: unperturbed only"
+    return "warn", (f"Largest accuracy drop: {worst['perturbation']} severity {worst['severity']} on {worst['runner']} "
+                    f"({_n(worst.get('accuracy_drop'), '+.3f')})")
+
+
+# ----------------------------------------------------------------------------------------------- rank
+
+def rank_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
+    board = doc["leaderboard"]
+    cols = [("score", "deploy_score", ".1f"), ("acc", "accuracy", ".4f"), ("F1", "f1", ".4f"), ("bend px", "bend_px", ".2f"),
+            ("jitter", "jitter_near", ".3f"), ("dx torch", "dx_torch_px", ".3f"), ("pipe gap", "pipeline_acc_gap", ".4f"),
+            ("worst acc", "perturbed_acc_worst", ".3f"), ("mCE", "mce", ".1f")]
+    mark = {"better": " +", "worse": " -", "baseline": " =", "no evidence": "", "too few cases": " ?"}
+
+    def cell(r, m, f):
+        c = r[m]
+        if c["value"] is None:
+            return "-"
+        return f"{_n(c['value'], f)} [{_n(c['ci'][0], f)}, {_n(c['ci'][1], f)}]{mark[c['vs_baseline']]}"
+
+    rows = [[str(r["rank"]), _e(r["checkpoint"])] + [cell(r, m, f) for _, m, f in cols] + [_n(r["first_place_share"], ".2f"), "*" if r["pareto"] else ""]
+            for r in board]
+    table = _table("leaderboard", ["#", "checkpoint"] + [c for c, _, _ in cols] + ["P(1st)", "Pareto"], rows, left=2)
+    note = (f'<p class="note">Deployed runner {_e(doc["deployed_runner"])}, vehicle pipeline; value [95% case-bootstrap interval]; '
+            f"+/- better/worse than the baseline {_e(doc['baseline'])} (paired bootstrap), = the baseline. Score: 100 x weighted mean of "
+            "candidate/baseline over " + _e(", ".join(f"{t} {w:g}" for t, w in doc["score_terms"].items())) + " (lower is better).</p>")
+    bars = figures.interval_bars(board, {"deploy_score": "deployment score", "accuracy": "accuracy", "bend_px": "bend (px)",
+                                         "jitter_near": "near jitter (px/frame)"})
+    defs = "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in doc.get("definitions", {}).items())
+    return [("Leaderboard", table + note), ("Intervals", f"<figure>{_img(bars, 'metric intervals per checkpoint')}</figure>"),
+            ("Pareto front", f"<figure>{_img(figures.pareto(board), 'Pareto front')}</figure>"),
+            ("Definitions", f'<ul class="note">{defs}</ul>'),
+            ("Errors", "".join(f"<p>{_e(e['checkpoint'])} on {_e(e['case'])}: {_e(e['error'])}</p>" for e in doc.get("errors", []))),
+            ("Provenance", _provenance(doc["provenance"]))]
+
+
+def _rank_verdict(doc: dict) -> tuple[str, str]:
+    top = doc["leaderboard"][0] if doc["leaderboard"] else None
+    if doc.get("errors"):
+        return "bad", f"INCOMPLETE: {len(doc['errors'])} evaluation units failed"
+    if top is None:
+        return "bad", "No checkpoint ranked"
+    return "ok", (f"First: {top['checkpoint']} (deployment score {_n(top['deploy_score']['value'], '.1f')}, first in "
+                  f"{top['first_place_share']:.0%} of resamples); baseline {doc['baseline']}")
+
+
+# ----------------------------------------------------------------------------------------------- gate
+
+def gate_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
+    from .baseline import OVERALL
+
+    def where(c):
+        return "all cases" if c["case"] == OVERALL else c["case"]
+
+    bad = [c for c in doc["checks"] if c["status"] != "pass"]
+    rows = [[_e(where(c)), _e(c["runner"]), _e(c["pipeline"]), _e(c["rule"]), _e(c["status"]), _e(c["message"])] for c in bad]
+    sections = [("Checks that did not pass", _table("gate-failures", ["case", "runner", "pipeline", "rule", "status", "detail"], rows,
+                                                    [c["status"] for c in bad], left=6) if bad else "<p>Every check passed.</p>")]
+    overall = [c for c in doc["checks"] if c["case"] == OVERALL and c["measured"] is not None]
+    rows = [[_e(c["runner"]), _e(c["pipeline"]), _e(c["rule"]), _n(c["measured"]), _n(c["allowed"]), _n(c["baseline"]), _e(c["status"])]
+            for c in overall]
+    sections.append(("Overall checks", _table("gate-overall", ["runner", "pipeline", "rule", "measured", "allowed", "baseline", "status"], rows,
+                                              [c["status"] if c["status"] != "pass" else "" for c in overall], left=3)))
+    run = Path(doc["candidate"]["run"])
+    run = run if run.is_absolute() or run.is_dir() else folder / run.name
+    try:
+        run_doc = read_summary(run, ("parity.replay/1",))
+    except UsageError:
+        run_doc = None
+    if run_doc is not None:
+        sections += [(f"Candidate run: {h}", b) for h, b in replay_sections(run, run_doc) if h != "Provenance"]
+    sections.append(("Provenance", "<h3>baseline</h3>" + _provenance(doc["baseline"]["provenance"])
+                     + "<h3>candidate</h3>" + _provenance(doc["candidate"]["provenance"] or {})))
+    return sections
+
+
+def _gate_verdict(doc: dict) -> tuple[str, str]:
+    n = doc["counts"]
+    text = {"pass": "PASS", "fail": "FAIL: regression", "error": "FAIL: cannot compare"}[doc["verdict"]]
+    return ("ok" if doc["verdict"] == "pass" else "bad",
+            f"{text} (exit {doc['exit_code']}): {n['pass']} checks passed, {n['fail']} regressions, {n['error']} could not be compared")
+
+
+# ----------------------------------------------------------------------------------------------- entry
+
+KINDS = {
+    # file, schema, title, verdict, sections
+    "gate": ("gate.json", "parity.gate/1", "parity gate", _gate_verdict, gate_sections),
+    "rank": ("rank.json", "parity.rank/1", "parity rank", _rank_verdict, rank_sections),
+    "replay": ("summary.json", "parity.replay/1", "parity replay", _replay_verdict, replay_sections),
+    "sweep": ("summary.json", "parity.sweep/1", "parity sweep", _sweep_verdict, sweep_sections),
+}
+
+
+def detect(folder: Path) -> tuple[str, dict]:
+    """(kind, document) of a run folder: gate.json, rank.json or a replay/sweep summary.json."""
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder")
+    for kind, (name, schema, *_rest) in KINDS.items():
+        if (folder / name).is_file():
+            doc = read_summary(folder, ("parity.replay/1", "parity.sweep/1") if name == "summary.json" else (schema,), name)
+            if doc["schema"] == schema:
+                return kind, doc
+    raise UsageError(f"{folder}: not a replay, sweep, rank or gate folder (no summary.json, rank.json or gate.json)")
+
+
+def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
+    folder = Path(folder)
+    kind, doc = detect(folder)
+    _, _, title, verdict, sections = KINDS[kind]
+    when = doc.get("finished") or doc.get("started") or ""
+    prov = doc.get("provenance") or (doc.get("candidate") or {}).get("provenance") or {}
+    subtitle = (f"{_e(folder)} &middot; finished {_e(when[:19].replace('T', ' '))} UTC &middot; git {_e(str(prov.get('git_sha'))[:12])}"
+                f" &middot; command: <code>parity {_e(' '.join(doc.get('command') or []))}</code>")
+    page = _page(f"{title}: {folder.name}", subtitle, verdict(doc), sections(folder, doc))
+    path = Path(out) if out else folder / "report.html"
+    atomic.write_text(path, page)
+    return path
