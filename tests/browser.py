@@ -2,7 +2,7 @@
 `chromium-driver`) driven by selenium. Used by tests/test_report.py, and from the command line to
 take the screenshot committed under reports/examples/:
 
-    .venv/bin/python -m tests.browser REPORT.html SCREENSHOT.png [--width 1400 --height 2200]
+    .venv/bin/python -m tests.browser REPORT.html SCREENSHOT.png [--width 1400 --height 2200] [--at SECTION-ID]
 """
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ class PageCheck:
     external_requests: list[str]
 
 
-def open_page(html: Path, screenshot: Path | None = None, width: int = 1400, height: int = 2200) -> PageCheck:
+def open_page(html: Path, screenshot: Path | None = None, width: int = 1400, height: int = 2200, at: str | None = None) -> PageCheck:
+    """Load `html` and check it; with `screenshot`, save the page (up to `height` px tall), or with
+    `at` one window of `height` px starting at the element with that id."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -74,6 +76,8 @@ def open_page(html: Path, screenshot: Path | None = None, width: int = 1400, hei
         if screenshot is not None:
             full = driver.execute_script("return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight);")
             driver.set_window_size(width, min(int(full) + 40, height))
+            if at:
+                driver.execute_script(f"document.getElementById({at!r}).scrollIntoView(true);")
             Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(str(screenshot))
         return PageCheck(driver.title, errors, len(images), [i[0] for i in images if not (i[1] and i[2] > 0 and i[3] > 0)],
@@ -91,12 +95,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("png")
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=2200)
+    ap.add_argument("--at", help="id of the element the screenshot starts at (a section heading: e.g. worst-bends)")
     a = ap.parse_args(argv)
     why = missing()
     if why:
         print(why, file=sys.stderr)
         return 2
-    res = open_page(Path(a.html), Path(a.png), a.width, a.height)
+    res = open_page(Path(a.html), Path(a.png), a.width, a.height, a.at)
     print(f"{res.title}: {res.images} images ({len(res.broken_images)} broken), tables {res.table_rows}, "
           f"{len(res.console_errors)} console errors, {len(res.external_requests)} external requests -> {a.png}")
     return 0 if not (res.console_errors or res.broken_images or res.external_requests) else 1
