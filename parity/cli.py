@@ -18,6 +18,7 @@ def _cmd_replay(args) -> int:
             cases=args.cases, checkpoint=args.checkpoint, runners=args.runners, pipelines=args.pipeline,
             out=args.out, batch_size=args.batch_size, cache_dir=args.cache_dir,
             progress=not args.no_progress, argv=sys.argv[1:], engines=args.engine or [], trt_timing_cache=args.trt_timing_cache,
+            resume=args.resume, overwrite=args.overwrite,
         )
     )
     print(format_table(res.summary))
@@ -82,6 +83,8 @@ def _cmd_cases_synth(args) -> int:
     from .cases.suites import scenario
     from .cases.synth import write_case
 
+    if args.frames is not None and args.frames < 1:
+        raise UsageError(f"--frames must be at least 1, not {args.frames}")
     scn = scenario(args.scenario, seed=args.seed, frames=args.frames)
     streams = [s.strip() for s in args.streams.split(",")]
     path = write_case(scn, args.out, streams=streams)
@@ -153,7 +156,7 @@ def _cmd_cases_validate(args) -> int:
             problems.extend(exc.problems)
     for line in problems:
         print(f"BAD {line}", file=sys.stderr)
-    return 1 if problems else 0
+    return 2 if problems else 0  # bad input, as everywhere
 
 
 def _cmd_perturb_list(args) -> int:
@@ -174,6 +177,8 @@ def _cmd_perturb_show(args) -> int:
     from .runs.inputs import resolve_pipeline
 
     case = load_case(args.case)
+    if args.frame is not None and not 0 <= args.frame < len(case):
+        raise UsageError(f"--frame {args.frame}: {case.root} has frames 0..{len(case) - 1}")
     ckpt = load_checkpoint(args.checkpoint) if args.checkpoint else None
     adapter = ckpt.adapter() if ckpt else RowAnchorAdapter()
     pipe = resolve_pipeline(args.pipeline, adapter.pipelines())
@@ -189,6 +194,7 @@ def _cmd_sweep(args) -> int:
         cases=args.cases, checkpoint=args.checkpoint, runners=args.runners, pipeline=args.pipeline,
         perturb=args.perturb, severities=parse_severities(args.severities), window_s=args.window_s, seed=args.seed,
         out=args.out, batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress, argv=sys.argv[1:],
+        resume=args.resume, overwrite=args.overwrite,
     ))
     for runner in dict.fromkeys(r["runner"] for r in summary["results"]):
         print(format_summary(summary, runner))
@@ -210,6 +216,7 @@ def _cmd_rank(args) -> int:
         perturb_pipeline=args.perturb_pipeline, perturb=args.perturb, severities=parse_severities(args.severities),
         window_s=args.window_s, baseline=args.baseline, config=args.config, n_boot=args.n_boot, seed=args.seed, out=args.out,
         batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress, argv=sys.argv[1:],
+        overwrite=args.overwrite,
     ))
     print(format_board(summary))
     u = summary["units"]
@@ -301,6 +308,7 @@ def _cmd_gate(args) -> int:
         baseline=args.baseline, out=args.out, run=args.run, config=args.config, cases=args.cases, checkpoint=args.checkpoint,
         runners=args.runners, pipelines=args.pipeline, engines=args.engine or [], engine_as=args.engine_as, rename=args.rename or [],
         batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress, argv=sys.argv[1:],
+        overwrite=args.overwrite,
     ))
     n = doc["counts"]
     for c in doc["checks"]:
@@ -342,6 +350,12 @@ def default_checkpoint() -> str:
     return os.environ.get("PARITY_CHECKPOINT", "checkpoints/reference.pt")
 
 
+def _folder_options(p) -> None:
+    p.add_argument("--resume", action="store_true",
+                   help="continue the killed run in --out (the same command re-run does so too); refuse if there is none")
+    p.add_argument("--overwrite", action="store_true", help="replace a different run found in --out (only the files its manifest lists)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="parity", description="Deployment-parity harness for lane-detection models.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -360,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trt-timing-cache", help="TensorRT timing cache file: read if present, written after a build (reproducible rebuilds)")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html beside summary.json")
+    _folder_options(r)
     r.set_defaults(func=_cmd_replay)
 
     t = sub.add_parser("train", help="train the reference row-anchor lane model")
@@ -451,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--batch-size", type=int, default=16)
     sw.add_argument("--cache-dir")
     sw.add_argument("--no-progress", action="store_true")
+    _folder_options(sw)
     sw.set_defaults(func=_cmd_sweep)
 
     rk = sub.add_parser("rank", help="rank candidate checkpoints by deployed accuracy, bending, jitter and gaps, with case-bootstrap intervals")
@@ -471,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--batch-size", type=int, default=16)
     rk.add_argument("--cache-dir", help="artifacts and evaluation units (default $PARITY_CACHE_DIR or ~/.cache/parity)")
     rk.add_argument("--no-progress", action="store_true")
+    rk.add_argument("--overwrite", action="store_true", help="replace the files of a different rank found in --out")
     rk.set_defaults(func=_cmd_rank)
 
     so = sub.add_parser("soup", help="greedy model soup chosen by a deployment metric on the deployed runner")
@@ -548,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     ga.add_argument("--cache-dir")
     ga.add_argument("--no-progress", action="store_true")
     ga.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html")
+    ga.add_argument("--overwrite", action="store_true", help="replace a different gate found in --out (its own files only)")
     ga.set_defaults(func=_cmd_gate)
 
     rp = sub.add_parser("report", help="one self-contained HTML page for a replay, sweep, rank or gate folder")
@@ -560,9 +578,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM: a scheduler or a person stopping the run (not an error of the input)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _log_internal_error(exc: BaseException) -> str:
+    """Write the traceback of an unexpected error to a log file and return its path."""
+    import tempfile
+    import traceback
+    from datetime import datetime
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for root in (os.environ.get("PARITY_CACHE_DIR"), str(Path.home() / ".cache" / "parity"), tempfile.gettempdir()):
+        if not root:
+            continue
+        try:
+            path = Path(root) / "logs" / f"error-{stamp}-{os.getpid()}.log"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"parity {' '.join(sys.argv[1:])}\n\n{text}")
+            return str(path)
+        except OSError:
+            continue
+    return "(no writable log folder; run with -v)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import errno
+    import signal
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="parity: %(levelname)s: %(message)s")
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         return args.func(args)
     except ParityError as exc:
@@ -570,13 +621,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"parity: error: {line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("parity: interrupted", file=sys.stderr)
+        print("parity: interrupted; an unfinished run folder is resumed by running the same command again", file=sys.stderr)
         return 130
+    except Terminated:
+        print("parity: terminated (SIGTERM); an unfinished run folder is resumed by running the same command again", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # `parity runners | head`: the reader left; not an error of ours
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout at exit
         return 0
+    except OSError as exc:  # the machine, not the input: a full disk, a folder that cannot be written
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"parity: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2 if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR) else 1
+    except Exception as exc:  # a bug of ours: say so, keep the traceback for the report, never show it as the answer
+        log = _log_internal_error(exc)
+        print(f"parity: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"parity: this is a bug in parity, not in your input; the traceback is in {log}", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":  # pragma: no cover

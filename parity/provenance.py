@@ -47,6 +47,19 @@ def sha256_json(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def source_hash(parts: tuple[str, ...]) -> str:
+    """A hash of the source of parity's modules and packages named by `parts` (paths under parity/):
+    the code that decides a result's numbers, part of every resume and cache key."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for part in parts:
+        p = root / part
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def machine() -> dict:
     """What a result was computed on: reduced-precision differences depend on the CPU's vector units."""
     cpu = platform.processor() or None

@@ -71,7 +71,7 @@ def test_validate_command(tiny_case, case_copy):
     assert ok.returncode == 0 and "ok" in ok.stdout
     (case_copy / "jpeg" / "000001.jpg").unlink()
     bad = run_cli("cases", "validate", tiny_case, case_copy)
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # bad input
     assert "000001.jpg" in bad.stderr and "Traceback" not in bad.stderr
 
 

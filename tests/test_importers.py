@@ -129,4 +129,4 @@ def test_camera_json_is_checked(tmp_path):
     with pytest.raises(CaseError) as ei:
         import_images(tmp_path / "f", cam, tmp_path / "cases", fps=10)
     msg = "\n".join(ei.value.problems)
-    assert "fy: required number" in msg and "cy: required number" in msg and str(cam) in msg
+    assert "fy: required finite number" in msg and "cy: required finite number" in msg and str(cam) in msg

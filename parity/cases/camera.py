@@ -72,3 +72,29 @@ class Camera:
         """The camera of a case.json "camera" object (fx, fy, cx, cy, height_m, pitch_deg[, roll_deg])."""
         return cls(width=image_width, height=int(2 * camera["cy"] + 1), fx=camera["fx"], fy=camera["fy"], cx=camera["cx"],
                    cy=camera["cy"], height_m=camera["height_m"], pitch_deg=camera["pitch_deg"], roll_deg=camera.get("roll_deg", 0.0))
+
+
+def camera_problems(camera) -> list[str]:
+    """What is wrong with a case.json / camera JSON "camera" object ('' prefix: the field), or []:
+    fx, fy > 0 and cx, cy finite are required; height_m > 0, pitch_deg and roll_deg in (-90, 90)
+    are optional (without height and pitch no metres are derived)."""
+    if not isinstance(camera, dict):
+        return [f": must be an object {{fx, fy, cx, cy[, height_m, pitch_deg, roll_deg]}}, got {type(camera).__name__}"]
+
+    def number(k):
+        v = camera.get(k)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    out = []
+    for k in ("fx", "fy", "cx", "cy"):
+        if number(k) is None:
+            out.append(f"{k}: required finite number, got {camera.get(k)!r}")
+    for k in ("fx", "fy"):
+        if number(k) is not None and number(k) <= 0:
+            out.append(f"{k}: must be > 0, got {camera[k]!r}")
+    for k, lo, hi in (("height_m", 0.0, 100.0), ("pitch_deg", -90.0, 90.0), ("roll_deg", -90.0, 90.0)):
+        if k in camera and (number(k) is None or not lo < number(k) < hi):
+            out.append(f"{k}: must be a number in ({lo:g}, {hi:g}), got {camera[k]!r}")
+    if ("height_m" in camera) != ("pitch_deg" in camera):
+        out.append("height_m and pitch_deg: give both (the ground is located from the two) or neither")
+    return out

@@ -79,7 +79,10 @@ def to_culane(items, out: str | Path, only_labelled: bool = False) -> int:
                 ok = np.isfinite(lane) & (lane >= 0)
             if ok.sum() >= 2:
                 text.append(" ".join(f"{xv!r} {yv!r}" for xv, yv in zip(lane[ok].tolist(), hh[ok].tolist())))
-        atomic.write_text(out / Path(name).with_suffix(".lines.txt"), "\n".join(text) + ("\n" if text else ""))
+        target = (out / Path(name).with_suffix(".lines.txt")).resolve()
+        if not target.is_relative_to(out.resolve()):  # load_case refuses such names; this holds whatever the items are
+            raise UsageError(f"export name {name!r} would write outside {out}")
+        atomic.write_text(target, "\n".join(text) + ("\n" if text else ""))
         n += 1
     return n
 

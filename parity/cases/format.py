@@ -28,6 +28,31 @@ CASE_FILE = "case.json"
 STREAMS = ("nv12", "jpeg", "png")
 RGB_STREAMS = ("jpeg", "png")
 DATASET_SOURCES = ("tusimple", "culane")  # imports whose frame paths are the names the official GT files use
+MAX_CASE_JSON_BYTES = 64 << 20  # a case.json of 10,000 frames is ~2 MB
+# A case name becomes part of file names (run parts, exports): one path component, nothing hidden.
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.+ ")
+
+
+def name_problem(name) -> str | None:
+    """Why `name` cannot name a case (or None): it must be one safe path component."""
+    if not isinstance(name, str) or not name:
+        return "missing or not a non-empty string"
+    if len(name) > 128:
+        return f"longer than 128 characters ({len(name)})"
+    if name.startswith((".", " ")) or name.endswith(" ") or not set(name) <= NAME_CHARS:
+        return (f"{name!r} is not a plain name: letters, digits, '_', '-', '.', '+' and spaces only, "
+                "not starting with '.' (it becomes part of file names)")
+    return None
+
+
+def relative_path_problem(rel) -> str | None:
+    """Why `rel` is not a relative path that stays inside its folder (or None)."""
+    if not isinstance(rel, str) or not rel:
+        return "missing path"
+    p = Path(rel)
+    if p.is_absolute() or rel.startswith(("/", "\\")) or ".." in p.parts or "\\" in rel or "\0" in rel:
+        return f"path {rel!r} must be relative and stay inside the case folder"
+    return None
 
 
 @dataclass
@@ -143,9 +168,13 @@ def load_case(path: str | os.PathLike) -> Case:
     if not cj.is_file():
         raise CaseError([f"{root}: not a case folder (no {CASE_FILE})"])
     try:
+        if cj.stat().st_size > MAX_CASE_JSON_BYTES:
+            raise CaseError([f"{cj}: {cj.stat().st_size} bytes, more than a case.json can sensibly be ({MAX_CASE_JSON_BYTES} max)"])
         meta = json.loads(cj.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise CaseError([f"{cj}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"]) from None
+    except RecursionError:
+        raise CaseError([f"{cj}: nested too deeply to be a case.json"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CaseError([f"{cj}: cannot read: {exc}"]) from None
     if not isinstance(meta, dict):
@@ -159,8 +188,24 @@ def load_case(path: str | os.PathLike) -> Case:
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
         raise CaseError([f"{cj}: schema_version: unsupported {version!r} (this parity reads {SCHEMA_VERSION})"])
-    if not isinstance(meta.get("name"), str) or not meta.get("name"):
-        bad("name", "missing or not a non-empty string")
+    why = name_problem(meta.get("name"))
+    if why:
+        bad("name", why)
+    camera = meta.get("camera")
+    if camera is not None:
+        from .camera import camera_problems
+
+        problems.extend(f"{cj}: camera.{p}" for p in camera_problems(camera))
+    isp = meta.get("isp")
+    if isp is not None and not isinstance(isp, dict):
+        bad("isp", f"must be an object {{yuv_matrix, yuv_range, chroma}}, got {type(isp).__name__}")
+    elif isp:
+        from ..colour import KR_KB, RANGES
+
+        if not (isinstance(isp.get("yuv_matrix", "bt601"), str) and isp.get("yuv_matrix", "bt601") in KR_KB):
+            bad("isp.yuv_matrix", f"must be one of {sorted(KR_KB)}, got {isp.get('yuv_matrix')!r}")
+        if not (isinstance(isp.get("yuv_range", "limited"), str) and isp.get("yuv_range", "limited") in RANGES):
+            bad("isp.yuv_range", f"must be one of {sorted(RANGES)}, got {isp.get('yuv_range')!r}")
 
     image = meta.get("image")
     width = height = None
@@ -174,7 +219,7 @@ def load_case(path: str | os.PathLike) -> Case:
                 width = height = None
 
     streams = meta.get("streams")
-    if not isinstance(streams, list) or not streams or any(s not in STREAMS for s in streams):
+    if not isinstance(streams, list) or not streams or any(not isinstance(s, str) or s not in STREAMS for s in streams):
         bad("streams", f"must be a non-empty list drawn from {list(STREAMS)}, got {streams!r}")
         streams = []
     if "nv12" in streams and width and height and (width % 2 or height % 2):
@@ -204,12 +249,16 @@ def load_case(path: str | os.PathLike) -> Case:
             bad(f"{where}.t", f"timestamps must increase: {t} after {timestamps[-1]}")
         timestamps.append(float(t))
         files = {}
+        if "source_file" in entry:
+            why = relative_path_problem(entry["source_file"])
+            if why:
+                bad(f"{where}.source_file", why)
         for s in streams:
             rel = entry.get(s)
             if not isinstance(rel, str) or not rel:
                 bad(f"{where}.{s}", "missing path")
                 continue
-            if not _inside(root, rel):
+            if relative_path_problem(rel) or not _inside(root, rel):
                 bad(f"{where}.{s}", f"path {rel!r} escapes the case folder")
                 continue
             fp = root / rel
@@ -237,8 +286,9 @@ def load_case(path: str | os.PathLike) -> Case:
             if not isinstance(lane_names, list) or not all(isinstance(n, str) for n in lane_names) or not lane_names:
                 bad("lanes.names", "must be a non-empty list of strings")
                 lane_names = []
-            if not isinstance(rows, list) or not rows or not all(isinstance(r, (int, float)) for r in rows):
-                bad("lanes.anchor_rows", "must be a non-empty list of numbers")
+            if not isinstance(rows, list) or not rows or not all(isinstance(r, (int, float)) and not isinstance(r, bool)
+                                                                  and math.isfinite(r) for r in rows):
+                bad("lanes.anchor_rows", "must be a non-empty list of finite numbers (rows in pixels)")
                 rows = None
             else:
                 anchor_rows = np.asarray(rows, dtype=np.float64)
@@ -253,7 +303,7 @@ def load_case(path: str | os.PathLike) -> Case:
             lf = lanes.get("labelled_frames")
             if lf is None:
                 labelled = np.ones(len(frames), dtype=bool)
-            elif not isinstance(lf, list) or not all(isinstance(i, int) and 0 <= i < len(frames) for i in lf):
+            elif not isinstance(lf, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(frames) for i in lf):
                 bad("lanes.labelled_frames", f"must be a list of frame indices in 0..{len(frames) - 1}")
             else:
                 labelled = np.zeros(len(frames), dtype=bool)

@@ -54,14 +54,13 @@ def load_camera(path: str | Path) -> dict:
     path = Path(path)
     try:
         cam = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CaseError([f"{path}: unreadable camera JSON: {exc}"]) from None
-    if not isinstance(cam, dict):
-        raise CaseError([f"{path}: camera JSON must be an object"])
-    problems = [f"{path}: {k}: required number" for k in ("fx", "fy", "cx", "cy") if not isinstance(cam.get(k), (int, float))]
-    problems += [f"{path}: {k}: must be a number" for k in ("height_m", "pitch_deg", "roll_deg") if k in cam and not isinstance(cam[k], (int, float))]
+    from .camera import camera_problems
+
+    problems = camera_problems(cam)
     if problems:
-        raise CaseError(problems)
+        raise CaseError([f"{path}: {p}" for p in problems])
     return {k: float(cam[k]) for k in ("fx", "fy", "cx", "cy", "height_m", "pitch_deg", "roll_deg") if k in cam}
 
 

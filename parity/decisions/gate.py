@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .. import atomic
 from ..errors import UsageError
-from ..provenance import git_sha, machine
+from ..provenance import git_sha, sha256_file, sha256_json, source_hash
+from ..runs.folder import RunFolder
 from .baseline import GATED, ONLY_ON, OVERALL, RunView, load_baseline, read_replay
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("gate.toml")
@@ -264,6 +265,7 @@ class GateConfig:
     engines: list[str] = field(default_factory=list)
     engine_as: str | None = None
     rename: list[str] = field(default_factory=list)  # NEW=OLD: a candidate runner/pipeline compared as the baseline's OLD
+    overwrite: bool = False
     batch_size: int = 16
     cache_dir: str | None = None
     progress: bool = True
@@ -291,37 +293,43 @@ def gate(cfg: GateConfig):
     rules = load_rules(cfg.config)
     rename = parse_rename(cfg.rename)
     out = Path(cfg.out) if cfg.out else Path("reports") / f"gate-{new_run_id()}"
-    if cfg.run:
-        if cfg.engines or cfg.checkpoint or cfg.cases or cfg.runners or cfg.pipelines:
-            raise UsageError("--run compares a finished replay: give either --run or the replay options (--checkpoint, --engine, ...)")
-        run_dir = Path(cfg.run)
-    else:
-        run_dir = out / "run"
-        _replay_candidate(cfg, base, rename, run_dir)
-    cand = read_replay(run_dir)
-    checks = compare(base, cand, rules, rename)
-    status, code = verdict(checks)
-    doc = {
-        "schema": "parity.gate/1",
-        "started": started.isoformat(),
-        "finished": datetime.now(timezone.utc).isoformat(),
-        "command": cfg.argv,
-        "verdict": status,
-        "exit_code": code,
-        "counts": {s: sum(c.status == s for c in checks) for s in (PASS, FAIL, ERROR)},
-        "baseline": {"path": str(cfg.baseline), "provenance": base.provenance},
-        "candidate": {"run": str(run_dir), "provenance": cand.provenance},
-        "rename": rename,
-        "rules": {m: {"higher_is_better": r.higher_is_better, "scopes": {s: asdict(t) for s, t in r.scopes.items()},
-                      "nondeterministic": r.nondeterministic} for m, r in rules.items()},
-        "machine_differs": _machine_note(base.provenance.get("machine"), cand.provenance.get("machine")),
-        "gate_git_sha": git_sha(),
-        "checks": [asdict(c) for c in checks],
-        "files": ["gate.json", "junit.xml", "gate.md"],
-    }
-    atomic.write_text(out / "junit.xml", junit_xml(doc))
-    atomic.write_text(out / "gate.md", markdown(doc))
-    atomic.write_json(out / "gate.json", doc)
+    if cfg.run and (cfg.engines or cfg.checkpoint or cfg.cases or cfg.runners or cfg.pipelines):
+        raise UsageError("--run compares a finished replay: give either --run or the replay options (--checkpoint, --engine, ...)")
+    run_key = sha256_json({"kind": "gate", "baseline": sha256_file(cfg.baseline), "rules": {m: asdict(r) for m, r in rules.items()},
+                           "run": str(cfg.run), "cases": cfg.cases, "checkpoint": cfg.checkpoint, "runners": cfg.runners,
+                           "pipelines": cfg.pipelines, "engines": cfg.engines, "engine_as": cfg.engine_as, "rename": rename,
+                           "code": source_hash(("decisions/gate.py", "decisions/baseline.py", "decisions/gate_outputs.py"))})
+    with RunFolder(out, "gate", run_key, describe={"baseline": str(cfg.baseline)}, replace=cfg.overwrite) as folder:
+        if cfg.run:
+            run_dir = Path(cfg.run)
+        else:
+            run_dir = out / "run"
+            _replay_candidate(cfg, base, rename, run_dir)
+        cand = read_replay(run_dir)
+        checks = compare(base, cand, rules, rename)
+        status, code = verdict(checks)
+        doc = {
+            "schema": "parity.gate/1",
+            "started": started.isoformat(),
+            "finished": datetime.now(timezone.utc).isoformat(),
+            "command": cfg.argv,
+            "verdict": status,
+            "exit_code": code,
+            "counts": {s: sum(c.status == s for c in checks) for s in (PASS, FAIL, ERROR)},
+            "baseline": {"path": str(cfg.baseline), "provenance": base.provenance},
+            "candidate": {"run": str(run_dir), "provenance": cand.provenance},
+            "rename": rename,
+            "rules": {m: {"higher_is_better": r.higher_is_better, "scopes": {s: asdict(t) for s, t in r.scopes.items()},
+                          "nondeterministic": r.nondeterministic} for m, r in rules.items()},
+            "machine_differs": _machine_note(base.provenance.get("machine"), cand.provenance.get("machine")),
+            "gate_git_sha": git_sha(),
+            "checks": [asdict(c) for c in checks],
+            "files": ["gate.json", "junit.xml", "gate.md"],
+        }
+        atomic.write_text(out / "junit.xml", junit_xml(doc))
+        atomic.write_text(out / "gate.md", markdown(doc))
+        atomic.write_json(out / "gate.json", doc)
+        folder.finish(doc["files"])
     return out, doc, code
 
 
@@ -349,8 +357,10 @@ def _replay_candidate(cfg: GateConfig, base: RunView, rename: dict, run_dir: Pat
         rename.setdefault(engine_runner, target)
         runners = [r for r in runners if r != target]
     pipelines = cfg.pipelines or ",".join(base.pipelines)
+    # The gate owns run/: a replay of other settings left there by an earlier gate is replaced; the same one is resumed.
     replay(ReplayConfig(cases=cases, checkpoint=ckpt, runners=",".join(runners), pipelines=pipelines, out=str(run_dir),
-                        batch_size=cfg.batch_size, cache_dir=cfg.cache_dir, progress=cfg.progress, argv=cfg.argv, engines=cfg.engines))
+                        batch_size=cfg.batch_size, cache_dir=cfg.cache_dir, progress=cfg.progress, argv=cfg.argv, engines=cfg.engines,
+                        overwrite=True))
 
 
 def _default_engine_target(base: RunView, path) -> str:

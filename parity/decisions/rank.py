@@ -23,11 +23,12 @@ from .. import atomic
 from ..errors import ParityError, UsageError
 from ..models.checkpoint import load_checkpoint
 from ..preprocessing import perturb
-from ..provenance import git_sha, machine, versions
+from ..provenance import git_sha, machine, sha256_json, versions
 from ..runners import REFERENCE, create, resolve
 from ..runners.artifacts import ArtifactCache
 from ..runs import units as U
 from ..runs.inputs import load_all_cases, new_run_id, resolve_pipeline
+from ..runs.folder import RunFolder
 from ..runs.tables import write_table
 from ..runs.windows import DEFAULT_WINDOW_S, check_window, window_frames
 
@@ -53,6 +54,7 @@ class RankConfig:
     batch_size: int = 16
     cache_dir: str | None = None
     progress: bool = True
+    overwrite: bool = False  # replace the files of a different rank found in `out`
     argv: list[str] = field(default_factory=list)
 
 
@@ -94,7 +96,9 @@ def plan(cfg: RankConfig):
     pipes = {p.name: p for p in (resolve_pipeline(s.strip(), available) for s in cfg.pipelines.split(",") if s.strip())}
     if cfg.perturb_pipeline not in pipes:
         raise UsageError(f"--perturb-pipeline {cfg.perturb_pipeline!r} is not among --pipelines ({', '.join(pipes)})")
-    perts = [perturb.get(n) for n in perturb.resolve(cfg.perturb)] if cfg.perturb and cfg.perturb != "none" else []
+    if not (cfg.perturb or "").strip():
+        raise UsageError("--perturb names nothing; give a suite or names, or 'none' for no perturbations")
+    perts = [perturb.get(n) for n in perturb.resolve(cfg.perturb)] if cfg.perturb.strip() != "none" else []
     model_bound = [p.name for p in perts if p.stage == "tensor" and p.name == "fgsm"]
     if model_bound:
         raise UsageError("rank cannot use fgsm: it attacks each checkpoint's own gradients, so its input is not shared; "
@@ -119,59 +123,66 @@ def rank(cfg: RankConfig):
     if baseline not in by_name:
         raise UsageError(f"--baseline {baseline!r} is not a ranked checkpoint ({', '.join(by_name)})")
     out = Path(cfg.out) if cfg.out else Path("reports") / f"rank-{new_run_id()}"
-    out.mkdir(parents=True, exist_ok=True)
     windows = {c.name: window_frames(c.timestamps, cfg.window_s) for c in cases}
-    ev = UnitEvaluator(ArtifactCache(cfg.cache_dir), cfg.seed, cfg.window_s, cfg.batch_size, cfg.progress)
-    rows, errors = ev.collect(ckpts, cases, runner_names, pipes, perts, conditions, windows)
-    cache, keys = ev.cache, ev.keys
+    # The expensive part, the units, is cached and resumable on its own; the folder holds what is made from them.
+    run_key = sha256_json({"kind": "rank", "checkpoints": [c.sha256 for c in ckpts], "cases": [c.name for c in cases],
+                           "runners": runner_names, "deployed": deployed, "pipelines": {k: p.to_dict() for k, p in pipes.items()},
+                           "conditions": [c.__dict__ for c in conditions], "window_s": cfg.window_s, "baseline": baseline,
+                           "weights": weights, "n_boot": cfg.n_boot, "seed": cfg.seed, "code": U.code_version()})
+    folder = RunFolder(out, "rank", run_key, describe={"checkpoints": len(ckpts), "cases": len(cases)}, replace=cfg.overwrite)
+    with folder:
+        ev = UnitEvaluator(ArtifactCache(cfg.cache_dir), cfg.seed, cfg.window_s, cfg.batch_size, cfg.progress)
+        rows, errors = ev.collect(ckpts, cases, runner_names, pipes, perts, conditions, windows)
+        cache, keys = ev.cache, ev.keys
 
-    table = pd.DataFrame(rows)
-    board = LB.Leaderboard(table, [c.name for c in ckpts], baseline, deployed, cfg.perturb_pipeline,
-                           [p for p in pipes if p != cfg.perturb_pipeline], weights, cfg.n_boot, cfg.seed)
-    result = board.compute()
-    written = []
-    if len(table):
-        write_table(pa.Table.from_pandas(table.sort_values(["checkpoint", "case", "runner", "pipeline", "perturbation", "severity"]),
-                                         preserve_index=False), out / "units.parquet")
-        written.append("units.parquet")
-    write_table(pa.Table.from_pandas(result["long"], preserve_index=False), out / "rank.parquet")
-    written.append("rank.parquet")
-    summary = {
-        "schema": "parity.rank/1",
-        "started": started.isoformat(),
-        "finished": datetime.now(timezone.utc).isoformat(),
-        "command": cfg.argv,
-        "baseline": baseline,
-        "deployed_runner": deployed,
-        "conditions": [c.__dict__ for c in conditions],
-        "window_s": cfg.window_s,
-        "windows": {k: [int(v[0]), int(v[-1])] for k, v in windows.items() if len(v)},
-        "units": {"total": len(table), "cached": int(cache.hits), "evaluated": int(cache.misses)},
-        "score_weights": weights,
-        "score_terms": result["score_terms"],
-        "leaderboard": result["board"],
-        "pareto_front": result["pareto"],
-        "first_place_share": result["first_place_share"],
-        "definitions": LB.DEFINITIONS,
-        "provenance": {
-            "git_sha": git_sha(), "versions": versions(), "machine": machine(), "code_version": U.code_version(),
-            "checkpoints": {c.name: {"path": str(c.path), "sha256": c.sha256, "method": c.meta.get("method")} for c in ckpts},
-            "cases": {c.name: {"path": os.path.abspath(c.root), "sha256": keys.case_hash(c)} for c in cases},
-            "pipelines": {k: p.to_dict() for k, p in pipes.items()},
-            "runners": runner_names,
-        },
-        "errors": errors,
-        "files": written + ["rank.json"],
-    }
-    atomic.write_json(out / "rank.json", summary)
-    try:
-        from .figures import pareto
-
-        atomic.write_bytes(out / "pareto.png", pareto(result["board"]))
-        summary["files"].append("pareto.png")
+        table = pd.DataFrame(rows)
+        board = LB.Leaderboard(table, [c.name for c in ckpts], baseline, deployed, cfg.perturb_pipeline,
+                               [p for p in pipes if p != cfg.perturb_pipeline], weights, cfg.n_boot, cfg.seed)
+        result = board.compute()
+        written = []
+        if len(table):
+            write_table(pa.Table.from_pandas(table.sort_values(["checkpoint", "case", "runner", "pipeline", "perturbation", "severity"]),
+                                             preserve_index=False), out / "units.parquet")
+            written.append("units.parquet")
+        write_table(pa.Table.from_pandas(result["long"], preserve_index=False), out / "rank.parquet")
+        written.append("rank.parquet")
+        summary = {
+            "schema": "parity.rank/1",
+            "started": started.isoformat(),
+            "finished": datetime.now(timezone.utc).isoformat(),
+            "command": cfg.argv,
+            "baseline": baseline,
+            "deployed_runner": deployed,
+            "conditions": [c.__dict__ for c in conditions],
+            "window_s": cfg.window_s,
+            "windows": {k: [int(v[0]), int(v[-1])] for k, v in windows.items() if len(v)},
+            "units": {"total": len(table), "cached": int(cache.hits), "evaluated": int(cache.misses)},
+            "score_weights": weights,
+            "score_terms": result["score_terms"],
+            "leaderboard": result["board"],
+            "pareto_front": result["pareto"],
+            "first_place_share": result["first_place_share"],
+            "definitions": LB.DEFINITIONS,
+            "provenance": {
+                "git_sha": git_sha(), "versions": versions(), "machine": machine(), "code_version": U.code_version(),
+                "checkpoints": {c.name: {"path": str(c.path), "sha256": c.sha256, "method": c.meta.get("method")} for c in ckpts},
+                "cases": {c.name: {"path": os.path.abspath(c.root), "sha256": keys.case_hash(c)} for c in cases},
+                "pipelines": {k: p.to_dict() for k, p in pipes.items()},
+                "runners": runner_names,
+            },
+            "errors": errors,
+            "files": written + ["rank.json"],
+        }
         atomic.write_json(out / "rank.json", summary)
-    except Exception as exc:  # a plot is not worth a failed rank
-        log.warning("pareto plot not written: %s", exc)
+        try:
+            from .figures import pareto
+
+            atomic.write_bytes(out / "pareto.png", pareto(result["board"]))
+            summary["files"].append("pareto.png")
+            atomic.write_json(out / "rank.json", summary)
+        except Exception as exc:  # a plot is not worth a failed rank
+            log.warning("pareto plot not written: %s", exc)
+        folder.finish(summary["files"])
     code = 1 if errors else 0
     return out, summary, code
 

@@ -381,8 +381,11 @@ KINDS = {
 
 def detect(folder: Path) -> tuple[str, dict]:
     """(kind, document) of a run folder: gate.json, rank.json or a replay/sweep summary.json."""
+    from ..runs.folder import check_finished
+
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder")
+    check_finished(folder)
     for kind, (name, schema, *_rest) in KINDS.items():
         if (folder / name).is_file():
             doc = read_summary(folder, ("parity.replay/1", "parity.sweep/1") if name == "summary.json" else (schema,), name)

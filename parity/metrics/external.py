@@ -29,6 +29,8 @@ def read_tusimple_predictions(path: str | Path) -> dict[str, dict]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
     out = {}
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -49,7 +51,7 @@ def read_tusimple_predictions(path: str | Path) -> dict[str, dict]:
             run_time = rec.get("run_time")
             if run_time is not None and (isinstance(run_time, bool) or not isinstance(run_time, (int, float)) or not np.isfinite(run_time)):
                 raise ValueError("run_time must be a number (ms)")
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as exc:
             raise UsageError(f"{path}:{n}: not a TuSimple prediction line: {type(exc).__name__}: {exc}") from None
         if name in out:
             raise UsageError(f"{path}:{n}: raw_file {name!r} already given on line {out[name]['line']}; one line per frame")

@@ -15,7 +15,7 @@ from ..errors import CheckpointError
 from ..provenance import sha256_file
 
 SCHEMA = "parity.checkpoint/1"
-REFERENCE_ADAPTER = "parity.models.rowanchor:RowAnchorAdapter"
+REFERENCE_ADAPTER = "rowanchor"
 
 
 @dataclass
@@ -48,16 +48,43 @@ def sidecar_path(pt: Path) -> Path:
     return pt.with_suffix(".json")
 
 
+# Adapters come from this registry (a name -> module:object inside parity) or from an installed
+# package's `parity.adapters` entry point, never from a module path written in a data file: a
+# checkpoint folder that shipped a module of that name would otherwise run its code.
+ADAPTERS = {"rowanchor": "parity.models.rowanchor:RowAnchorAdapter"}
+ALIASES = {"parity.models.rowanchor:RowAnchorAdapter": "rowanchor"}  # what sidecars said before the registry
+ENTRY_POINT_GROUP = "parity.adapters"
+
+
+def adapter_class(name, where: Path):
+    if not isinstance(name, str):
+        raise CheckpointError(f"{where}: adapter must be a registered adapter name, got {name!r}")
+    key = ALIASES.get(name, name)
+    if key in ADAPTERS:
+        module, _, obj = ADAPTERS[key].partition(":")
+        return getattr(importlib.import_module(module), obj)
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == key]
+    if found:
+        try:
+            return found[0].load()
+        except Exception as exc:  # an installed plug-in that does not import: say which
+            raise CheckpointError(f"{where}: adapter {key!r} (entry point {found[0].value}) cannot be loaded: {exc}") from None
+    known = sorted(ADAPTERS) + sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    raise CheckpointError(f"{where}: adapter {name!r} is not a registered adapter ({', '.join(known)}); adapters come from "
+                          f"parity's registry or an installed package's {ENTRY_POINT_GROUP!r} entry point, not from a path in a sidecar")
+
+
 def make_adapter(ref: str, config: dict, where: Path):
-    module, _, obj = ref.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), obj)
-    except (ImportError, AttributeError) as exc:
-        raise CheckpointError(f"{where}: adapter {ref!r} cannot be imported: {exc}") from None
+    cls = adapter_class(ref, where)
     cfg_cls = getattr(cls, "config_class", None)
     if cfg_cls is None:
         raise CheckpointError(f"{where}: adapter {ref!r} has no config_class")
-    return cls(cfg_cls.from_dict(config))
+    try:
+        return cls(cfg_cls.from_dict(config))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{sidecar_path(Path(where))}: {exc}") from None
 
 
 def save_checkpoint(path: str | os.PathLike, model, meta: dict) -> Checkpoint:
@@ -84,8 +111,19 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{side}: missing checkpoint sidecar (adapter, config, method)")
     try:
         meta = json.loads(side.read_text())
-    except (json.JSONDecodeError, OSError) as exc:
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{side}: unreadable sidecar: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{side}: nested too deeply to be a sidecar") from None
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA or "adapter" not in meta:
         raise CheckpointError(f"{side}: not a {SCHEMA} sidecar (needs 'schema' and 'adapter')")
-    return Checkpoint(pt, meta, sha256_file(pt))
+    if "config" in meta and not isinstance(meta["config"], dict):
+        raise CheckpointError(f"{side}: config must be an object, got {type(meta['config']).__name__}")
+    if "name" in meta and not isinstance(meta["name"], str):
+        raise CheckpointError(f"{side}: name must be a string")
+    sha = sha256_file(pt)
+    claimed = meta.get("weights_sha256")
+    if claimed is not None and claimed != sha:
+        raise CheckpointError(f"{side}: weights_sha256 {str(claimed)[:16]}... does not match {pt.name} ({sha[:16]}...): "
+                              "the weights were replaced or the sidecar belongs to another file")
+    return Checkpoint(pt, meta, sha)

@@ -31,8 +31,45 @@ class RowAnchorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RowAnchorConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in known.items()})
+        """A config from a sidecar's `config`, checked before anything is allocated: every problem is a
+        ValueError naming the field (the caller names the file)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"config: must be an object, got {type(d).__name__}")
+        known = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
+        cfg = cls(**known)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        def ints(name, v, lo, hi, n_lo=1, n_hi=1):
+            seq = v if isinstance(v, tuple) else None
+            vals = seq if seq is not None else (v,)
+            if seq is not None and not n_lo <= len(seq) <= n_hi or seq is None and n_hi > 1:
+                raise ValueError(f"config.{name}: needs {n_lo}..{n_hi} values, got {v!r}")
+            if not all(isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi for x in vals):
+                raise ValueError(f"config.{name}: integers in {lo}..{hi}, got {v!r}")
+
+        ints("griding", self.griding, 2, 1024)
+        ints("input_size", self.input_size, 8, 4096, 2, 2)
+        ints("channels", self.channels, 1, 2048, 1, 32)
+        ints("strides", self.strides, 1, 4, 1, 32)
+        ints("hidden", self.hidden, 1, 16384)
+        if len(self.channels) != len(self.strides):
+            raise ValueError(f"config.strides: one per channel entry ({len(self.channels)}), got {len(self.strides)}")
+        if not isinstance(self.lanes, tuple) or not 1 <= len(self.lanes) <= 16 or not all(isinstance(x, str) and x for x in self.lanes):
+            raise ValueError(f"config.lanes: 1..16 lane names, got {self.lanes!r}")
+        rows = self.anchor_rows
+        if (not isinstance(rows, tuple) or not 2 <= len(rows) <= 512 or not all(isinstance(r, (int, float)) and not isinstance(r, bool)
+                                                                          and 0 <= r <= 1 for r in rows)
+                or any(b <= a for a, b in zip(rows, rows[1:]))):
+            raise ValueError("config.anchor_rows: 2..512 strictly increasing fractions of the image height in [0, 1]")
+        if not isinstance(self.crop_top, (int, float)) or isinstance(self.crop_top, bool) or not 0 <= self.crop_top < 1:
+            raise ValueError(f"config.crop_top: a fraction in [0, 1), got {self.crop_top!r}")
+        down = int(np.prod(self.strides))
+        feat = 8 * -(-self.input_size[0] // down) * -(-self.input_size[1] // down)
+        params = feat * self.hidden + self.hidden * (self.griding + 1) * len(rows) * len(self.lanes)
+        if params > 200_000_000:  # the head alone; the reference model has ~2.3 M
+            raise ValueError(f"config: the head would have {params:,} weights (more than 200 M); not a lane model this adapter builds")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -44,6 +44,20 @@ class Resize:
             raise UsageError(f"unknown resize kernel {self.kernel!r}; expected one of {KERNELS}")
         if self.pixel_centre not in PIXEL_CENTRES:
             raise UsageError(f"unknown pixel centre {self.pixel_centre!r}; expected one of {PIXEL_CENTRES}")
+        for name in ("antialias", "pil_rounding"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"resize.{name} must be true or false, got {getattr(self, name)!r}")
+        for name, lo, hi in (("cubic_a", -2.0, 0.0), ("offset", -64.0, 64.0)):
+            if not _finite(getattr(self, name)) or not lo <= getattr(self, name) <= hi:
+                raise UsageError(f"resize.{name} must be a number in [{lo:g}, {hi:g}], got {getattr(self, name)!r}")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _numbers(v, n: int) -> bool:
+    return isinstance(v, tuple) and len(v) == n and all(_finite(x) for x in v)
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,36 @@ class Pipeline:
     layout: str = "NCHW"
 
     def __post_init__(self):
+        from ..cases.format import STREAMS
+        from ..colour import KR_KB, RANGES
+
+        if not isinstance(self.name, str) or not self.name:
+            raise UsageError(f"pipeline name must be a non-empty string, got {self.name!r}")
+        size, crop, off = self.size, self.crop, self.crop_offset
+        checks = [
+            (isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8192 for v in size),
+             f"size must be [height, width], integers in 1..8192, got {size!r}"),
+            (isinstance(self.streams, tuple) and self.streams and all(s in STREAMS for s in self.streams),
+             f"streams must be a non-empty list drawn from {list(STREAMS)}, got {self.streams!r}"),
+            (self.yuv_matrix in KR_KB if isinstance(self.yuv_matrix, str) else
+             _numbers(self.yuv_matrix, 2) and all(0 < v < 1 for v in self.yuv_matrix) and sum(self.yuv_matrix) < 1,
+             f"yuv_matrix must be one of {sorted(KR_KB)} or [Kr, Kb] in (0, 1), got {self.yuv_matrix!r}"),
+            (self.yuv_range in RANGES if isinstance(self.yuv_range, str) else
+             _numbers(self.yuv_range, 3) and self.yuv_range[1] > 0 and self.yuv_range[2] > 0,
+             f"yuv_range must be one of {list(RANGES)} or [offset, luma span > 0, chroma span > 0], got {self.yuv_range!r}"),
+            (self.chroma in ("nearest", "bilinear"), f"chroma must be 'nearest' or 'bilinear', got {self.chroma!r}"),
+            (_numbers(crop, 4), f"crop must be [top, bottom, left, right] fractions, got {crop!r}"),
+            (isinstance(off, tuple) and len(off) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and abs(v) <= 4096 for v in off),
+             f"crop_offset must be [dx, dy] integers (source pixels), got {off!r}"),
+            (isinstance(self.resize, Resize), f"resize must be a table of {[f.name for f in fields(Resize)]}, got {self.resize!r}"),
+            (isinstance(self.bits, int) and not isinstance(self.bits, bool), f"bits must be an integer, got {self.bits!r}"),
+            (_finite(self.scale) and self.scale > 0, f"scale must be a number > 0, got {self.scale!r}"),
+            (_numbers(self.mean, 3), f"mean must be 3 finite numbers, got {self.mean!r}"),
+            (_numbers(self.std, 3) and all(v > 0 for v in self.std), f"std must be 3 numbers > 0 (it divides), got {self.std!r}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise UsageError(f"pipeline {self.name!r}: {msg}")
         checks = [
             (self.channel_order in ("rgb", "bgr"), f"channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}"),
             (self.quantize in ("round", "truncate"), f"quantize must be 'round' or 'truncate', got {self.quantize!r}"),
@@ -90,21 +134,22 @@ class Pipeline:
         if unknown:
             raise UsageError(f"{where}: unknown pipeline field(s) {unknown}; known: {sorted(known)}")
         d = dict(d)
-        if isinstance(d.get("resize"), dict):
-            rk = {f.name for f in fields(Resize)}
-            bad = sorted(set(d["resize"]) - rk)
-            if bad:
-                raise UsageError(f"{where}: unknown resize field(s) {bad}; known: {sorted(rk)}")
-            d["resize"] = Resize(**d["resize"])
-        for k in ("size", "streams", "crop", "crop_offset", "mean", "std"):
-            if k in d:
-                d[k] = tuple(d[k])
-        for k in ("yuv_matrix", "yuv_range"):
-            if isinstance(d.get(k), list):
-                d[k] = tuple(d[k])
         try:
+            if "resize" in d:
+                if not isinstance(d["resize"], dict):
+                    raise UsageError(f"resize must be a table of {[f.name for f in fields(Resize)]}, got {d['resize']!r}")
+                rk = {f.name for f in fields(Resize)}
+                bad = sorted(set(d["resize"]) - rk)
+                if bad:
+                    raise UsageError(f"unknown resize field(s) {bad}; known: {sorted(rk)}")
+                d["resize"] = Resize(**d["resize"])
+            for k in ("size", "streams", "crop", "crop_offset", "mean", "std", "yuv_matrix", "yuv_range"):
+                if isinstance(d.get(k), list):
+                    d[k] = tuple(d[k])
             return cls(**d)
-        except TypeError as exc:
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc}") from None
+        except (TypeError, ValueError) as exc:  # a value of a type no check above foresaw
             raise UsageError(f"{where}: {exc}") from None
 
     # ---- the stages ----------------------------------------------------------------------------
@@ -176,7 +221,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
             data = tomllib.loads(path.read_text())
         else:
             data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise UsageError(f"{path}: cannot read pipeline: {exc}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: a pipeline file holds one table/object")

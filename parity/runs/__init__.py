@@ -4,6 +4,7 @@
 `localize` (which layer to keep in fp32) all feed runners through `batch` (one prepared batch to
 every runner: outputs checked, timed, decoded, raw parity against the reference). `inputs` loads
 and validates what a run reads; `windows` picks the contiguous frames a sweep or a rank evaluates;
+`folder` owns a run's output folder (lock, in-progress marker, manifest of parts, resume);
 `units` scores one checkpoint x case x runner x pipeline x perturbation x severity into cached
 sufficient statistics (what `parity.decisions` ranks); `schema` declares every results-table column (name, type, unit,
 meaning) once; `tables` writes and reads those tables.

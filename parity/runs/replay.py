@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import traceback
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,16 +18,17 @@ import numpy as np
 
 from .. import atomic
 from ..cases.lanes import resample_rows
-from ..errors import ParityError, UsageError
+from ..errors import UsageError
 from ..metrics import scoring
 from ..metrics.lateral import lateral_difference, metres_per_pixel
 from ..models.checkpoint import load_checkpoint
-from ..provenance import git_sha, machine, versions
+from ..provenance import git_sha, machine, sha256_file, sha256_json, source_hash, versions
 from ..runners import REFERENCE, create, prebuilt_engine, resolve
 from ..runners.artifacts import ArtifactCache
 from .batch import RunnerBatches, nonfinite_findings
+from .folder import RunFolder
 from .inputs import load_all_cases, new_run_id, resolve_pipeline
-from .tables import jitter_table, lane_table, merge_parts, write_table
+from .tables import CaseParts, lane_table, read_groups
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class ReplayConfig:
     argv: list[str] = field(default_factory=list)
     engines: list[str] = field(default_factory=list)  # prebuilt TensorRT engines, run as extra runners
     trt_timing_cache: str | None = None
+    resume: bool = False  # insist on continuing a run in `out` (the same command re-run continues one anyway)
+    overwrite: bool = False  # replace a different run found in `out`
 
 
 @dataclass
@@ -55,17 +57,24 @@ class ReplayResult:
     exit_code: int
 
 
-def replay(cfg: ReplayConfig) -> ReplayResult:
-    import pyarrow as pa
+# Modules whose source decides a replay's numbers: a change to any of them is a different run.
+CODE = ("metrics", "preprocessing", "runners", "models", "cases", "colour.py", "runs/batch.py", "runs/replay.py", "runs/tables.py",
+        "runs/schema.py")
 
+
+def replay(cfg: ReplayConfig) -> ReplayResult:
     started = datetime.now(timezone.utc)
     cases = load_all_cases(cfg.cases)
     ckpt = load_checkpoint(cfg.checkpoint)
     adapter = ckpt.adapter()
     available = adapter.pipelines()
     pipe_names = cfg.pipelines if isinstance(cfg.pipelines, list) else [p.strip() for p in cfg.pipelines.split(",") if p.strip()]
+    if not pipe_names:
+        raise UsageError("--pipeline names no pipeline")
     pipelines = [resolve_pipeline(p, available) for p in pipe_names]
     pipe_names = [p.name for p in pipelines]
+    if len(set(pipe_names)) < len(pipe_names):
+        raise UsageError(f"--pipeline: two pipelines share a name ({', '.join(pipe_names)}); results are keyed by it")
     names = resolve(cfg.runners)
     names = [REFERENCE] + [n for n in names if n != REFERENCE]  # parity is measured against it: it runs first
     if cfg.batch_size < 1:
@@ -73,126 +82,136 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     cache = ArtifactCache(cfg.cache_dir)
     runners = [create(n, ckpt, cache, trt_timing_cache=cfg.trt_timing_cache) for n in names]
     runners += [prebuilt_engine(p) for p in cfg.engines]
+    runner_names = [r.name for r in runners]
 
     run_id = new_run_id()
     out = Path(cfg.out) if cfg.out else Path("reports") / run_id
-    parts = out / "parts"
-    parts.mkdir(parents=True, exist_ok=True)
-
-    preds: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    per_key: dict[tuple[str, str], list] = {}
-    per_case: list[dict] = []  # case x runner x pipeline aggregates: what a baseline stores and a gate compares
-    jitter_rows: list[dict] = []
-    times: dict[tuple[str, str], float] = {}
-    frames_done: dict[tuple[str, str], int] = {}
+    run_key = sha256_json({
+        "kind": "replay", "checkpoint": ckpt.sha256, "runners": runner_names, "engines": [sha256_file(e) for e in cfg.engines],
+        "pipelines": [p.to_dict() for p in pipelines], "batch_size": cfg.batch_size, "code": source_hash(CODE), "versions": versions(),
+    })
+    describe = {"checkpoint": ckpt.name, "runners": ",".join(runner_names), "pipelines": ",".join(pipe_names)}
     errors: list[dict] = []
-    exit_code = 0
-    total = sum(len(c) for c in cases) * len(pipelines)
-    from tqdm import tqdm
+    with RunFolder(out, "replay", run_key, resume=cfg.resume, describe=describe, replace=cfg.overwrite) as folder:
+        parts = CaseParts(folder, run_key, cases)
+        runner_info = folder.recall("runners", {})
+        from tqdm import tqdm
 
-    bar = tqdm(total=total, desc="replay", unit="frame", disable=None if cfg.progress else True, file=sys.stderr)
-    with ExitStack() as stack:
-        for r in runners:
-            stack.enter_context(r)
-        for case in cases:
-            rows = adapter.anchor_rows(case.height)
-            gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None  # as a bending/jitter reference
-            mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
-            try:
-                outputs: dict[tuple[str, str], object] = {}
-                for pipe in pipelines:
-                    batches = RunnerBatches(runners, adapter, case.width)
-                    for start in range(0, len(case), cfg.batch_size):
-                        idx = range(start, min(start + cfg.batch_size, len(case)))
-                        batches.feed(pipe.prepare(case, idx))
-                        bar.update(len(idx))
-                    for name, o in batches.outputs().items():
-                        outputs[(name, pipe.name)] = o
-                lanes = {k: o.x for k, o in outputs.items()}
-                tables, scored = [], {}
-                frames_all = np.arange(len(case))
-                for (rname, pname), o in outputs.items():
-                    ref_name, metric_ref = scoring.metric_reference(case, adapter, lanes, rname, pname, gt)
-                    sc = scoring.score(case, o.x, frames_all, case.timestamps, lanes[(REFERENCE, pname)], metric_ref, ref_name, rows, mpp)
-                    sc.frame_cols.update(o.raw, nonfinite=o.nonfinite)
-                    scored[(rname, pname)] = sc
-                    tables.append(lane_table(case.name, frames_all, case.timestamps, rname, pname, ckpt.name, adapter.lane_names,
-                                             o.x, sc.lane_cols, sc.frame_cols, o.ms, parity_reference=f"{REFERENCE}@{pname}",
-                                             bending_jitter_reference=ref_name))
-                    for row in sc.jitter_rows:
-                        jitter_rows.append({"checkpoint": ckpt.name, "case": case.name, "runner": rname, "pipeline": pname,
-                                            "perturbation": "none", "severity": 0, "lane_name": adapter.lane_names[row["lane"]],
-                                            "reference": ref_name, **row})
-                write_table(pa.concat_tables(tables), parts / f"{case.name}.parquet")
-                gaps = _case_pipeline_gaps(lanes)
-                for key, o in outputs.items():
-                    preds.setdefault(key, {})[case.name] = o.x
-                    item = {"x": o.x, "dx_ref": lanes[(REFERENCE, key[1])], "scored": scored[key], "case": case.name,
-                            "frames": frames_all, "lane_names": adapter.lane_names}
-                    per_key.setdefault(key, []).append(item)
-                    per_case.append({"case": case.name, "runner": key[0], "pipeline": key[1], "frames": len(o.x),
-                                     **scoring.aggregate([item]), **gaps.get(key, {})})
-                    times[key] = times.get(key, 0.0) + float(o.ms.sum()) / 1e3
-                    frames_done[key] = frames_done.get(key, 0) + len(o.x)
-            except Exception as exc:  # one bad case never kills the run; it is recorded and fails the exit code
-                code = exc.exit_code if isinstance(exc, ParityError) else 1
-                exit_code = max(exit_code, code)
-                errors.append({"case": case.name, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)})
-                log.error("case %s failed: %s", case.name, exc)
+        bar = tqdm(total=sum(len(c) for c in parts.todo) * len(pipelines), desc="replay", unit="frame",
+                   disable=None if cfg.progress else True, file=sys.stderr)
+        if parts.todo:
+            with ExitStack() as stack:
+                for r in runners:
+                    stack.enter_context(r)
+                runner_info = {r.name: r.describe() for r in runners}
+                folder.remember("runners", runner_info)
+                errors = parts.compute(lambda case: _replay_case(case, ckpt, adapter, pipelines, runners, cfg.batch_size, bar))
         bar.close()
-        runner_info = {r.name: r.describe() for r in runners}
-
-    part_files = sorted(parts.glob("*.parquet"))
-    written = set()
-    if part_files:
-        merge_parts(part_files, out / "frames.parquet")
-        written.add("frames.parquet")
-    if jitter_rows:
-        write_table(jitter_table(jitter_rows), out / "jitter.parquet")
-        written.add("jitter.parquet")
-    summary = {
-        "schema": "parity.replay/1",
-        "run_id": run_id,
-        "started": started.isoformat(),
-        "finished": datetime.now(timezone.utc).isoformat(),
-        "command": cfg.argv,
-        "reference": {
-            "parity": "dx_*, raw_*, argmax_flip_rate: the runner vs torch fp32 on the same pipeline and input",
-            "accuracy": "ground truth on labelled frames (TuSimple accuracy/FP/FN; CULane-style F1 at IoU 0.5 and 0.3)",
-            "bending_jitter": "gt where a case has GT on every frame in the model's lane slots, else torch fp32 on the training pipeline if run, else on the same pipeline (per result: bending_jitter_reference)",
-        },
-        "provenance": {
-            "git_sha": git_sha(),
-            "versions": versions(),
-            "machine": machine(),
-            "checkpoint": {"path": str(ckpt.path), "sha256": ckpt.sha256, "name": ckpt.name, "method": ckpt.meta.get("method")},
-            "cases": {
-                c.name: {
-                    "path": os.path.abspath(c.root), "sha256": c.content_hash(), "frames": len(c),
-                    "labelled_frames": int(c.labelled.sum()) if c.labelled is not None else 0,
-                    "model_rows": adapter.anchor_rows(c.height).tolist(),
-                }
-                for c in cases
+        exit_code = max([e["exit_code"] for e in errors], default=0)
+        # Everything below reads the parts back, whether this run computed them or a killed one did.
+        done, written = parts.collect("frames.parquet")
+        results, per_case, gaps = _summarise([(c, read_groups(lt, jt)) for c, lt, jt in done], runner_names, pipe_names, runner_info)
+        summary = {
+            "schema": "parity.replay/1",
+            "run_id": run_id,
+            "started": started.isoformat(),
+            "finished": datetime.now(timezone.utc).isoformat(),
+            "command": cfg.argv,
+            "reused_cases": parts.reused,  # parts a killed or earlier run finished
+            "reference": {
+                "parity": "dx_*, raw_*, argmax_flip_rate: the runner vs torch fp32 on the same pipeline and input",
+                "accuracy": "ground truth on labelled frames (TuSimple accuracy/FP/FN; CULane-style F1 at IoU 0.5 and 0.3)",
+                "bending_jitter": "gt where a case has GT on every frame in the model's lane slots, else torch fp32 on the training pipeline if run, else on the same pipeline (per result: bending_jitter_reference)",
             },
-            "pipelines": {p.name: p.to_dict() for p in pipelines},
-            "runners": runner_info,
-        },
-        "results": [
-            {"runner": k[0], "pipeline": k[1], "label": runner_info[k[0]]["label"], "frames": frames_done[k],
-             **scoring.aggregate(items), "fps": frames_done[k] / times[k] if times[k] > 0 else float("nan")}
-            for k, items in per_key.items()
-        ],
-        "pipeline_gap": _pipeline_gap(preds, pipe_names),
-        "per_case": per_case,
-        "errors": errors,
-    }
-    summary["findings"] = nonfinite_findings(summary["results"])
-    summary["files"] = [f for f in ("frames.parquet", "jitter.parquet") if f in written] + ["summary.json"]
-    if summary["findings"]:
-        exit_code = max(exit_code, 1)
-    atomic.write_json(out / "summary.json", summary)
+            "provenance": {
+                "git_sha": git_sha(),
+                "versions": versions(),
+                "machine": machine(),
+                "checkpoint": {"path": str(ckpt.path), "sha256": ckpt.sha256, "name": ckpt.name, "method": ckpt.meta.get("method")},
+                "cases": {
+                    c.name: {
+                        "path": os.path.abspath(c.root), "sha256": c.content_hash(), "frames": len(c),
+                        "labelled_frames": int(c.labelled.sum()) if c.labelled is not None else 0,
+                        "model_rows": adapter.anchor_rows(c.height).tolist(),
+                    }
+                    for c in cases
+                },
+                "pipelines": {p.name: p.to_dict() for p in pipelines},
+                "runners": runner_info,
+            },
+            "results": results,
+            "pipeline_gap": gaps,
+            "per_case": per_case,
+            "errors": errors,
+        }
+        summary["findings"] = nonfinite_findings(summary["results"])
+        summary["files"] = written + ["summary.json"]
+        if summary["findings"]:
+            exit_code = max(exit_code, 1)
+        atomic.write_json(out / "summary.json", summary)
+        folder.finish(summary["files"])
     return ReplayResult(out, summary, exit_code)
 
+
+def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size, bar) -> tuple[list, list[dict]]:
+    """Every runner on every pipeline for one case: its lane tables and jitter rows."""
+    rows = adapter.anchor_rows(case.height)
+    gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None  # as a bending/jitter reference
+    mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
+    outputs: dict[tuple[str, str], object] = {}
+    for pipe in pipelines:
+        batches = RunnerBatches(runners, adapter, case.width)
+        for start in range(0, len(case), batch_size):
+            idx = range(start, min(start + batch_size, len(case)))
+            batches.feed(pipe.prepare(case, idx))
+            bar.update(len(idx))
+        for name, o in batches.outputs().items():
+            outputs[(name, pipe.name)] = o
+    lanes = {k: o.x for k, o in outputs.items()}
+    tables, jitter_rows = [], []
+    frames_all = np.arange(len(case))
+    for (rname, pname), o in outputs.items():
+        ref_name, metric_ref = scoring.metric_reference(case, adapter, lanes, rname, pname, gt)
+        sc = scoring.score(case, o.x, frames_all, case.timestamps, lanes[(REFERENCE, pname)], metric_ref, ref_name, rows, mpp)
+        sc.frame_cols.update(o.raw, nonfinite=o.nonfinite)
+        tables.append(lane_table(case.name, frames_all, case.timestamps, rname, pname, ckpt.name, adapter.lane_names,
+                                 o.x, sc.lane_cols, sc.frame_cols, o.ms, parity_reference=f"{REFERENCE}@{pname}",
+                                 bending_jitter_reference=ref_name))
+        for row in sc.jitter_rows:
+            jitter_rows.append({"checkpoint": ckpt.name, "case": case.name, "runner": rname, "pipeline": pname,
+                                "perturbation": "none", "severity": 0, "lane_name": adapter.lane_names[row["lane"]],
+                                "reference": ref_name, **row})
+    return tables, jitter_rows
+
+
+def _summarise(per_case_groups, runner_names, pipe_names, runner_info):
+    """(results per runner x pipeline, per-case aggregates, pipeline gaps) from the parts' scored groups."""
+    per_key: dict[tuple[str, str], list] = {}
+    preds: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    times: dict[tuple[str, str], float] = {}
+    per_case = []
+    for case, groups in per_case_groups:
+        lanes = {(k[1], k[2]): g["x"] for k, g in groups.items()}
+        gaps = _case_pipeline_gaps(lanes)
+        for pname in pipe_names:
+            for rname in runner_names:
+                g = groups.get((case.name, rname, pname, "none", 0))
+                if g is None:
+                    continue
+                key = (rname, pname)
+                item = {"x": g["x"], "dx_ref": lanes[(REFERENCE, pname)], "scored": g["scored"], "case": case.name,
+                        "frames": g["frames"], "lane_names": g["lane_names"]}
+                per_key.setdefault(key, []).append(item)
+                preds.setdefault(key, {})[case.name] = g["x"]
+                times[key] = times.get(key, 0.0) + float(np.nansum(g["infer_ms"])) / 1e3
+                per_case.append({"case": case.name, "runner": rname, "pipeline": pname, "frames": len(g["x"]),
+                                 **scoring.aggregate([item]), **gaps.get(key, {})})
+    results = []
+    for (rname, pname), items in per_key.items():
+        frames = sum(len(i["x"]) for i in items)
+        results.append({"runner": rname, "pipeline": pname, "label": runner_info.get(rname, {}).get("label", rname), "frames": frames,
+                        **scoring.aggregate(items), "fps": frames / times[(rname, pname)] if times[(rname, pname)] > 0 else float("nan")})
+    return results, per_case, _pipeline_gap(preds, pipe_names)
 
 
 def _case_pipeline_gaps(lanes: dict) -> dict[tuple[str, str], dict]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import traceback
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,17 +21,18 @@ import numpy as np
 
 from .. import atomic
 from ..cases.lanes import resample_rows
-from ..errors import ParityError, UsageError
+from ..errors import UsageError
 from ..metrics import scoring
 from ..metrics.lateral import metres_per_pixel
 from ..models.checkpoint import load_checkpoint
 from ..preprocessing import perturb
-from ..provenance import git_sha, machine, versions
+from ..provenance import git_sha, machine, sha256_json, source_hash, versions
 from ..runners import REFERENCE, create, resolve
 from ..runners.artifacts import ArtifactCache
 from .batch import RunnerBatches, nonfinite_findings
 from .inputs import load_all_cases, new_run_id, resolve_pipeline
-from .tables import jitter_table, lane_table, merge_parts, write_table
+from .folder import RunFolder
+from .tables import CaseParts, lane_table, read_groups
 from .windows import DEFAULT_WINDOW_S, check_window, window_frames
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ class SweepConfig:
     perturb: str = "deploy"
     severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     window_s: float | None = DEFAULT_WINDOW_S  # seconds of consecutive frames per case (None or 0: all)
+    resume: bool = False
+    overwrite: bool = False
     seed: int = 0
     out: str | None = None
     batch_size: int = 16
@@ -70,11 +72,15 @@ def parse_severities(spec: str) -> list[int]:
     return sorted(set(out))
 
 
-def sweep(cfg: SweepConfig):
-    import pyarrow as pa
+CODE = ("metrics", "preprocessing", "runners", "models", "cases", "colour.py", "runs/batch.py", "runs/sweep.py", "runs/tables.py",
+        "runs/schema.py", "runs/windows.py")
 
+
+def sweep(cfg: SweepConfig):
     started = datetime.now(timezone.utc)
     check_window(cfg.window_s)
+    if not cfg.perturb or not cfg.perturb.strip():
+        raise UsageError("--perturb names no perturbation (give a suite: deploy, corruptions, all; or names)")
     cases = load_all_cases(cfg.cases)
     windows = {c.name: window_frames(c.timestamps, cfg.window_s) for c in cases}
     ckpt = load_checkpoint(cfg.checkpoint)
@@ -83,66 +89,67 @@ def sweep(cfg: SweepConfig):
     names = resolve(cfg.runners)
     names = [REFERENCE] + [n for n in names if n != REFERENCE]
     perts = [perturb.get(n) for n in perturb.resolve(cfg.perturb)]
+    if not perts:
+        raise UsageError(f"--perturb {cfg.perturb!r} names no perturbation")
+    if cfg.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
     cache = ArtifactCache(cfg.cache_dir)
     runners = [create(n, ckpt, cache) for n in names]
     fgsm_model = ckpt.build_model() if any(p.stage == "tensor" and p.name == "fgsm" for p in perts) else None
 
     out = Path(cfg.out) if cfg.out else Path("reports") / f"sweep-{new_run_id()}"
-    parts = out / "parts"
-    parts.mkdir(parents=True, exist_ok=True)
-    errors, agg, jitter_rows = [], {}, []
+    run_key = sha256_json({
+        "kind": "sweep", "checkpoint": ckpt.sha256, "runners": names, "pipeline": pipe.to_dict(),
+        "perturbations": [(p.name, [str(v) for v in p.values]) for p in perts], "severities": cfg.severities, "window_s": cfg.window_s,
+        "seed": cfg.seed, "batch_size": cfg.batch_size, "code": source_hash(CODE), "versions": versions(),
+    })
+    describe = {"checkpoint": ckpt.name, "runners": ",".join(names), "perturb": cfg.perturb, "severities": cfg.severities}
+    errors = []
     from tqdm import tqdm
 
-    n_frames = sum(len(w) for w in windows.values())
-    bar = tqdm(total=n_frames * (1 + len(perts) * len(cfg.severities)), desc="sweep", unit="frame",
-               disable=None if cfg.progress else True, file=sys.stderr)
-    with ExitStack() as stack:
-        for r in runners:
-            stack.enter_context(r)
-        for case in cases:
-            try:
-                tables = _sweep_case(case, windows[case.name], cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg, jitter_rows, bar)
-                write_table(pa.concat_tables(tables), parts / f"{case.name}.parquet")
-            except Exception as exc:  # recorded, fails the exit code, the other cases go on
-                errors.append({"case": case.name, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)})
-                log.error("case %s failed: %s", case.name, exc)
-    bar.close()
-    part_files = sorted(parts.glob("*.parquet"))
-    written = []
-    if part_files:
-        merge_parts(part_files, out / "sweep.parquet")
-        written.append("sweep.parquet")
-    if jitter_rows:
-        write_table(jitter_table(jitter_rows), out / "jitter.parquet")
-        written.append("jitter.parquet")
-    results = _summarise(agg)
-    summary = {
-        "schema": "parity.sweep/1",
-        "started": started.isoformat(),
-        "finished": datetime.now(timezone.utc).isoformat(),
-        "command": cfg.argv,
-        "reference": {
-            "dx": "each runner's own unperturbed output on the same pipeline and frames",
-            "accuracy": "ground truth on labelled frames",
-            "bending_jitter": "gt where a case has GT on every frame in the model's lane slots, else the runner's unperturbed output",
-        },
-        "provenance": {
-            "git_sha": git_sha(), "versions": versions(), "machine": machine(),
-            "checkpoint": {"path": str(ckpt.path), "sha256": ckpt.sha256, "name": ckpt.name},
-            "cases": {c.name: {"path": os.path.abspath(c.root), "sha256": c.content_hash()} for c in cases},
-            "pipeline": pipe.to_dict(), "seed": cfg.seed, "window_s": cfg.window_s,
-            "windows": {k: [int(v[0]), int(v[-1])] for k, v in windows.items() if len(v)},
-            "perturbations": {p.name: {"family": p.family, "stage": p.stage, "values": list(p.values), "unit": p.unit} for p in perts},
-            "runners": {r.name: r.describe() for r in runners},
-        },
-        "results": results,
-        "findings": nonfinite_findings(results),
-        "errors": errors,
-        "files": written + ["summary.csv", "summary.json"],
-    }
-    atomic.write_json(out / "summary.json", summary)
-    _write_csv(results, out / "summary.csv")
-    code = max([2 if "CaseError" in e["error"] else 1 for e in errors] + [1 if summary["findings"] else 0], default=0)
+    with RunFolder(out, "sweep", run_key, resume=cfg.resume, describe=describe, replace=cfg.overwrite) as folder:
+        parts = CaseParts(folder, run_key, cases)
+        runner_info = folder.recall("runners", {})
+        bar = tqdm(total=sum(len(windows[c.name]) for c in parts.todo) * (1 + len(perts) * len(cfg.severities)), desc="sweep", unit="frame",
+                   disable=None if cfg.progress else True, file=sys.stderr)
+        if parts.todo:
+            with ExitStack() as stack:
+                for r in runners:
+                    stack.enter_context(r)
+                runner_info = {r.name: r.describe() for r in runners}
+                folder.remember("runners", runner_info)
+                errors = parts.compute(lambda case: _sweep_case(case, windows[case.name], cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, bar))
+        bar.close()
+        done, written = parts.collect("sweep.parquet")
+        results = _summarise(_items(read_groups(lt, jt)) for _, lt, jt in done)
+        summary = {
+            "schema": "parity.sweep/1",
+            "started": started.isoformat(),
+            "finished": datetime.now(timezone.utc).isoformat(),
+            "command": cfg.argv,
+            "reference": {
+                "dx": "each runner's own unperturbed output on the same pipeline and frames",
+                "accuracy": "ground truth on labelled frames",
+                "bending_jitter": "gt where a case has GT on every frame in the model's lane slots, else the runner's unperturbed output",
+            },
+            "provenance": {
+                "git_sha": git_sha(), "versions": versions(), "machine": machine(),
+                "checkpoint": {"path": str(ckpt.path), "sha256": ckpt.sha256, "name": ckpt.name},
+                "cases": {c.name: {"path": os.path.abspath(c.root), "sha256": c.content_hash()} for c in cases},
+                "pipeline": pipe.to_dict(), "seed": cfg.seed, "window_s": cfg.window_s,
+                "windows": {k: [int(v[0]), int(v[-1])] for k, v in windows.items() if len(v)},
+                "perturbations": {p.name: {"family": p.family, "stage": p.stage, "values": list(p.values), "unit": p.unit} for p in perts},
+                "runners": runner_info,
+            },
+            "results": results,
+            "findings": nonfinite_findings(results),
+            "errors": errors,
+            "files": written + ["summary.csv", "summary.json"],
+        }
+        atomic.write_json(out / "summary.json", summary)
+        _write_csv(results, out / "summary.csv")
+        folder.finish(summary["files"])
+        code = max([e["exit_code"] for e in errors] + [1 if summary["findings"] else 0], default=0)
     return out, summary, code
 
 
@@ -154,7 +161,7 @@ def _run(runners, adapter, feed_fn, idx, width, batch):
     return batches.outputs()
 
 
-def _sweep_case(case, idx, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, agg, jitter_rows, bar):
+def _sweep_case(case, idx, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, bar) -> tuple[list, list[dict]]:
     rows = adapter.anchor_rows(case.height)
     gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None
     mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
@@ -172,7 +179,7 @@ def _sweep_case(case, idx, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model,
     def tensor_context(frames):
         return {"model": fgsm_model, "targets": np.stack([targets[int(f)] for f in frames]), "std": pipe.std}
 
-    tables = []
+    tables, jitter_rows = [], []
 
     def record(pname, sev, r, o, frames, t, ref):
         metric_ref, ref_name = (gt[frames], "gt") if track_gt else (ref, f"{r.name} unperturbed")
@@ -181,8 +188,6 @@ def _sweep_case(case, idx, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model,
         tables.append(lane_table(case.name, frames, t, r.name, pipe.name, ckpt.name, adapter.lane_names, o.x,
                                  sc.lane_cols, sc.frame_cols, None, perturbation=pname, severity=sev,
                                  parity_reference=f"{r.name} unperturbed", bending_jitter_reference=ref_name))
-        agg.setdefault((pname, sev, r.name), []).append(
-            {"x": o.x, "dx_ref": ref, "scored": sc, "case": case.name, "frames": frames, "lane_names": adapter.lane_names})
         for row in sc.jitter_rows:
             jitter_rows.append({"checkpoint": ckpt.name, "case": case.name, "runner": r.name, "pipeline": pipe.name, "perturbation": pname,
                                 "severity": sev, "lane_name": adapter.lane_names[row["lane"]], "reference": ref_name, **row})
@@ -203,10 +208,26 @@ def _sweep_case(case, idx, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model,
             for r in runners:
                 record(p.name, sev, r, outs[r.name], slots, ts[slots], clean[r.name].x[ref_pos])
             bar.update(len(idx))
-    return tables
+    return tables, jitter_rows
 
 
-def _summarise(agg) -> list[dict]:
+def _items(groups: dict) -> dict[tuple, list[dict]]:
+    """One case's scored groups as aggregate items per (perturbation, severity, runner); the parity
+    reference of each is the runner's own unperturbed lanes at the same frames."""
+    out = {}
+    for (case, runner, _pipe, pname, sev), g in groups.items():
+        clean = groups[(case, runner, _pipe, "none", 0)]
+        ref = clean["x"][np.searchsorted(clean["frames"], g["frames"])]
+        out[(pname, sev, runner)] = [{"x": g["x"], "dx_ref": ref, "scored": g["scored"], "case": case, "frames": g["frames"],
+                                      "lane_names": g["lane_names"]}]
+    return out
+
+
+def _summarise(per_case) -> list[dict]:
+    agg: dict[tuple, list] = {}
+    for items in per_case:
+        for k, v in items.items():
+            agg.setdefault(k, []).extend(v)
     out, base = [], {}
     for (pname, sev, runner), items in sorted(agg.items(), key=lambda kv: (kv[0][0] != "none", kv[0])):
         res = scoring.aggregate(items)

@@ -68,14 +68,6 @@ def write_table(table, path) -> None:
         pq.write_table(table, tmp)
 
 
-def merge_parts(parts: list, path) -> None:
-    """Concatenate per-case part files (all of one schema) into one table."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    write_table(pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default"), path)
-
-
 def run_lanes(run: str | Path, runner: str, pipeline: str):
     """Yield (case, x[T, L, R_model], model_rows, infer_ms[T]) for one runner x pipeline of a replay run."""
     import pandas as pd
@@ -83,8 +75,8 @@ def run_lanes(run: str | Path, runner: str, pipeline: str):
     from ..cases.format import load_case
 
     run = Path(run)
+    summary = read_summary(run, ("parity.replay/1",))
     try:
-        summary = json.loads((run / "summary.json").read_text())
         table = pd.read_parquet(run / "frames.parquet")
     except (OSError, ValueError) as exc:
         raise UsageError(f"{run}: not a replay run folder (summary.json + frames.parquet): {exc}") from None
@@ -121,6 +113,146 @@ def read_document(path: str | Path, schemas: tuple[str, ...], missing: str, what
 
 def read_summary(folder: str | Path, schemas: tuple[str, ...], name: str = "summary.json") -> dict:
     """The summary document of a finished run folder, checked to be one of `schemas`."""
+    from .folder import check_finished
+
     if not Path(folder).is_dir():
         raise UsageError(f"{folder}: no such run folder")
+    check_finished(folder)
     return read_document(Path(folder) / name, schemas, "missing (not a finished run folder)")
+
+
+# Scored columns of the lane table: per frame (repeated on each lane's row) and per lane-frame.
+FRAME_COLUMNS = ("frame_accuracy", "frame_fp", "frame_fn", "culane_tp", "culane_fp", "culane_fn", "culane30_tp", "culane30_fp",
+                 "culane30_fn", "raw_max", "raw_p99", "raw_mean", "raw_cosine", "argmax_flip_rate", "nonfinite")
+LANE_COLUMNS = ("dx_ref_mean_px", "dx_ref_max_px", "dx_ref_mean_m", "bend_px", "bend_row", "kinks")
+GROUP = ("case", "runner", "pipeline", "perturbation", "severity")
+
+
+def read_groups(lanes, jitter=None) -> dict[tuple, dict]:
+    """The scored results of a lane table (and its jitter table), back as the pieces the metrics
+    aggregate: (case, runner, pipeline, perturbation, severity) -> {frames, t, x[T, L, R], scored
+    (parity.metrics.scoring.Scored), lane_names, infer_ms}. Rows are taken in the order written.
+
+    A run's summary is always made from its parts through this, so a resumed run (whose earlier
+    parts come from disk) and an uninterrupted one give the same numbers by construction."""
+    import pyarrow as pa
+
+    from ..metrics.scoring import Scored
+
+    if isinstance(lanes, pa.Table):
+        table = lanes
+    else:
+        table = pa.Table.from_pandas(lanes, preserve_index=False)
+    cols = {k: table.column(k).to_pylist() for k in GROUP}
+    n = table.num_rows
+    keys = list(zip(*(cols[k] for k in GROUP))) if n else []
+    order: dict[tuple, list[int]] = {}
+    for i, k in enumerate(keys):
+        order.setdefault(k, []).append(i)
+    x_all = table.column("x").combine_chunks()
+    R = x_all.type.list_size
+    x_flat = x_all.flatten().to_numpy(zero_copy_only=False).reshape(n, R) if n else np.zeros((0, R), np.float32)
+
+    def numeric(name):
+        c = table.column(name)
+        if c.null_count == len(c):
+            return None
+        return c.to_numpy(zero_copy_only=False).astype(np.float64) if c.null_count == 0 else \
+            np.asarray(c.to_pandas().to_numpy(dtype=np.float64, na_value=np.nan))
+
+    num = {c: numeric(c) for c in FRAME_COLUMNS + LANE_COLUMNS + ("infer_ms", "frame", "t", "lane")}
+    lane_name = table.column("lane_name").to_pylist()
+    ref = table.column("bending_jitter_reference").to_pylist()
+    jit: dict[tuple, list[dict]] = {}
+    if jitter is not None and len(jitter):
+        jdf = jitter if not isinstance(jitter, pa.Table) else jitter.to_pandas()
+        fields = ["lane", "lookahead", "row", "jitter_rms", "jitter_p95", "jitter_amplitude", "jitter_oscillation_hz", "jitter_flicker_hz"]
+        for rec in jdf[list(GROUP) + fields].astype({"case": str, "runner": str, "pipeline": str, "perturbation": str}).to_dict("records"):
+            jit.setdefault(tuple(rec[k] for k in GROUP), []).append(
+                {"lane": int(rec["lane"]), "lookahead": rec["lookahead"], "row": int(rec["row"]),
+                 **{f: float(rec[f]) for f in fields[3:]}})
+    out = {}
+    for key, idx in order.items():
+        idx = np.asarray(idx)
+        lanes_of = num["lane"][idx].astype(int)
+        L = int(lanes_of.max()) + 1
+        T = len(idx) // L
+        sc = Scored(reference=ref[idx[0]])
+        for c in FRAME_COLUMNS:
+            if num[c] is not None:
+                sc.frame_cols[c] = num[c][idx].reshape(T, L)[:, 0]
+        for c in LANE_COLUMNS:
+            if num[c] is not None:
+                v = num[c][idx].reshape(T, L)
+                sc.lane_cols[c] = v.astype(np.int16) if c in ("bend_row", "kinks") else v
+        sc.jitter_rows = jit.get(key, [])
+        out[key] = {
+            "frames": num["frame"][idx].reshape(T, L)[:, 0].astype(np.int64), "t": num["t"][idx].reshape(T, L)[:, 0],
+            "x": x_flat[idx].reshape(T, L, R), "scored": sc, "lane_names": [lane_name[i] for i in idx[:L]],
+            "infer_ms": None if num["infer_ms"] is None else num["infer_ms"][idx].reshape(T, L)[:, 0],
+        }
+    return out
+
+
+class CaseParts:
+    """A run's per-case parts in its RunFolder (parity.runs.folder): each case's lane table and jitter
+    table, written the moment the case finishes and recorded in the manifest under a content key (the
+    run key, the case's name and the hash of its bytes). The final tables are always made by reading
+    every part back, whoever computed it, so a resumed run and an uninterrupted one agree."""
+
+    SUFFIXES = (".parquet", ".jitter.parquet")
+
+    def __init__(self, folder, run_key: str, cases: list):
+        from ..provenance import sha256_json
+
+        self.folder, self.cases = folder, cases
+        self.keys = {c.name: sha256_json({"run": run_key, "case": c.name, "content": c.content_hash()}) for c in cases}
+        self.todo = [c for c in cases if folder.finished(c.name, self.keys[c.name]) is None]
+
+    @property
+    def reused(self) -> list[str]:
+        todo = {c.name for c in self.todo}
+        return [c.name for c in self.cases if c.name not in todo]
+
+    def compute(self, scored_case) -> list[dict]:
+        """Run `scored_case(case) -> (lane tables, jitter rows)` for every case still to do; a case that
+        fails is recorded (error, exit code, traceback) and the others go on."""
+        import logging
+        import traceback
+
+        import pyarrow as pa
+
+        from ..errors import ParityError
+
+        errors = []
+        for case in self.todo:
+            try:
+                tables, jitter_rows = scored_case(case)
+                files = self.folder.part_files(case.name, self.SUFFIXES)
+                write_table(pa.concat_tables(tables), files[".parquet"])
+                write_table(jitter_table(jitter_rows), files[".jitter.parquet"])
+                self.folder.add(case.name, self.keys[case.name], files)
+            except Exception as exc:  # one bad case never kills the run
+                errors.append({"case": case.name, "error": f"{type(exc).__name__}: {exc}",
+                               "exit_code": exc.exit_code if isinstance(exc, ParityError) else 1,
+                               "traceback": traceback.format_exc(limit=8)})
+                logging.getLogger(__name__).error("case %s failed: %s", case.name, exc)
+        return errors
+
+    def collect(self, lanes_name: str) -> tuple[list, list[str]]:
+        """[(case, lane table, jitter DataFrame)] of every finished part, and the run's merged tables
+        (`lanes_name`, jitter.parquet) written beside them."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        done = []
+        for c in self.cases:
+            files = self.folder.finished(c.name, self.keys[c.name])
+            if files is not None:
+                done.append((c, pq.read_table(files[".parquet"]), pq.read_table(files[".jitter.parquet"])))
+        written = []
+        if done:
+            write_table(pa.concat_tables([d[1] for d in done]), self.folder.path / lanes_name)
+            write_table(pa.concat_tables([d[2] for d in done]), self.folder.path / "jitter.parquet")
+            written = [lanes_name, "jitter.parquet"]
+        return [(c, lt, jt.to_pandas()) for c, lt, jt in done], written

@@ -14,7 +14,6 @@ decoded.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -28,7 +27,7 @@ from ..cases.lanes import resample_rows
 from ..metrics import scoring
 from ..metrics.lateral import metres_per_pixel
 from ..preprocessing import perturb
-from ..provenance import sha256_json, versions
+from ..provenance import sha256_json, source_hash, versions
 from ..runners import REFERENCE
 from .batch import RunnerBatches
 
@@ -44,14 +43,7 @@ _LIBS = ("numpy", "torch", "onnx", "onnxruntime", "onnxconverter-common", "openc
 
 
 def code_version() -> str:
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for part in _CODE:
-        p = root / part
-        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
-            h.update(str(f.relative_to(root)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    return source_hash(_CODE)
 
 
 @dataclass(frozen=True)
