@@ -62,17 +62,19 @@ $(SOUPS)/soup-deployed.pt: $(ZOO)/zoo.json
 	$(PY) -m parity soup --ingredients $(ZOO)/erm.pt '$(ZOO)/soup-greedy.ingredients/*.pt' --criterion deployment-score --cases $(DEFAULT_CASES) --out $@
 rank: zoo
 	$(MAKE) --no-print-directory $(SOUPS)/soup-deployed.pt
-	$(PY) -m parity rank --checkpoints '$(ZOO)/*.pt' $(SOUPS)/soup-deployed.pt --cases $(DEFAULT_CASES) --runners $(RANK_RUNNERS) --perturb $(RANK_PERTURB) --severities $(RANK_SEVERITIES) --out $(or $(OUT),reports/rank)
+	$(PY) -m parity rank --checkpoints '$(ZOO)/*.pt' $(SOUPS)/soup-deployed.pt --cases $(DEFAULT_CASES) --runners $(RANK_RUNNERS) --perturb $(RANK_PERTURB) --severities $(RANK_SEVERITIES) --out $(or $(OUT),reports/rank) --overwrite
 
-# Default cases and the reference checkpoint are made on first use, then reused.
+# Default cases and the reference checkpoint are made on first use, then reused. The run folder is
+# fixed, so `make replay` again continues a killed run (and reuses a finished one: same inputs, same
+# code); other inputs replace it (--overwrite deletes only the files its manifest lists).
 replay: $(STAMP) $(if $(filter $(DEFAULT_CASES)% default,$(CASES)),cases) $(if $(filter $(REFERENCE_CKPT),$(CKPT)),$(REFERENCE_CKPT))
-	$(PY) -m parity replay --cases $(CASES) --checkpoint $(CKPT) --runners $(RUNNERS) --pipeline $(PIPELINE) $(if $(OUT),--out $(OUT))
+	$(PY) -m parity replay --cases $(CASES) --checkpoint $(CKPT) --runners $(RUNNERS) --pipeline $(PIPELINE) --out $(or $(OUT),reports/replay) --overwrite
 
 # The reference model on the default suite against the committed baseline (docs/ci.md): the
 # baseline's runners and pipelines, exit 0 pass, 1 regression, 3 cannot compare.
 BASELINE ?= reports/baselines/reference.json
 gate: $(STAMP) cases $(REFERENCE_CKPT)
-	$(PY) -m parity gate --baseline $(BASELINE) --out $(or $(OUT),reports/gate)
+	$(PY) -m parity gate --baseline $(BASELINE) --out $(or $(OUT),reports/gate) --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
@@ -94,4 +96,4 @@ PERTURB ?= deploy
 SEVERITIES ?= 1..5
 SWEEP_WINDOW_S ?= 3
 sweep: $(STAMP) $(if $(filter $(DEFAULT_CASES)% default,$(CASES)),cases) $(if $(filter $(REFERENCE_CKPT),$(CKPT)),$(REFERENCE_CKPT))
-	$(PY) -m parity sweep --cases $(CASES) --checkpoint $(CKPT) --runners $(if $(filter auto,$(RUNNERS)),torch,$(RUNNERS)) --pipeline vehicle --perturb $(PERTURB) --severities $(SEVERITIES) --window-s $(SWEEP_WINDOW_S) $(if $(OUT),--out $(OUT))
+	$(PY) -m parity sweep --cases $(CASES) --checkpoint $(CKPT) --runners $(if $(filter auto,$(RUNNERS)),torch,$(RUNNERS)) --pipeline vehicle --perturb $(PERTURB) --severities $(SEVERITIES) --window-s $(SWEEP_WINDOW_S) --out $(or $(OUT),reports/sweep) --overwrite
