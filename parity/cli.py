@@ -18,7 +18,8 @@ def _cmd_replay(args) -> int:
             cases=args.cases, checkpoint=args.checkpoint, runners=args.runners, pipelines=args.pipeline,
             out=args.out, batch_size=args.batch_size, cache_dir=args.cache_dir,
             progress=not args.no_progress, argv=sys.argv[1:], engines=args.engine or [], trt_timing_cache=args.trt_timing_cache,
-            resume=args.resume, overwrite=args.overwrite,
+            resume=args.resume, overwrite=args.overwrite, executor=args.executor, workers=args.workers, threads=args.threads,
+            ray_address=args.ray_address,
         )
     )
     print(format_table(res.summary))
@@ -194,7 +195,8 @@ def _cmd_sweep(args) -> int:
         cases=args.cases, checkpoint=args.checkpoint, runners=args.runners, pipeline=args.pipeline,
         perturb=args.perturb, severities=parse_severities(args.severities), window_s=args.window_s, seed=args.seed,
         out=args.out, batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress, argv=sys.argv[1:],
-        resume=args.resume, overwrite=args.overwrite,
+        resume=args.resume, overwrite=args.overwrite, executor=args.executor, workers=args.workers, threads=args.threads,
+        ray_address=args.ray_address,
     ))
     for runner in dict.fromkeys(r["runner"] for r in summary["results"]):
         print(format_summary(summary, runner))
@@ -216,7 +218,7 @@ def _cmd_rank(args) -> int:
         perturb_pipeline=args.perturb_pipeline, perturb=args.perturb, severities=parse_severities(args.severities),
         window_s=args.window_s, baseline=args.baseline, config=args.config, n_boot=args.n_boot, seed=args.seed, out=args.out,
         batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress, argv=sys.argv[1:],
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, executor=args.executor, workers=args.workers, threads=args.threads, ray_address=args.ray_address,
     ))
     print(format_board(summary))
     u = summary["units"]
@@ -350,6 +352,13 @@ def default_checkpoint() -> str:
     return os.environ.get("PARITY_CHECKPOINT", "checkpoints/reference.pt")
 
 
+def _executor_options(p) -> None:
+    p.add_argument("--workers", type=int, help="run cases in a local pool of N processes (docs/scale.md)")
+    p.add_argument("--executor", choices=["serial", "local", "ray"], help="where units run (default: serial, or local with --workers)")
+    p.add_argument("--threads", type=int, help="compute threads per unit (default: cores / workers; part of the run's settings)")
+    p.add_argument("--ray-address", help="an existing Ray cluster (ray://host:10001 or host:6379); default: a local instance")
+
+
 def _folder_options(p) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the killed run in --out (the same command re-run does so too); refuse if there is none")
@@ -375,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html beside summary.json")
     _folder_options(r)
+    _executor_options(r)
     r.set_defaults(func=_cmd_replay)
 
     t = sub.add_parser("train", help="train the reference row-anchor lane model")
@@ -467,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--cache-dir")
     sw.add_argument("--no-progress", action="store_true")
     _folder_options(sw)
+    _executor_options(sw)
     sw.set_defaults(func=_cmd_sweep)
 
     rk = sub.add_parser("rank", help="rank candidate checkpoints by deployed accuracy, bending, jitter and gaps, with case-bootstrap intervals")
@@ -488,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--cache-dir", help="artifacts and evaluation units (default $PARITY_CACHE_DIR or ~/.cache/parity)")
     rk.add_argument("--no-progress", action="store_true")
     rk.add_argument("--overwrite", action="store_true", help="replace the files of a different rank found in --out")
+    _executor_options(rk)
     rk.set_defaults(func=_cmd_rank)
 
     so = sub.add_parser("soup", help="greedy model soup chosen by a deployment metric on the deployed runner")

@@ -61,30 +61,52 @@ def rgb_to_nv12(rgb: np.ndarray, matrix="bt601", yuv_range="limited") -> np.ndar
     return np.concatenate([y, uv.reshape(h // 2, w)], axis=0)
 
 
-def nv12_to_rgb(nv12: np.ndarray, matrix="bt601", yuv_range="limited", chroma: str = "nearest") -> np.ndarray:
+def nv12_to_rgb(nv12: np.ndarray, matrix="bt601", yuv_range="limited", chroma: str = "nearest", rows=None) -> np.ndarray:
     """NV12 (H*3/2)xW uint8 -> uint8 HxWx3 RGB, rounding to nearest.
 
     `chroma` is how the 4:2:0 chroma is brought back to full resolution: "nearest" replicates
     each sample over its 2x2 block (what most embedded decoders do), "bilinear" interpolates
-    with centred (MPEG-2) siting.
+    with centred (MPEG-2) siting. `rows=(r0, r1)` converts only those rows (what a crop keeps):
+    the same values as converting the whole frame and slicing it.
     """
     _check(matrix, yuv_range)
     h = nv12.shape[0] * 2 // 3
     w = nv12.shape[1]
+    r0, r1 = (0, h) if rows is None else (max(int(rows[0]), 0), min(int(rows[1]), h))
     off, ys, cs = range_scale(yuv_range)
-    y = (nv12[:h].astype(np.float32) - off) / ys
-    uv = (nv12[h:].reshape(h // 2, w // 2, 2).astype(np.float32) - 128.0) / cs
-    if chroma == "nearest":
-        uv = uv.repeat(2, axis=0).repeat(2, axis=1)
-    elif chroma == "bilinear":
+    inv = _inverse(matrix)
+    if chroma == "bilinear":
         import torch
         import torch.nn.functional as F
 
+        y = (nv12[r0:r1].astype(np.float32) - off) / ys
+        uv = (nv12[h:].reshape(h // 2, w // 2, 2).astype(np.float32) - 128.0) / cs
         t = torch.from_numpy(np.ascontiguousarray(uv.transpose(2, 0, 1)))[None]
-        uv = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0].numpy().transpose(1, 2, 0)
-    else:
+        uv = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0].numpy().transpose(1, 2, 0)[r0:r1]
+        rgb = np.stack([y * inv[k, 0] + (uv[..., 0] * inv[k, 1] + uv[..., 1] * inv[k, 2]) for k in range(3)], axis=-1)
+        return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    if chroma != "nearest":
         raise UsageError(f"unknown chroma upsampling {chroma!r}; expected 'nearest' or 'bilinear'")
-    inv = np.linalg.inv(rgb_to_yuv_matrix(matrix)).astype(np.float32)
-    yuv = np.concatenate([y[..., None], uv], axis=-1)
-    rgb = yuv @ inv.T
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    # Nearest chroma: each chroma sample covers a 2x2 block; work on whole blocks, chroma at half
+    # resolution broadcast over its block, so no full-resolution chroma plane is ever made.
+    c0, c1 = r0 // 2, (r1 + 1) // 2
+    y = ((nv12[2 * c0 : 2 * c1].astype(np.float32) - off) / ys).reshape(c1 - c0, 2, w // 2, 2)
+    uv = (nv12[h + c0 : h + c1].reshape(c1 - c0, w // 2, 2).astype(np.float32) - 128.0) / cs
+    u, v = uv[..., 0][:, None, :, None], uv[..., 1][:, None, :, None]
+    out = np.empty((c1 - c0, 2, w // 2, 2, 3), np.float32)
+    for k in range(3):
+        out[..., k] = y * inv[k, 0] + (u * inv[k, 1] + v * inv[k, 2])
+    out *= 255.0
+    np.rint(out, out=out)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8).reshape(2 * (c1 - c0), w, 3)[r0 - 2 * c0 : r1 - 2 * c0]
+
+
+def _inverse(matrix) -> np.ndarray:
+    key = matrix if isinstance(matrix, str) else tuple(float(v) for v in matrix)
+    if key not in _INVERSES:
+        _INVERSES[key] = np.linalg.inv(rgb_to_yuv_matrix(matrix)).astype(np.float32)
+    return _INVERSES[key]
+
+
+_INVERSES: dict = {}

@@ -33,6 +33,16 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+def default_cache_dir() -> Path:
+    """Where parity caches artifacts, evaluation units, content hashes and error logs."""
+    import os
+
+    env = os.environ.get("PARITY_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "parity"
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

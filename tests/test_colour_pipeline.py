@@ -62,3 +62,39 @@ def test_crop_offset_and_resize_fold_into_one_map(offset):
     level = 1 / 255 / min(pipe.std)  # one 8-bit level: a value at exactly .5 may round either way
     np.testing.assert_allclose(got, want, atol=level + 1e-4)
     assert (np.abs(got - want) < 1e-4).mean() > 0.999
+
+
+def test_decoding_only_the_cropped_rows_equals_decoding_the_frame_then_cropping():
+    rng = np.random.default_rng(3)
+    nv12 = rng.integers(0, 256, (360 * 3 // 2, 640), dtype=np.uint8)
+    for chroma in ("nearest", "bilinear"):
+        whole = nv12_to_rgb(nv12, "bt601", "limited", chroma)
+        for rows in ((136, 360), (137, 359), (0, 1), (1, 2), (359, 360)):
+            np.testing.assert_array_equal(nv12_to_rgb(nv12, "bt601", "limited", chroma, rows=rows), whole[rows[0] : rows[1]])
+
+
+def test_pipelines_read_only_the_rows_they_keep_and_give_the_whole_frame_result(tiny_case):
+    from parity.cases.format import load_case
+    from parity.models.rowanchor import RowAnchorAdapter
+
+    case = load_case(tiny_case)
+    for pipe in RowAnchorAdapter().pipelines().values():
+        cropped = pipe.prepare(case, [0, 3])
+        whole = pipe.apply(np.stack([pipe.decode(case, i, pipe.stream_for(case)) for i in (0, 3)]))
+        np.testing.assert_array_equal(cropped, whole)
+        r0, r1 = pipe.rows_read(case.height, case.width)
+        assert 0 < r0 < r1 <= case.height  # the sky above the crop is never decoded
+
+
+def test_taps_apply_exactly_the_dense_weights():
+    from parity.preprocessing.resample import apply_taps, taps, weights
+
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (2, 50, 70, 3)).astype(np.float32)
+    for kernel, aa, centre in (("bilinear", False, "align_corners"), ("bilinear", True, "half_pixel"), ("bicubic", False, "half_pixel"),
+                               ("lanczos3", True, "half_pixel"), ("area", False, "half_pixel"), ("nearest", False, "asymmetric")):
+        Wy, Wx = weights(50, 23, kernel, aa, centre), weights(70, 31, kernel, aa, centre)
+        dense = np.einsum("yh,xw,nhwc->nyxc", Wy, Wx, img.astype(np.float64))
+        got = apply_taps(img, taps(Wy), taps(Wx))
+        np.testing.assert_allclose(got, dense, rtol=1e-5, atol=1e-3)
+        assert taps(Wx)[0].shape[1] <= 2 * 4 * 70 / 31 + 2  # only the kernel's support is touched

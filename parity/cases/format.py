@@ -66,6 +66,7 @@ class Case:
     lane_names: list[str] = field(default_factory=list)
     gt_points: np.ndarray | None = None  # [frame, lane, row, 3] metres, ISO 8855 vehicle frame
     labelled: np.ndarray | None = None  # bool [frame]: which frames carry GT (all when GT exists)
+    _content_hash: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -129,23 +130,53 @@ class Case:
             raise CaseError([f"{path}: cannot read frame {index} ({stream}): {exc}"]) from None
 
     def content_hash(self) -> str:
-        """sha256 over case.json, GT and every frame file: identifies exactly what was replayed."""
-        h = hashlib.sha256()
-        h.update((self.root / CASE_FILE).read_bytes())
-        files = []
-        lanes = self.meta.get("lanes")
-        if lanes:
-            files.append(lanes["file"])
-            if lanes.get("points_file"):
-                files.append(lanes["points_file"])
-        for entry in self.frame_files:
-            files.extend(entry[s] for s in STREAMS if s in entry)
-        for rel in files:
-            h.update(rel.encode())
-            with open(self.root / rel, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-        return h.hexdigest()
+        """sha256 over case.json and the digest of the GT and every frame file: identifies exactly
+        what was replayed. File digests are cached by (size, mtime, ctime, inode) in the parity cache
+        (a file rewritten in place changes its ctime, which user space cannot set back), so a run
+        does not re-read 400 MB of frames it has hashed before."""
+        if self._content_hash is None:
+            files = []
+            lanes = self.meta.get("lanes")
+            if lanes:
+                files.append(lanes["file"])
+                if lanes.get("points_file"):
+                    files.append(lanes["points_file"])
+            for entry in self.frame_files:
+                files.extend(entry[s] for s in STREAMS if s in entry)
+            digests = _file_digests(self.root, files)
+            h = hashlib.sha256()
+            h.update((self.root / CASE_FILE).read_bytes())
+            for rel in files:
+                h.update(rel.encode())
+                h.update(digests[rel].encode())
+            self._content_hash = h.hexdigest()
+        return self._content_hash
+
+
+def _file_digests(root: Path, files: list[str]) -> dict[str, str]:
+    from ..provenance import default_cache_dir, sha256_file
+
+    where = default_cache_dir() / "hashes" / f"{hashlib.sha256(os.path.abspath(root).encode()).hexdigest()[:32]}.json"
+    try:
+        known = json.loads(where.read_text())
+    except (OSError, ValueError):
+        known = {}
+    out, fresh = {}, {}
+    for rel in files:
+        st = os.stat(root / rel)
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        hit = known.get(rel) if isinstance(known, dict) else None
+        if isinstance(hit, list) and len(hit) == 5 and hit[:4] == stamp:
+            out[rel] = hit[4]
+        else:
+            out[rel] = sha256_file(root / rel)
+        fresh[rel] = stamp + [out[rel]]
+    if fresh != known:
+        try:
+            atomic.write_json(where, fresh)
+        except OSError:  # a read-only cache only costs the re-hash next time
+            pass
+    return out
 
 
 def is_case_dir(path: Path) -> bool:

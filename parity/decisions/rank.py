@@ -14,7 +14,6 @@ import logging
 import os
 import sys
 import traceback
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,10 +23,11 @@ from ..errors import ParityError, UsageError
 from ..models.checkpoint import load_checkpoint
 from ..preprocessing import perturb
 from ..provenance import git_sha, machine, sha256_json, versions
-from ..runners import REFERENCE, create, resolve
+from ..runners import REFERENCE, resolve
 from ..runners.artifacts import ArtifactCache
 from ..runs import units as U
 from ..runs.inputs import load_all_cases, new_run_id, resolve_pipeline
+from ..runs.executor import ExecutorSpec, active_runners, release_runners, run_units
 from ..runs.folder import RunFolder
 from ..runs.tables import write_table
 from ..runs.windows import DEFAULT_WINDOW_S, check_window, window_frames
@@ -55,6 +55,10 @@ class RankConfig:
     cache_dir: str | None = None
     progress: bool = True
     overwrite: bool = False  # replace the files of a different rank found in `out`
+    executor: str | None = None
+    workers: int | None = None
+    threads: int | None = None
+    ray_address: str | None = None
     argv: list[str] = field(default_factory=list)
 
 
@@ -131,7 +135,8 @@ def rank(cfg: RankConfig):
                            "weights": weights, "n_boot": cfg.n_boot, "seed": cfg.seed, "code": U.code_version()})
     folder = RunFolder(out, "rank", run_key, describe={"checkpoints": len(ckpts), "cases": len(cases)}, replace=cfg.overwrite)
     with folder:
-        ev = UnitEvaluator(ArtifactCache(cfg.cache_dir), cfg.seed, cfg.window_s, cfg.batch_size, cfg.progress)
+        ev = UnitEvaluator(ArtifactCache(cfg.cache_dir), cfg.seed, cfg.window_s, cfg.batch_size, cfg.progress,
+                           ExecutorSpec.from_options(cfg.executor, cfg.workers, cfg.threads, cfg.ray_address))
         rows, errors = ev.collect(ckpts, cases, runner_names, pipes, perts, conditions, windows)
         cache, keys = ev.cache, ev.keys
 
@@ -188,13 +193,15 @@ def rank(cfg: RankConfig):
 
 
 class UnitEvaluator:
-    """Finds each unit in the cache or evaluates it: every case x condition prepared once and fed to
-    every checkpoint that misses a unit there. Failures are recorded per unit; the others go on."""
+    """Finds each unit in the cache or evaluates it: every case x condition is one unit of work
+    (parity.runs.executor), prepared once and fed to every checkpoint that misses a unit there.
+    Failures are recorded per unit; the others go on."""
 
-    def __init__(self, artifacts: ArtifactCache, seed: int, window_s, batch_size: int, progress: bool = False):
+    def __init__(self, artifacts: ArtifactCache, seed: int, window_s, batch_size: int, progress: bool = False, executor=None):
         self.artifacts, self.seed, self.batch_size, self.progress = artifacts, seed, batch_size, progress
+        self.executor = executor or ExecutorSpec()
         self.cache = U.UnitCache(artifacts.root)
-        self.keys = U.UnitKeys(seed, window_s)
+        self.keys = U.UnitKeys(seed, window_s, self.executor.threads)
 
     def collect(self, ckpts, cases, runner_names, pipes, perts, conditions, windows) -> tuple[list[dict], list[dict]]:
         """Rows of every unit (from the cache or evaluated) and the errors. Unperturbed conditions run
@@ -206,7 +213,7 @@ class UnitEvaluator:
         cache, keys = self.cache, self.keys
         deployed_forms = [r for r in runner_names if r != REFERENCE] or [REFERENCE]
         rows, errors = [], []
-        todo = []  # (case, condition, ckpt, {runner: key}) whose units are not all cached
+        groups: dict[tuple, list] = {}  # (case, condition) -> [(ckpt, {runner: key})] whose units are not all cached
         for case in cases:
             w = windows[case.name]
             span = (int(w[0]), int(w[-1])) if len(w) else (0, -1)
@@ -220,53 +227,68 @@ class UnitEvaluator:
                         cache.hits += len(recs)
                         rows.extend(_row(ck, case, r, cond, recs[r], ks[r], True) for r in names)
                     else:
-                        todo.append((case, cond, ck, ks))
-        bar = tqdm(total=sum(len(t[3]) for t in todo), desc="rank", unit="unit", disable=None if self.progress else True, file=sys.stderr)
-        with ExitStack() as stack:
-            active: dict[str, list] = {}
+                        groups.setdefault((case.name, cond), []).append((case, ck, ks))
+        order = list(groups)
+        bar = tqdm(total=sum(len(ks) for items in groups.values() for _, _, ks in items), desc="rank", unit="unit",
+                   disable=None if self.progress else True, file=sys.stderr)
+        root = os.path.abspath(self.artifacts.root)
+        payloads = [{"case": os.path.abspath(items[0][0].root), "window": [int(f) for f in windows[cname]],
+                     "pipeline": pipes[cond.pipeline].to_dict(), "perturbation": cond.perturbation if not cond.clean else None,
+                     "severity": cond.severity, "seed": self.seed, "batch_size": self.batch_size, "with_f1": cond.clean,
+                     "cache_dir": root, "runners": runner_names,
+                     "checkpoints": [{"path": os.path.abspath(ck.path), "runners": list(ks)} for _, ck, ks in items]}
+                    for (cname, cond), items in ((k, groups[k]) for k in order)]
 
-            def runners_for(ck):
-                if ck.sha256 not in active:
-                    rs = [create(n, ck, self.artifacts) for n in runner_names]
-                    for r in rs:
-                        stack.enter_context(r)
-                    active[ck.sha256] = rs
-                return active[ck.sha256]
+        def done(i, result, error):
+            cname, cond = order[i]
+            items = groups[order[i]]
+            for j, (case, ck, ks) in enumerate(items):
+                err = error or (result[j].get("error") if result else None)
+                if err is not None:  # recorded; the unit stays missing and the leaderboard says so
+                    log.error("%s on %s (%s %s %s) failed: %s", ck.name, cname, cond.pipeline, cond.perturbation, cond.severity, err["error"])
+                    errors.append({"checkpoint": ck.name, "case": cname, "pipeline": cond.pipeline, "perturbation": cond.perturbation,
+                                   "severity": cond.severity, **err})
+                else:
+                    recs = result[j]["records"]
+                    for r in ks:
+                        cache.put(ks[r], recs[r])
+                        cache.misses += 1
+                        rows.append(_row(ck, case, r, cond, recs[r], ks[r], False))
+                bar.update(len(ks))
 
-            groups: dict[tuple, list] = {}
-            for case, cond, ck, ks in todo:
-                groups.setdefault((case.name, cond), []).append((case, ck, ks))
-            for (case_name, cond), items in groups.items():
-                case = items[0][0]
-                try:
-                    batches, slots, ts = U.prepare_condition(case, windows[case_name], pipes[cond.pipeline], perts.get(cond.perturbation),
-                                                             cond.severity, self.seed, self.batch_size)
-                except Exception as exc:  # this case x condition fails for every checkpoint; the rest go on
-                    errors.extend(_error(ck.name, case_name, cond, exc) for _, ck, _ in items)
-                    bar.update(sum(len(ks) for _, _, ks in items))
-                    continue
-                for _, ck, ks in items:
-                    try:
-                        rs = [r for r in runners_for(ck) if r.name in ks]
-                        recs = U.evaluate(rs, ck.adapter(), case, batches, slots, ts, with_f1=cond.clean)
-                        for r in ks:
-                            cache.put(ks[r], recs[r])
-                            cache.misses += 1
-                            rows.append(_row(ck, case, r, cond, recs[r], ks[r], False))
-                    except Exception as exc:  # recorded; the unit stays missing and the leaderboard says so
-                        errors.append(_error(ck.name, case_name, cond, exc))
-                    bar.update(len(ks))
+        try:
+            run_units(self.executor, rank_unit, payloads, done)
+        finally:
+            release_runners()
         bar.close()
         return rows, errors
+
+
+def rank_unit(payload: dict) -> list[dict]:
+    """One case x condition for every checkpoint that misses it (the unit every executor runs): the
+    condition's batches are prepared once; per checkpoint, {"records": {runner: unit record}} or
+    {"error": ...}. A condition that cannot be prepared fails the whole unit."""
+    import numpy as np
+
+    from ..cases.format import load_case
+    from ..preprocessing.pipeline import Pipeline
+
+    case = load_case(payload["case"])
+    pert = perturb.get(payload["perturbation"]) if payload["perturbation"] else None
+    batches, slots, ts = U.prepare_condition(case, np.asarray(payload["window"], dtype=int), Pipeline.from_dict(payload["pipeline"]), pert,
+                                             payload["severity"], payload["seed"], payload["batch_size"])
+    out = []
+    for ck in payload["checkpoints"]:
+        try:
+            ckpt, runners = active_runners(ck["path"], payload["runners"], payload["cache_dir"])
+            rs = [r for r in runners if r.name in ck["runners"]]
+            out.append({"records": U.evaluate(rs, ckpt.adapter(), case, batches, slots, ts, with_f1=payload["with_f1"])})
+        except Exception as exc:  # this checkpoint's units stay missing; the other checkpoints go on
+            out.append({"error": {"error": f"{type(exc).__name__}: {exc}", "exit_code": exc.exit_code if isinstance(exc, ParityError) else 1,
+                                  "traceback": traceback.format_exc(limit=6)}})
+    return out
 
 
 def _row(ck, case, runner, cond, rec, key, cached) -> dict:
     return {"checkpoint": ck.name, "case": case.name, "runner": runner, "pipeline": cond.pipeline,
             "perturbation": cond.perturbation, "severity": cond.severity, **U.flatten(rec), "unit_key": key, "cached": cached}
-
-
-def _error(ckpt: str, case: str, cond, exc) -> dict:
-    code = exc.exit_code if isinstance(exc, ParityError) else 1
-    log.error("%s on %s (%s %s %s) failed: %s", ckpt, case, cond.pipeline, cond.perturbation, cond.severity, exc)
-    return {"checkpoint": ckpt, "case": case, "pipeline": cond.pipeline, "perturbation": cond.perturbation, "severity": cond.severity,
-            "error": f"{type(exc).__name__}: {exc}", "exit_code": code, "traceback": traceback.format_exc(limit=6)}

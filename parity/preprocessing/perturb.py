@@ -430,6 +430,11 @@ class Applied:
     def hooks(self):
         return self if self.active and self.pert.stage in ("raw", "resized", "tensor") else None
 
+    @property
+    def needs_whole_frame(self) -> bool:
+        """A raw-stage perturbation sees the decoded frame before the crop (a roll moves pixels in from outside it)."""
+        return self.pert.stage == "raw"
+
     def schedule(self, timestamps: np.ndarray):
         """(fed frame per output slot, -1 = dropped; timestamps) for the case's frames."""
         n = len(timestamps)

@@ -21,7 +21,7 @@ import numpy as np
 from ..cases.format import Case
 from ..colour import nv12_to_rgb
 from ..errors import CaseError, UsageError
-from .resample import KERNELS, PIXEL_CENTRES, apply_weights, window_weights
+from .resample import KERNELS, PIXEL_CENTRES, apply_taps, window_taps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -159,37 +159,56 @@ class Pipeline:
                 return s
         raise CaseError([f"{case.root}: case has streams {case.streams}, pipeline {self.name!r} reads one of {list(self.streams)}"])
 
-    def decode(self, case: Case, index: int, stream: str) -> np.ndarray:
+    def decode(self, case: Case, index: int, stream: str, rows=None) -> np.ndarray:
+        """The frame as RGB; `rows=(r0, r1)` decodes only those rows where the stream allows it (NV12)."""
         frame = case.read(index, stream)
         if stream == "nv12":
-            return nv12_to_rgb(frame, self.yuv_matrix, self.yuv_range, self.chroma)
-        return frame
+            return nv12_to_rgb(frame, self.yuv_matrix, self.yuv_range, self.chroma, rows=rows)
+        return frame if rows is None else frame[rows[0] : rows[1]]
+
+    def rows_read(self, height: int, width: int) -> tuple[int, int]:
+        """The source rows the crop and resize read: all a decode needs when nothing looks at the whole frame."""
+        top, bottom, left, right = self.crop_box(height, width)
+        _, y0, y1 = self._taps(height, top, bottom, 0)
+        return y0, y1
+
+    def _taps(self, n_src: int, start: int, stop: int, axis: int):
+        r = self.resize
+        return window_taps(n_src, start, stop, self.size[axis], kernel=r.kernel, antialias=r.antialias, centre=r.pixel_centre,
+                           cubic_a=r.cubic_a, offset=r.offset)
 
     def crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:
         t, b, l, r = self.crop
         dx, dy = self.crop_offset
         return round(t * height) + dy, round(b * height) + dy, round(l * width) + dx, round(r * width) + dx
 
-    def prepare(self, case: Case, indices, hooks=None) -> np.ndarray:
-        """Frames `indices` of `case` -> model input batch. `hooks` applies a perturbation's stages."""
+    def prepare(self, case: Case, indices, hooks=None, decoded: "DecodedFrames | None" = None) -> np.ndarray:
+        """Frames `indices` of `case` -> model input batch. `hooks` applies a perturbation's stages;
+        `decoded` keeps decoded frames for the next call that decodes them the same way (a sweep)."""
         stream = self.stream_for(case)
+        whole = hooks is not None and getattr(hooks, "needs_whole_frame", True)
+        rows = None if whole else self.rows_read(case.height, case.width)
         frames = []
         for i in indices:
-            rgb = self.decode(case, int(i), stream)
+            if decoded is not None:
+                rgb = decoded.get(self, case, int(i), stream, rows)
+            else:
+                rgb = self.decode(case, int(i), stream, rows=rows)
             if hooks is not None:
                 rgb = hooks.raw(rgb, int(i))
             frames.append(rgb)
-        return self.apply(np.stack(frames), hooks=hooks, indices=list(indices))
+        return self.apply(np.stack(frames), hooks=hooks, indices=list(indices), rows=rows, height=case.height)
 
-    def apply(self, rgb: np.ndarray, hooks=None, indices=None) -> np.ndarray:
-        """uint8 [N, H, W, 3] decoded RGB frames -> model input."""
+    def apply(self, rgb: np.ndarray, hooks=None, indices=None, rows=None, height: int | None = None) -> np.ndarray:
+        """uint8 [N, H, W, 3] decoded RGB frames -> model input. `rows=(r0, r1)`: `rgb` holds only those
+        rows of frames `height` tall (what `rows_read` asked for)."""
         N, H, W, _ = rgb.shape
-        top, bottom, left, right = self.crop_box(H, W)
-        r = self.resize
-        kw = dict(kernel=r.kernel, antialias=r.antialias, centre=r.pixel_centre, cubic_a=r.cubic_a, offset=r.offset)
-        Wy, y0, y1 = window_weights(H, top, bottom, self.size[0], **kw)
-        Wx, x0, x1 = window_weights(W, left, right, self.size[1], **kw)
-        x = apply_weights(rgb[:, y0:y1, x0:x1], Wy, Wx, r.pil_rounding)
+        full_h = height if rows is not None else H
+        r0 = rows[0] if rows is not None else 0
+        top, bottom, left, right = self.crop_box(full_h, W)
+        ty, y0, y1 = self._taps(full_h, top, bottom, 0)
+        tx, x0, x1 = self._taps(W, left, right, 1)
+        x = apply_taps(rgb[:, y0 - r0 : y1 - r0, x0:x1], ty, tx, self.resize.pil_rounding)
         if hooks is not None:
             x = hooks.resized(x, indices)  # before quantisation: it may quantise differently
         x = quantize(x, self.quantize, self.bits)
@@ -200,6 +219,29 @@ class Pipeline:
         if hooks is not None:
             x = hooks.tensor(x, indices)
         return x.astype(self.dtype, copy=False)
+
+
+class DecodedFrames:
+    """Decoded frames of one case kept for reuse: a sweep decodes each frame once for every
+    perturbation x severity that decodes it the same way (stream, YUV matrix, range, chroma, rows).
+    Entries are read-only arrays (a raw perturbation returns a new array); the oldest are dropped
+    beyond `max_bytes`."""
+
+    def __init__(self, max_bytes: int = 1 << 30):
+        self.max_bytes, self.bytes, self._store = max_bytes, 0, {}
+
+    def get(self, pipe: "Pipeline", case: Case, index: int, stream: str, rows) -> np.ndarray:
+        key = (case.name, index, stream, pipe.yuv_matrix, pipe.yuv_range, pipe.chroma, rows) if stream == "nv12" else \
+            (case.name, index, stream, rows)
+        hit = self._store.get(key)
+        if hit is None:
+            hit = pipe.decode(case, index, stream, rows=rows)
+            hit.flags.writeable = False
+            self._store[key] = hit
+            self.bytes += hit.nbytes
+            while self.bytes > self.max_bytes and len(self._store) > 1:
+                self.bytes -= self._store.pop(next(iter(self._store))).nbytes
+        return hit
 
 
 def quantize(x: np.ndarray, mode: str = "round", bits: int = 8) -> np.ndarray:

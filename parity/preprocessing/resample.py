@@ -1,8 +1,8 @@
 """Separable image resampling with every convention that deployment code disagrees on.
 
-A resize is two weight matrices (rows x source rows, columns x source columns) applied as
-matrix products, so one implementation covers every kernel x antialias x pixel-centre choice and
-runs vectorised. Which library matches which setting (tests check each within 1 LSB):
+A resize is two weight matrices (rows x source rows, columns x source columns), so one
+implementation covers every kernel x antialias x pixel-centre choice; they are applied through
+their non-zero taps only (two per output sample for bilinear), one vectorised pass per tap. Which library matches which setting (tests check each within 1 LSB):
 
 | setting | matches |
 |---|---|
@@ -136,17 +136,55 @@ def window_weights(n_src: int, start: int, stop: int, n_out: int, **kw) -> tuple
     return out, lo, hi
 
 
+def taps(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero weights of each row of W [n_out, n_in]: (idx [n_out, K], w [n_out, K] float32),
+    zero-padded to the longest row. A bilinear resize has K = 2; Pillow's antialiased one a few more."""
+    nz = W != 0
+    K = max(int(nz.sum(axis=1).max(initial=0)), 1)
+    idx = np.zeros((W.shape[0], K), np.int64)
+    w = np.zeros((W.shape[0], K), np.float32)
+    for i in range(W.shape[0]):
+        cols = np.flatnonzero(nz[i])
+        idx[i, : len(cols)], w[i, : len(cols)] = cols, W[i, cols]
+    return idx, w
+
+
+@lru_cache(maxsize=64)
+def window_taps(n_src: int, start: int, stop: int, n_out: int, **kw):
+    """`window_weights` as taps: ((idx, w), lo, hi)."""
+    W, lo, hi = window_weights(n_src, start, stop, n_out, **kw)
+    return taps(W), lo, hi
+
+
+def _pass(x: np.ndarray, t: tuple[np.ndarray, np.ndarray], axis: int) -> np.ndarray:
+    """One separable pass along `axis`: out[.., i, ..] = sum_k w[i, k] * x[.., idx[i, k], ..], in k order."""
+    idx, w = t
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    out = None
+    for k in range(idx.shape[1]):
+        term = np.take(x, idx[:, k], axis=axis).astype(np.float32)
+        term *= w[:, k].reshape(shape)
+        if out is None:
+            out = term
+        else:
+            out += term
+    return out
+
+
+def apply_taps(img: np.ndarray, ty, tx, pil_rounding: bool = False) -> np.ndarray:
+    """[..., H, W, C] -> [..., h, w, C] float32 through row taps ty and column taps tx: only the
+    non-zero weights are touched (a dense product would cost more than the model here)."""
+    x = _pass(img, tx, img.ndim - 2)  # horizontal first, as Pillow
+    if pil_rounding:
+        np.floor(x + 0.5, out=x)
+        np.clip(x, 0, 255, out=x)
+    return _pass(x, ty, img.ndim - 3)
+
+
 def apply_weights(img: np.ndarray, Wy: np.ndarray, Wx: np.ndarray, pil_rounding: bool = False) -> np.ndarray:
     """[..., H, W, C] -> [..., h, w, C] float32 through row weights Wy [h, H] and column weights Wx [w, W]."""
-    import torch
-
-    # torch's matmul shares the inference thread pool: BLAS threads spinning after a numpy
-    # matmul would otherwise slow the runners that follow.
-    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
-    t = torch.einsum("xw,...hwc->...hxc", torch.from_numpy(Wx.astype(np.float32)), t)  # horizontal first, as Pillow
-    if pil_rounding:
-        t = torch.clamp(torch.floor(t + 0.5), 0, 255)
-    return torch.einsum("yh,...hxc->...yxc", torch.from_numpy(Wy.astype(np.float32)), t).numpy()
+    return apply_taps(img, taps(Wy), taps(Wx), pil_rounding)
 
 
 def resize(

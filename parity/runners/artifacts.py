@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from .. import atomic
-from ..provenance import sha256_file, sha256_json
+from ..provenance import default_cache_dir, sha256_file, sha256_json
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +24,6 @@ FP16_MIN_POSITIVE = 1e-7  # onnxconverter-common's default clamp range for initi
 FP16_MAX_FINITE = 1e4
 
 
-def default_cache_dir() -> Path:
-    env = os.environ.get("PARITY_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "parity"
 
 
 class ArtifactCache:

@@ -112,3 +112,22 @@ class Runner(ABC):
 
     def describe_impl(self) -> dict:
         return {}
+
+
+_THREADS: int | None = None
+
+
+def set_compute_threads(n: int | None) -> None:
+    """Threads every backend of this process may use (a worker of a pool of N gets cores / N, so
+    torch and ONNX Runtime do not oversubscribe the machine). None: each library's default."""
+    global _THREADS
+    _THREADS = n
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def compute_threads() -> int | None:
+    return _THREADS
+

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +25,7 @@ from ..provenance import git_sha, machine, sha256_file, sha256_json, source_hash
 from ..runners import REFERENCE, create, prebuilt_engine, resolve
 from ..runners.artifacts import ArtifactCache
 from .batch import RunnerBatches, nonfinite_findings
+from .executor import ExecutorSpec, active_runners, release_runners
 from .folder import RunFolder
 from .inputs import load_all_cases, new_run_id, resolve_pipeline
 from .tables import CaseParts, lane_table, read_groups
@@ -48,6 +48,10 @@ class ReplayConfig:
     trt_timing_cache: str | None = None
     resume: bool = False  # insist on continuing a run in `out` (the same command re-run continues one anyway)
     overwrite: bool = False  # replace a different run found in `out`
+    executor: str | None = None  # serial | local | ray (parity.runs.executor)
+    workers: int | None = None
+    threads: int | None = None
+    ray_address: str | None = None
 
 
 @dataclass
@@ -80,15 +84,17 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     if cfg.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     cache = ArtifactCache(cfg.cache_dir)
-    runners = [create(n, ckpt, cache, trt_timing_cache=cfg.trt_timing_cache) for n in names]
+    runners = [create(n, ckpt, cache, trt_timing_cache=cfg.trt_timing_cache) for n in names]  # every runner available, up front
     runners += [prebuilt_engine(p) for p in cfg.engines]
     runner_names = [r.name for r in runners]
+    spec = ExecutorSpec.from_options(cfg.executor, cfg.workers, cfg.threads, cfg.ray_address)
 
     run_id = new_run_id()
     out = Path(cfg.out) if cfg.out else Path("reports") / run_id
     run_key = sha256_json({
         "kind": "replay", "checkpoint": ckpt.sha256, "runners": runner_names, "engines": [sha256_file(e) for e in cfg.engines],
-        "pipelines": [p.to_dict() for p in pipelines], "batch_size": cfg.batch_size, "code": source_hash(CODE), "versions": versions(),
+        "pipelines": [p.to_dict() for p in pipelines], "batch_size": cfg.batch_size, "threads": spec.threads,
+        "code": source_hash(CODE), "versions": versions(),
     })
     describe = {"checkpoint": ckpt.name, "runners": ",".join(runner_names), "pipelines": ",".join(pipe_names)}
     errors: list[dict] = []
@@ -99,13 +105,17 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
 
         bar = tqdm(total=sum(len(c) for c in parts.todo) * len(pipelines), desc="replay", unit="frame",
                    disable=None if cfg.progress else True, file=sys.stderr)
-        if parts.todo:
-            with ExitStack() as stack:
-                for r in runners:
-                    stack.enter_context(r)
-                runner_info = {r.name: r.describe() for r in runners}
-                folder.remember("runners", runner_info)
-                errors = parts.compute(lambda case: _replay_case(case, ckpt, adapter, pipelines, runners, cfg.batch_size, bar))
+        # Absolute paths: a worker may start elsewhere (a Ray worker's folder is its session's).
+        unit = {"checkpoint": os.path.abspath(ckpt.path), "runners": names, "engines": [os.path.abspath(e) for e in cfg.engines], "pipelines": [p.to_dict() for p in pipelines],
+                "batch_size": cfg.batch_size, "cache_dir": os.path.abspath(cache.root), "trt_timing_cache": cfg.trt_timing_cache and os.path.abspath(cfg.trt_timing_cache)}
+        try:
+            errors = parts.compute(spec, replay_unit, {c.name: {**unit, "case": os.path.abspath(c.root)} for c in parts.todo},
+                                   lambda case, result: bar.update(len(case) * len(pipelines)))
+        finally:
+            release_runners()
+        runner_info = parts.runner_info or runner_info
+        if parts.runner_info:
+            folder.remember("runners", runner_info)
         bar.close()
         exit_code = max([e["exit_code"] for e in errors], default=0)
         # Everything below reads the parts back, whether this run computed them or a killed one did.
@@ -153,7 +163,21 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     return ReplayResult(out, summary, exit_code)
 
 
-def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size, bar) -> tuple[list, list[dict]]:
+def replay_unit(payload: dict) -> dict:
+    """One case through every runner on every pipeline (the unit every executor runs): its lane
+    table, jitter rows and the provenance of the runners that made them."""
+    from ..cases.format import load_case
+    from ..preprocessing.pipeline import Pipeline
+
+    ckpt, runners = active_runners(payload["checkpoint"], payload["runners"], payload["cache_dir"], payload["engines"],
+                                   payload["trt_timing_cache"])
+    pipelines = [Pipeline.from_dict(p) for p in payload["pipelines"]]
+    case = load_case(payload["case"])
+    tables, jitter_rows = _replay_case(case, ckpt, ckpt.adapter(), pipelines, runners, payload["batch_size"])
+    return {"tables": tables, "jitter": jitter_rows, "runners": {r.name: r.describe() for r in runners}}
+
+
+def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size) -> tuple[list, list[dict]]:
     """Every runner on every pipeline for one case: its lane tables and jitter rows."""
     rows = adapter.anchor_rows(case.height)
     gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None  # as a bending/jitter reference
@@ -164,7 +188,6 @@ def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size, bar) -> tu
         for start in range(0, len(case), batch_size):
             idx = range(start, min(start + batch_size, len(case)))
             batches.feed(pipe.prepare(case, idx))
-            bar.update(len(idx))
         for name, o in batches.outputs().items():
             outputs[(name, pipe.name)] = o
     lanes = {k: o.x for k, o in outputs.items()}

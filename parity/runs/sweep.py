@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,11 +25,13 @@ from ..metrics import scoring
 from ..metrics.lateral import metres_per_pixel
 from ..models.checkpoint import load_checkpoint
 from ..preprocessing import perturb
+from ..preprocessing.pipeline import DecodedFrames
 from ..provenance import git_sha, machine, sha256_json, source_hash, versions
 from ..runners import REFERENCE, create, resolve
 from ..runners.artifacts import ArtifactCache
 from .batch import RunnerBatches, nonfinite_findings
 from .inputs import load_all_cases, new_run_id, resolve_pipeline
+from .executor import ExecutorSpec, active_runners, release_runners
 from .folder import RunFolder
 from .tables import CaseParts, lane_table, read_groups
 from .windows import DEFAULT_WINDOW_S, check_window, window_frames
@@ -49,6 +50,10 @@ class SweepConfig:
     window_s: float | None = DEFAULT_WINDOW_S  # seconds of consecutive frames per case (None or 0: all)
     resume: bool = False
     overwrite: bool = False
+    executor: str | None = None
+    workers: int | None = None
+    threads: int | None = None
+    ray_address: str | None = None
     seed: int = 0
     out: str | None = None
     batch_size: int = 16
@@ -94,14 +99,14 @@ def sweep(cfg: SweepConfig):
     if cfg.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     cache = ArtifactCache(cfg.cache_dir)
-    runners = [create(n, ckpt, cache) for n in names]
-    fgsm_model = ckpt.build_model() if any(p.stage == "tensor" and p.name == "fgsm" for p in perts) else None
+    [create(n, ckpt, cache) for n in names]  # every runner available here, before anything runs
+    spec = ExecutorSpec.from_options(cfg.executor, cfg.workers, cfg.threads, cfg.ray_address)
 
     out = Path(cfg.out) if cfg.out else Path("reports") / f"sweep-{new_run_id()}"
     run_key = sha256_json({
         "kind": "sweep", "checkpoint": ckpt.sha256, "runners": names, "pipeline": pipe.to_dict(),
         "perturbations": [(p.name, [str(v) for v in p.values]) for p in perts], "severities": cfg.severities, "window_s": cfg.window_s,
-        "seed": cfg.seed, "batch_size": cfg.batch_size, "code": source_hash(CODE), "versions": versions(),
+        "seed": cfg.seed, "batch_size": cfg.batch_size, "threads": spec.threads, "code": source_hash(CODE), "versions": versions(),
     })
     describe = {"checkpoint": ckpt.name, "runners": ",".join(names), "perturb": cfg.perturb, "severities": cfg.severities}
     errors = []
@@ -110,15 +115,21 @@ def sweep(cfg: SweepConfig):
     with RunFolder(out, "sweep", run_key, resume=cfg.resume, describe=describe, replace=cfg.overwrite) as folder:
         parts = CaseParts(folder, run_key, cases)
         runner_info = folder.recall("runners", {})
-        bar = tqdm(total=sum(len(windows[c.name]) for c in parts.todo) * (1 + len(perts) * len(cfg.severities)), desc="sweep", unit="frame",
+        per_frame = 1 + len(perts) * len(cfg.severities)
+        bar = tqdm(total=sum(len(windows[c.name]) for c in parts.todo) * per_frame, desc="sweep", unit="frame",
                    disable=None if cfg.progress else True, file=sys.stderr)
-        if parts.todo:
-            with ExitStack() as stack:
-                for r in runners:
-                    stack.enter_context(r)
-                runner_info = {r.name: r.describe() for r in runners}
-                folder.remember("runners", runner_info)
-                errors = parts.compute(lambda case: _sweep_case(case, windows[case.name], cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, bar))
+        # Absolute paths: a worker may start elsewhere (a Ray worker's folder is its session's).
+        unit = {"checkpoint": os.path.abspath(ckpt.path), "runners": names, "pipeline": pipe.to_dict(), "perturbations": [p.name for p in perts],
+                "severities": cfg.severities, "window_s": cfg.window_s, "seed": cfg.seed, "batch_size": cfg.batch_size,
+                "cache_dir": os.path.abspath(cache.root)}
+        try:
+            errors = parts.compute(spec, sweep_unit, {c.name: {**unit, "case": os.path.abspath(c.root)} for c in parts.todo},
+                                   lambda case, result: bar.update(len(windows[case.name]) * per_frame))
+        finally:
+            release_runners()
+        if parts.runner_info:
+            runner_info = parts.runner_info
+            folder.remember("runners", runner_info)
         bar.close()
         done, written = parts.collect("sweep.parquet")
         results = _summarise(_items(read_groups(lt, jt)) for _, lt, jt in done)
@@ -161,13 +172,28 @@ def _run(runners, adapter, feed_fn, idx, width, batch):
     return batches.outputs()
 
 
-def _sweep_case(case, idx, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model, bar) -> tuple[list, list[dict]]:
+def sweep_unit(payload: dict) -> dict:
+    """One case's window under every perturbation x severity (the unit every executor runs)."""
+    from ..cases.format import load_case
+    from ..preprocessing.pipeline import Pipeline
+
+    ckpt, runners = active_runners(payload["checkpoint"], payload["runners"], payload["cache_dir"])
+    perts = [perturb.get(n) for n in payload["perturbations"]]
+    fgsm_model = ckpt.build_model() if any(p.stage == "tensor" and p.name == "fgsm" for p in perts) else None
+    case = load_case(payload["case"])
+    idx = window_frames(case.timestamps, payload["window_s"])
+    tables, jitter_rows = _sweep_case(case, idx, payload, ckpt, ckpt.adapter(), Pipeline.from_dict(payload["pipeline"]), runners, perts,
+                                      fgsm_model)
+    return {"tables": tables, "jitter": jitter_rows, "runners": {r.name: r.describe() for r in runners}}
+
+
+def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, perts, fgsm_model) -> tuple[list, list[dict]]:
     rows = adapter.anchor_rows(case.height)
     gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None
     mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
     track_gt = scoring.gt_usable_for_tracking(case, adapter)
-    clean = _run(runners, adapter, lambda f: pipe.prepare(case, f), idx, case.width, cfg.batch_size)
-    bar.update(len(idx))
+    decoded = DecodedFrames()  # each frame decoded once for every perturbation that decodes it the same way
+    clean = _run(runners, adapter, lambda f: pipe.prepare(case, f, decoded=decoded), idx, case.width, cfg["batch_size"])
     # FGSM pushes away from the GT where a frame is labelled, else from the clean prediction.
     targets = {int(f): c for f, c in zip(idx, clean[REFERENCE].logits.argmax(axis=1))}
     if gt is not None:
@@ -196,18 +222,17 @@ def _sweep_case(case, idx, cfg, ckpt, adapter, pipe, runners, perts, fgsm_model,
         record("none", 0, r, clean[r.name], idx, case.timestamps[idx], clean[r.name].x)
     order = {int(f): k for k, f in enumerate(idx)}
     for p in perts:
-        for sev in cfg.severities:
-            applied = perturb.Applied(p, sev, cfg.seed, case.name, tensor_context)
+        for sev in cfg["severities"]:
+            applied = perturb.Applied(p, sev, cfg["seed"], case.name, tensor_context)
             ppipe = applied.pipeline(pipe)
             fed, ts = applied.schedule(case.timestamps)
             keep = fed[idx] >= 0
             slots, src = idx[keep], fed[idx][keep]
             ref_pos = np.array([order[int(f)] for f in slots], dtype=int)
             hooks = applied.hooks()
-            outs = _run(runners, adapter, lambda f: ppipe.prepare(case, f, hooks=hooks), src, case.width, cfg.batch_size)
+            outs = _run(runners, adapter, lambda f: ppipe.prepare(case, f, hooks=hooks, decoded=decoded), src, case.width, cfg["batch_size"])
             for r in runners:
                 record(p.name, sev, r, outs[r.name], slots, ts[slots], clean[r.name].x[ref_pos])
-            bar.update(len(idx))
     return tables, jitter_rows
 
 

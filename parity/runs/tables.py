@@ -208,35 +208,45 @@ class CaseParts:
         self.folder, self.cases = folder, cases
         self.keys = {c.name: sha256_json({"run": run_key, "case": c.name, "content": c.content_hash()}) for c in cases}
         self.todo = [c for c in cases if folder.finished(c.name, self.keys[c.name]) is None]
+        self.runner_info: dict = {}  # the runners' provenance, from the first unit computed here
 
     @property
     def reused(self) -> list[str]:
         todo = {c.name for c in self.todo}
         return [c.name for c in self.cases if c.name not in todo]
 
-    def compute(self, scored_case) -> list[dict]:
-        """Run `scored_case(case) -> (lane tables, jitter rows)` for every case still to do; a case that
-        fails is recorded (error, exit code, traceback) and the others go on."""
+    def compute(self, spec, unit, payloads: dict, on_done=None) -> list[dict]:
+        """Run `unit(payload)` for every case still to do on the executor `spec`
+        (parity.runs.executor); each result ({"tables", "jitter", "runners"}) is written as that
+        case's part the moment it arrives. A case that fails is recorded (error, exit code,
+        traceback) and the others go on."""
         import logging
-        import traceback
 
         import pyarrow as pa
 
-        from ..errors import ParityError
+        from .executor import run_units
 
+        todo = [c for c in self.todo if c.name in payloads]
         errors = []
-        for case in self.todo:
-            try:
-                tables, jitter_rows = scored_case(case)
-                files = self.folder.part_files(case.name, self.SUFFIXES)
-                write_table(pa.concat_tables(tables), files[".parquet"])
-                write_table(jitter_table(jitter_rows), files[".jitter.parquet"])
-                self.folder.add(case.name, self.keys[case.name], files)
-            except Exception as exc:  # one bad case never kills the run
-                errors.append({"case": case.name, "error": f"{type(exc).__name__}: {exc}",
-                               "exit_code": exc.exit_code if isinstance(exc, ParityError) else 1,
-                               "traceback": traceback.format_exc(limit=8)})
-                logging.getLogger(__name__).error("case %s failed: %s", case.name, exc)
+
+        def done(i, result, error):
+            case = todo[i]
+            if error is None:
+                try:
+                    files = self.folder.part_files(case.name, self.SUFFIXES)
+                    write_table(pa.concat_tables(result["tables"]), files[".parquet"])
+                    write_table(jitter_table(result["jitter"]), files[".jitter.parquet"])
+                    self.folder.add(case.name, self.keys[case.name], files)
+                    self.runner_info = self.runner_info or result.get("runners", {})
+                except OSError as exc:  # a full disk fails this case, said with the file
+                    error = {"error": f"{type(exc).__name__}: {exc}", "exit_code": 1, "traceback": ""}
+            if error is not None:
+                errors.append({"case": case.name, **error})
+                logging.getLogger(__name__).error("case %s failed: %s", case.name, error["error"])
+            if on_done is not None:
+                on_done(case, result)
+
+        run_units(spec, unit, [payloads[c.name] for c in todo], done)
         return errors
 
     def collect(self, lanes_name: str) -> tuple[list, list[str]]:

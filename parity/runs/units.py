@@ -83,9 +83,10 @@ class UnitCache:
 class UnitKeys:
     """Content keys of units; what is shared by many units is hashed once."""
 
-    def __init__(self, seed: int, window_s: float | None):
+    def __init__(self, seed: int, window_s: float | None, threads: int | None = None):
         v = versions()
-        self.base = {"code": code_version(), "libs": {k: v.get(k) for k in _LIBS}, "seed": seed, "window_s": window_s}
+        # threads: torch's CPU kernels sum in a thread-count-dependent order (parity.runs.executor)
+        self.base = {"code": code_version(), "libs": {k: v.get(k) for k in _LIBS}, "seed": seed, "window_s": window_s, "threads": threads}
         self._case: dict[str, str] = {}
 
     def case_hash(self, case) -> str:

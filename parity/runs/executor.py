@@ -1,0 +1,163 @@
+"""Where units of work run: in this process, in a local process pool, or as Ray tasks on a cluster.
+
+A unit is a module-level function and a small picklable payload (paths, names, specs; never a live
+object), so every executor runs exactly the same code on exactly the same inputs and returns
+the same result; the parent writes every part and the manifest (one writer per run folder).
+
+- `serial` (the default): units one after another in this process.
+- `--workers N`: a local pool of N spawned processes (spawn, not fork: torch's thread pools do not
+  survive a fork), each limited to `--threads` compute threads (default: cores / N) so torch and
+  ONNX Runtime do not oversubscribe the machine.
+- `--executor ray [--ray-address ADDR]`: Ray tasks, one CPU-slot of `--threads` each, on an existing
+  cluster (or a local instance when no address is given). Workers need parity installed and the
+  case and checkpoint paths readable (a shared file system); see docs/scale.md.
+
+Each process keeps the runners it activated (per checkpoint and runner list) for the units that
+follow, as a serial run keeps them for its cases. Results are identical whatever the executor and
+N for the same `--threads`: torch's CPU kernels sum in an order that depends on the thread count
+(1.5e-5 in the reference model's logits between 1 and 2 threads), so the thread count is part of a
+run's settings and of its resume key.
+"""
+from __future__ import annotations
+
+import os
+import traceback
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from ..errors import ParityError, UsageError
+
+EXECUTORS = ("serial", "local", "ray")
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    kind: str = "serial"  # serial | local | ray
+    workers: int = 1
+    threads: int | None = None  # compute threads per unit (None: the libraries' default, serial only)
+    ray_address: str | None = None
+
+    @classmethod
+    def from_options(cls, executor: str | None, workers: int | None, threads: int | None, ray_address: str | None) -> "ExecutorSpec":
+        workers = 1 if workers is None else workers
+        if workers < 1:
+            raise UsageError(f"--workers must be at least 1, not {workers}")
+        if threads is not None and threads < 1:
+            raise UsageError(f"--threads must be at least 1, not {threads}")
+        kind = executor or ("local" if workers > 1 else "serial")
+        if kind not in EXECUTORS:
+            raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}, not {kind!r}")
+        if ray_address and kind != "ray":
+            raise UsageError("--ray-address needs --executor ray")
+        if kind != "serial" and threads is None:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+        return cls(kind, workers, threads, ray_address)
+
+    def describe(self) -> dict:
+        return {"executor": self.kind, "workers": self.workers, "threads": self.threads, "ray_address": self.ray_address}
+
+
+def run_units(spec: ExecutorSpec, fn, payloads: list, on_result):
+    """Run fn(payload) for every payload and call on_result(i, result, error) as each finishes
+    (error: None, or {"error", "exit_code", "traceback"} for a unit that raised). A failing unit
+    never stops the others."""
+    if not payloads:
+        return
+    if spec.kind == "serial":
+        _init_worker(spec.threads)
+        for i, p in enumerate(payloads):
+            on_result(i, *_call(fn, p))
+        return
+    if spec.kind == "local":
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=min(spec.workers, len(payloads)), mp_context=mp.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(spec.threads,)) as pool:
+            futures = {pool.submit(_call, fn, p): i for i, p in enumerate(payloads)}
+            for f in as_completed(futures):
+                try:
+                    result, error = f.result()
+                except Exception as exc:  # the worker process died (killed, out of memory): that unit failed
+                    result, error = None, {"error": f"worker died: {type(exc).__name__}: {exc}", "exit_code": 1, "traceback": ""}
+                on_result(futures[f], result, error)
+        return
+    _run_ray(spec, fn, payloads, on_result)
+
+
+def _run_ray(spec: ExecutorSpec, fn, payloads, on_result):
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--executor ray needs Ray, which is not installed (pip install 'parity[ray]')") from None
+    started = False
+    if not ray.is_initialized():
+        kw = {"address": spec.ray_address} if spec.ray_address else {"num_cpus": spec.workers * (spec.threads or 1)}
+        ray.init(**kw, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        started = True
+    try:
+        task = ray.remote(num_cpus=spec.threads or 1, max_retries=0)(_ray_call)
+        pending = {task.remote(fn, p, spec.threads): i for i, p in enumerate(payloads)}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            ref = done[0]
+            i = pending.pop(ref)
+            try:
+                result, error = ray.get(ref)
+            except Exception as exc:  # the task's process died
+                result, error = None, {"error": f"ray task failed: {type(exc).__name__}: {exc}", "exit_code": 1, "traceback": ""}
+            on_result(i, result, error)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_call(fn, payload, threads):
+    _init_worker(threads)
+    return _call(fn, payload)
+
+
+def _init_worker(threads: int | None) -> None:
+    from ..runners.base import set_compute_threads
+
+    if threads is not None:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    set_compute_threads(threads)
+
+
+def _call(fn, payload):
+    try:
+        return fn(payload), None
+    except Exception as exc:  # reported with the unit; the others go on
+        return None, {"error": f"{type(exc).__name__}: {exc}", "exit_code": exc.exit_code if isinstance(exc, ParityError) else 1,
+                      "traceback": traceback.format_exc(limit=8)}
+
+
+# -- runners kept by each process -------------------------------------------------------------------
+_ACTIVE: dict = {}
+_STACK = ExitStack()
+
+
+def active_runners(checkpoint_path: str, runner_names: list[str], cache_dir: str | None, engines: list[str] = (),
+                   trt_timing_cache: str | None = None):
+    """(checkpoint, [activated runners]) for this process, made once per checkpoint x runner list."""
+    from ..models.checkpoint import load_checkpoint
+    from ..runners import create, prebuilt_engine
+    from ..runners.artifacts import ArtifactCache
+
+    ckpt = load_checkpoint(checkpoint_path)
+    key = (ckpt.sha256, tuple(runner_names), cache_dir, tuple(engines), trt_timing_cache)
+    if key not in _ACTIVE:
+        cache = ArtifactCache(cache_dir)
+        runners = [create(n, ckpt, cache, trt_timing_cache=trt_timing_cache) for n in runner_names]
+        runners += [prebuilt_engine(p) for p in engines]
+        for r in runners:
+            _STACK.enter_context(r)
+        _ACTIVE[key] = (ckpt, runners)
+    return _ACTIVE[key]
+
+
+def release_runners() -> None:
+    """Deactivate every runner this process holds (the end of a serial run)."""
+    _STACK.close()
+    _ACTIVE.clear()

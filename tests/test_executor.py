@@ -1,0 +1,115 @@
+"""Executors (parity/runs/executor.py): a local process pool and a local Ray instance give the same
+tables as the serial run; a failing unit is reported and the others finish."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from parity.errors import UsageError
+from parity.runs.executor import ExecutorSpec
+
+from .conftest import _tiny_scenario, run_cli
+
+
+@pytest.fixture(scope="module")
+def three_cases(tmp_path_factory):
+    from parity.cases.synth import write_case
+
+    root = tmp_path_factory.mktemp("exec-cases")
+    return [write_case(_tiny_scenario(f"e{i}", seed=80 + i, frames=8), root / f"e{i}") for i in range(3)]
+
+
+def _sweep(cases, ckpt, out, cache, *extra):
+    return run_cli("sweep", "--cases", *cases, "--checkpoint", ckpt.path, "--runners", "torch,ort-fp16", "--perturb",
+                   "crop_shift_x,gaussian_noise,roll", "--severities", "1,5", "--window-s", "0.5", "--cache-dir", cache,
+                   "--no-progress", "--out", out, *extra)
+
+
+def _replay(cases, ckpt, out, cache, *extra):
+    return run_cli("replay", "--cases", *cases, "--checkpoint", ckpt.path, "--runners", "torch,ort-fp16", "--pipeline", "vehicle,training",
+                   "--cache-dir", cache, "--no-progress", "--no-report", "--out", out, *extra)
+
+
+def _same(a, b, table):
+    ta, tb = pd.read_parquet(a / table), pd.read_parquet(b / table)
+    if "infer_ms" in ta:  # timings are measured, not computed
+        ta, tb = ta.drop(columns=["infer_ms"]), tb.drop(columns=["infer_ms"])
+    pd.testing.assert_frame_equal(ta, tb)
+    pd.testing.assert_frame_equal(pd.read_parquet(a / "jitter.parquet"), pd.read_parquet(b / "jitter.parquet"))
+
+
+def test_local_pool_and_ray_give_the_serial_tables(three_cases, random_checkpoint, cache_dir, tmp_path):
+    cases = list(map(str, three_cases))
+    runs = {}
+    for name, extra in (("serial", ["--threads", "1"]), ("pool", ["--workers", "2", "--threads", "1"])):
+        r = _sweep(cases, random_checkpoint, tmp_path / f"sweep-{name}", cache_dir, *extra)
+        assert r.returncode == 0, r.stderr
+        r = _replay(cases, random_checkpoint, tmp_path / f"replay-{name}", cache_dir, *extra)
+        assert r.returncode == 0, r.stderr
+        runs[name] = True
+    _same(tmp_path / "sweep-serial", tmp_path / "sweep-pool", "sweep.parquet")
+    _same(tmp_path / "replay-serial", tmp_path / "replay-pool", "frames.parquet")
+    for kind in ("sweep", "replay"):
+        a = json.loads((tmp_path / f"{kind}-serial" / "summary.json").read_text())["results"]
+        b = json.loads((tmp_path / f"{kind}-pool" / "summary.json").read_text())["results"]
+        strip = lambda rs: [{k: v for k, v in r.items() if k != "fps"} for r in rs]  # noqa: E731
+        assert strip(a) == strip(b)
+
+    pytest.importorskip("ray", reason="Ray is the optional extra parity[ray]")
+    r = _sweep(cases, random_checkpoint, tmp_path / "sweep-ray", cache_dir, "--executor", "ray", "--workers", "2", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    _same(tmp_path / "sweep-serial", tmp_path / "sweep-ray", "sweep.parquet")
+
+
+def test_a_failing_unit_is_reported_and_the_others_finish(three_cases, random_checkpoint, cache_dir, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    broken = tmp_path / "cases"
+    for c in three_cases:
+        shutil.copytree(c, broken / c.name)
+    # a JPEG whose header is whole (validation passes) but whose data is cut: it fails only when decoded
+    jpg = sorted((broken / "e1" / "jpeg").glob("*.jpg"))[2]
+    data = jpg.read_bytes()
+    jpg.write_bytes(data[: len(data) // 3])
+    with Image.open(jpg) as im:
+        assert im.size  # the header still reads
+    cases = [str(broken / c.name) for c in three_cases]
+    r = run_cli("replay", "--cases", *cases, "--checkpoint", random_checkpoint.path, "--runners", "torch", "--pipeline", "training",
+                "--cache-dir", cache_dir, "--no-progress", "--no-report", "--workers", "2", "--out", tmp_path / "o")
+    assert r.returncode in (1, 2), r.stderr
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert [e["case"] for e in summary["errors"]] == ["e1"] and "Traceback" not in r.stderr
+    assert set(pd.read_parquet(tmp_path / "o" / "frames.parquet").case) == {"e0", "e2"}
+    assert "FAILED case e1" in r.stdout
+
+
+def test_executor_options_are_checked():
+    assert ExecutorSpec.from_options(None, None, None, None).kind == "serial"
+    spec = ExecutorSpec.from_options(None, 2, None, None)
+    assert spec.kind == "local" and spec.threads >= 1
+    for args, msg in (((None, 0, None, None), "--workers"), ((None, 1, 0, None), "--threads"), (("gpu", 1, None, None), "--executor"),
+                      (("local", 2, 1, "ray://x:1"), "--ray-address")):
+        with pytest.raises(UsageError, match=msg):
+            ExecutorSpec.from_options(*args)
+
+
+def test_rank_units_from_a_pool_equal_the_serial_ones(three_cases, random_checkpoint, tmp_path):
+    import shutil
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    for name in ("erm", "other"):
+        shutil.copy(random_checkpoint.path, ck / f"{name}.pt")
+        (ck / f"{name}.json").write_text(json.dumps(dict(random_checkpoint.meta, name=name)))
+    outs = {}
+    for name, extra in (("serial", ["--threads", "1"]), ("pool", ["--workers", "2", "--threads", "1"])):
+        r = run_cli("rank", "--checkpoints", ck / "*.pt", "--cases", *map(str, three_cases), "--runners", "torch,ort-fp32",
+                    "--perturb", "crop_shift_y", "--severities", "5", "--window-s", "0.4", "--n-boot", "100", "--no-progress",
+                    "--cache-dir", tmp_path / f"cache-{name}", "--out", tmp_path / name, *extra)
+        assert r.returncode == 0, r.stderr
+        outs[name] = pd.read_parquet(tmp_path / name / "units.parquet").drop(columns=["cached"])
+    pd.testing.assert_frame_equal(outs["serial"], outs["pool"])
