@@ -85,11 +85,15 @@ test-all: $(STAMP)
 clean-cache:
 	rm -rf .cache
 
-# Speed and memory targets live here, never in unit tests. Results: reports/bench/.
-# The rank benchmark ranks the zoo, so bench builds it first. BENCH=name,... runs only those.
+# Speed and memory targets live here, never in unit tests. Results: reports/bench/, collected in
+# reports/bench/summary.md. The rank benchmarks rank the zoo, so bench builds it first; Polygraphy
+# comes from the bench extra. BENCH=name,... runs only those (the summary is always rewritten).
 BENCH ?=
+BENCH_ALL := scale polygraphy_compare perturb_cost full_sweep rank_time rank_memory replay_memory metrics_speed
 bench: zoo
-	@for b in $(if $(BENCH),$(foreach n,$(subst $(comma), ,$(BENCH)),benchmarks/$(n).py),benchmarks/*.py); do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	@for b in $(if $(BENCH),$(subst $(comma), ,$(BENCH)),$(BENCH_ALL)); do echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py || exit 1; done
+	$(PY) benchmarks/summary.py
 
 # Perturbation sweep of the reference model: every deployment mismatch at severities 1..5.
 PERTURB ?= deploy

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-EXEMPT = {"fgsm", "motion_blur", "defocus_blur"}  # adversarial and blur-heavy: reported, not held to the target
+EXEMPT = {"fgsm"}  # adversarial: a backward pass through the model, reported, not held to the target
 
 
 def best_of(fn, repeat=15):
@@ -73,20 +73,27 @@ def main() -> None:
                 cost = max(float(np.median(diffs)), 0.0)
             rows.append({"perturbation": name, "stage": p.stage, "ms": cost * 1e3, "ratio_to_inference": cost / infer,
                          "target_applies": name not in EXEMPT, "meets_target": name in EXEMPT or cost / infer <= 0.2})
+    missed = [r["perturbation"] for r in rows if not r["meets_target"]]
     result = {"benchmark": "perturb_cost", "torch_inference_ms": infer * 1e3, "pipeline_prepare_ms": base * 1e3,
-              "threads": 1, "cpus": os.cpu_count(), "python": sys.version.split()[0], "rows": rows}
+              "threads": 1, "cpus": os.cpu_count(), "python": sys.version.split()[0], "rows": rows,
+              "targets": [{"name": "unperturbed vehicle preprocessing vs one inference (one frame, one thread)", "measured": base / infer,
+                           "unit": "x", "target": "<= 1", "met": base / infer <= 1.0},
+                          {"name": f"every perturbation vs one inference ({len(rows) - len(EXEMPT)} held to it; worst: "
+                                   f"{max((r for r in rows if r['target_applies']), key=lambda r: r['ratio_to_inference'])['perturbation']})",
+                           "measured": max(r["ratio_to_inference"] for r in rows if r["target_applies"]), "unit": "x", "target": "<= 0.2",
+                           "met": not missed, "missed": missed}]}
     out = ROOT / "reports" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "perturb_cost.json").write_text(json.dumps(result, indent=2) + "\n")
     md = ["# Perturbation cost per frame", "",
           f"`make bench` (benchmarks/perturb_cost.py), one thread, 640x360 NV12 frame, severity 3. One torch inference of the "
           f"reference model: {infer * 1e3:.2f} ms; the vehicle pipeline itself: {base * 1e3:.2f} ms. Ratio = perturbation cost / one inference "
-          "(target <= 0.2 except adversarial and blur-heavy).", "",
+          "(target <= 0.2; fgsm, a backward pass, exempt).", "",
           "| perturbation | stage | ms | ratio | target |", "|---|---|---:|---:|---|"]
     md += [f"| {r['perturbation']} | {r['stage']} | {r['ms']:.3f} | {r['ratio_to_inference']:.3f} | "
            f"{'met' if r['meets_target'] and r['target_applies'] else ('exempt' if not r['target_applies'] else 'MISSED')} |" for r in rows]
-    missed = [r["perturbation"] for r in rows if not r["meets_target"]]
-    md += ["", f"Missed: {', '.join(missed) if missed else 'none'}."]
+    md += ["", f"The unperturbed vehicle pipeline costs **{base / infer:.2f}x** one inference (target <= 1x). "
+           f"Perturbations that miss 0.2x: {', '.join(missed) if missed else 'none'}."]
     (out / "perturb_cost.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -75,7 +75,9 @@ def main() -> None:
     ratio = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
     result = {"benchmark": "replay_memory", "runner": "torch", "pipeline": "vehicle", "runs": rows,
               "peak_rss_ratio_10k_vs_1k": round(ratio, 3), "target": "ratio <= 1.25 (flat)",
-              "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+              "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+              "targets": [{"name": "replay peak memory, 10,000 vs 1,000 frames", "measured": ratio, "unit": "x", "target": "<= 1.25",
+                           "met": ratio <= 1.25}]}
     out = ROOT / "reports" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "replay_memory.json").write_text(json.dumps(result, indent=2) + "\n")

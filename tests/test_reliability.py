@@ -390,3 +390,15 @@ def test_silently_wrong_options_are_refused(tiny_case, random_checkpoint, tmp_pa
     assert r.returncode == 2 and msg in r.stderr, r.stderr
     _no_traceback(r)
     assert not (tmp_path / "o" / "case.json").exists()
+
+
+def test_a_frame_that_links_outside_the_case_is_refused(case_copy, tmp_path):
+    from parity.cases.format import load_case
+
+    frame = sorted((case_copy / "frames").glob("*.nv12"))[1]
+    outside = tmp_path / "elsewhere.nv12"
+    outside.write_bytes(frame.read_bytes())
+    frame.unlink()
+    frame.symlink_to(outside)
+    with pytest.raises(CaseError, match="escapes the case folder"):
+        load_case(case_copy)

@@ -183,11 +183,22 @@ def is_case_dir(path: Path) -> bool:
     return (path / CASE_FILE).is_file()
 
 
-def _inside(root: Path, rel: str) -> bool:
+def _inside(root: Path, rel: str, _dirs: dict | None = None) -> bool:
+    """`rel` names a file inside `root`, symlinks followed. Folders are resolved once per call site
+    (`_dirs`), files only when they are links: a case lists thousands of frames in a few folders."""
     if os.path.isabs(rel):
         return False
-    resolved = (root / rel).resolve()
-    return resolved == root.resolve() or root.resolve() in resolved.parents
+    top = os.path.realpath(root)
+    folder, name = os.path.split(os.path.join(root, rel))
+    if _dirs is None:
+        _dirs = {}
+    real = _dirs.get(folder)
+    if real is None:
+        real = _dirs[folder] = os.path.realpath(folder)
+    path = os.path.join(real, name)
+    if os.path.islink(path):
+        path = os.path.realpath(path)
+    return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
 
 
 def load_case(path: str | os.PathLike) -> Case:
@@ -267,6 +278,7 @@ def load_case(path: str | os.PathLike) -> Case:
         bad("frames", "missing or empty")
         frames = []
     nv12_bytes = width * height * 3 // 2 if width and height else None
+    dirs: dict = {}  # folders already resolved (symlinks) for _inside
     for i, entry in enumerate(frames):
         where = f"frames[{i}]"
         if not isinstance(entry, dict):
@@ -289,7 +301,7 @@ def load_case(path: str | os.PathLike) -> Case:
             if not isinstance(rel, str) or not rel:
                 bad(f"{where}.{s}", "missing path")
                 continue
-            if relative_path_problem(rel) or not _inside(root, rel):
+            if relative_path_problem(rel) or not _inside(root, rel, dirs):
                 bad(f"{where}.{s}", f"path {rel!r} escapes the case folder")
                 continue
             fp = root / rel

@@ -51,6 +51,7 @@ SPLINE_STEPS = 50
 _PAD = CULANE_WIDTH_PX // 2 + 2  # the drawing reaches 15 px (round caps, polygon edges) from a point
 _CHUNK_FRAMES = 256  # frames resampled and drawn together (bounds the memory of the samples)
 _CHUNK_LANES = 16  # lanes per spline evaluation (its [lanes, samples] arrays stay in cache)
+_GT_CACHE_BYTES = 384 << 20  # drawn GT kept for the next runner scored on the same frames
 
 
 # ---- resampling: Spline::splineInterpTimes, vectorised over lanes of the same point count -------
@@ -275,11 +276,11 @@ def culane_counts_at(pred, pred_rows, gt, gt_rows, image_width: float, image_hei
     thr = np.asarray(ious, np.float64)
     for s in range(0, T, _CHUNK_FRAMES):
         P = _frame_pixels(pred[s : s + _CHUNK_FRAMES], pred_rows, image_width, image_height)
-        G = _frame_pixels(gt[s : s + _CHUNK_FRAMES], gt_rows, image_width, image_height)
-        for k, (pf, gf) in enumerate(zip(P, G)):
-            n_p, n_g = len(pf), len(gf)
+        G = _gt_masks(gt[s : s + _CHUNK_FRAMES], gt_rows, image_width, image_height)
+        for k, (pf, gm) in enumerate(zip(P, G)):
+            n_p, n_g = len(pf), len(gm)
             if n_p and n_g:
-                m = _iou([LaneMask(pixels=q) for q in pf], [LaneMask(pixels=q) for q in gf])
+                m = _iou([LaneMask(pixels=q) for q in pf], gm)
                 touch = m > 0
                 if (touch.sum(axis=0) > 1).any() or (touch.sum(axis=1) > 1).any():
                     r, c = linear_sum_assignment(-m)
@@ -292,6 +293,27 @@ def culane_counts_at(pred, pred_rows, gt, gt_rows, image_width: float, image_hei
             for j in range(len(thr)):
                 out[j][s + k] = (tp[j], n_p - tp[j], n_g - tp[j])
     return out
+
+
+_GT_CACHE: dict = {}
+
+
+def _gt_masks(gt: np.ndarray, rows, image_width: float, image_height: float) -> list[list[LaneMask]]:
+    """The GT lanes of these frames drawn once: every runner and pipeline of a run is scored against
+    the same GT, and drawing is most of CULane F1's cost. Keyed by the GT's bytes; the oldest drawings
+    are dropped beyond _GT_CACHE_BYTES."""
+    import hashlib
+
+    key = hashlib.sha1(np.ascontiguousarray(gt).tobytes() + np.asarray(rows, np.float64).tobytes()
+                       + np.float64([image_width, image_height]).tobytes()).digest()
+    hit = _GT_CACHE.pop(key, None)
+    if hit is None:
+        masks = [[LaneMask(pixels=q) for q in frame] for frame in _frame_pixels(gt, rows, image_width, image_height)]
+        hit = (masks, sum(m.mask.nbytes for frame in masks for m in frame))
+    _GT_CACHE[key] = hit  # most recent last
+    while sum(v[1] for v in _GT_CACHE.values()) > _GT_CACHE_BYTES and len(_GT_CACHE) > 1:
+        _GT_CACHE.pop(next(iter(_GT_CACHE)))
+    return hit[0]
 
 
 def culane_counts(pred, pred_rows, gt, gt_rows, image_width: float, image_height: float, iou: float = 0.5) -> np.ndarray:
