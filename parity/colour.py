@@ -87,19 +87,34 @@ def nv12_to_rgb(nv12: np.ndarray, matrix="bt601", yuv_range="limited", chroma: s
         return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
     if chroma != "nearest":
         raise UsageError(f"unknown chroma upsampling {chroma!r}; expected 'nearest' or 'bilinear'")
-    # Nearest chroma: each chroma sample covers a 2x2 block; work on whole blocks, chroma at half
-    # resolution broadcast over its block, so no full-resolution chroma plane is ever made.
+    # Nearest chroma: each chroma sample covers a 2x2 block. Work plane by plane on rows of full
+    # width (numpy is slow on tiny inner axes): luma scaled once to 0..255, each channel's chroma
+    # term made at half resolution and repeated along the row, the two luma rows of a block share it.
     c0, c1 = r0 // 2, (r1 + 1) // 2
-    y = ((nv12[2 * c0 : 2 * c1].astype(np.float32) - off) / ys).reshape(c1 - c0, 2, w // 2, 2)
-    uv = (nv12[h + c0 : h + c1].reshape(c1 - c0, w // 2, 2).astype(np.float32) - 128.0) / cs
-    u, v = uv[..., 0][:, None, :, None], uv[..., 1][:, None, :, None]
-    out = np.empty((c1 - c0, 2, w // 2, 2, 3), np.float32)
+    n = c1 - c0
+    y = nv12[2 * c0 : 2 * c1].astype(np.float32)
+    y *= np.float32(255.0 / ys)
+    y -= np.float32(off * 255.0 / ys)
+    y = y.reshape(n, 2, w)
+    uv = nv12[h + c0 : h + c1].reshape(n, w // 2, 2).astype(np.float32)
+    uv -= np.float32(128.0)
+    uv *= np.float32(255.0 / cs)
+    planes = np.empty((3, n, 2, w), np.uint8)
+    t = np.empty((n, 2, w), np.float32)
     for k in range(3):
-        out[..., k] = y * inv[k, 0] + (u * inv[k, 1] + v * inv[k, 2])
-    out *= 255.0
-    np.rint(out, out=out)
-    np.clip(out, 0, 255, out=out)
-    return out.astype(np.uint8).reshape(2 * (c1 - c0), w, 3)[r0 - 2 * c0 : r1 - 2 * c0]
+        chroma = np.repeat(uv[..., 0] * inv[k, 1] + uv[..., 1] * inv[k, 2], 2, axis=1)
+        if inv[k, 0] == 1.0:
+            np.add(y, chroma[:, None, :], out=t)
+        else:
+            np.multiply(y, inv[k, 0], out=t)
+            t += chroma[:, None, :]
+        np.rint(t, out=t)
+        np.clip(t, 0, 255, out=t)
+        planes[k] = t
+    import cv2
+
+    sl = slice(r0 - 2 * c0, r1 - 2 * c0)
+    return cv2.merge([np.ascontiguousarray(planes[k].reshape(2 * n, w)[sl]) for k in range(3)])  # interleaving: 30x numpy's transpose
 
 
 def _inverse(matrix) -> np.ndarray:

@@ -23,7 +23,7 @@ def three_cases(tmp_path_factory):
 
 def _sweep(cases, ckpt, out, cache, *extra):
     return run_cli("sweep", "--cases", *cases, "--checkpoint", ckpt.path, "--runners", "torch,ort-fp16", "--perturb",
-                   "crop_shift_x,gaussian_noise,roll", "--severities", "1,5", "--window-s", "0.5", "--cache-dir", cache,
+                   "crop_shift_x,roll", "--severities", "5", "--window-s", "0.5", "--cache-dir", cache,
                    "--no-progress", "--out", out, *extra)
 
 

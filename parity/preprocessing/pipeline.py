@@ -214,8 +214,17 @@ class Pipeline:
         x = quantize(x, self.quantize, self.bits)
         if self.channel_order == "bgr":
             x = x[..., ::-1]
-        x = (x * np.float32(self.scale) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if self.layout == "NCHW" else x, dtype=np.float32)
+        mean, std, scale = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32), np.float32(self.scale)
+        if self.layout == "NCHW":  # channel by channel into the planar tensor: no transpose of the whole batch
+            out = np.empty((x.shape[0], 3, x.shape[1], x.shape[2]), np.float32)
+            for c in range(3):
+                o = out[:, c]
+                np.multiply(x[..., c], scale, out=o)
+                o -= mean[c]
+                o /= std[c]
+            x = out
+        else:
+            x = np.ascontiguousarray((x * scale - mean) / std, dtype=np.float32)
         if hooks is not None:
             x = hooks.tensor(x, indices)
         return x.astype(self.dtype, copy=False)
