@@ -51,7 +51,7 @@ SPLINE_STEPS = 50
 _PAD = CULANE_WIDTH_PX // 2 + 2  # the drawing reaches 15 px (round caps, polygon edges) from a point
 _CHUNK_FRAMES = 256  # frames resampled and drawn together (bounds the memory of the samples)
 _CHUNK_LANES = 16  # lanes per spline evaluation (its [lanes, samples] arrays stay in cache)
-_GT_CACHE_BYTES = 384 << 20  # drawn GT kept for the next runner scored on the same frames
+_MASK_CACHE_BYTES = 256 << 20  # drawn lanes kept for the next runner scored on the same frames
 
 
 # ---- resampling: Spline::splineInterpTimes, vectorised over lanes of the same point count -------
@@ -276,11 +276,11 @@ def culane_counts_at(pred, pred_rows, gt, gt_rows, image_width: float, image_hei
     thr = np.asarray(ious, np.float64)
     for s in range(0, T, _CHUNK_FRAMES):
         P = _frame_pixels(pred[s : s + _CHUNK_FRAMES], pred_rows, image_width, image_height)
-        G = _gt_masks(gt[s : s + _CHUNK_FRAMES], gt_rows, image_width, image_height)
-        for k, (pf, gm) in enumerate(zip(P, G)):
-            n_p, n_g = len(pf), len(gm)
+        G = _frame_pixels(gt[s : s + _CHUNK_FRAMES], gt_rows, image_width, image_height)
+        for k, (pf, gf) in enumerate(zip(P, G)):
+            n_p, n_g = len(pf), len(gf)
             if n_p and n_g:
-                m = _iou([LaneMask(pixels=q) for q in pf], gm)
+                m = _iou([_mask(q) for q in pf], [_mask(q) for q in gf])
                 touch = m > 0
                 if (touch.sum(axis=0) > 1).any() or (touch.sum(axis=1) > 1).any():
                     r, c = linear_sum_assignment(-m)
@@ -295,25 +295,25 @@ def culane_counts_at(pred, pred_rows, gt, gt_rows, image_width: float, image_hei
     return out
 
 
-_GT_CACHE: dict = {}
+_MASKS: dict = {}  # sha1 of a lane's pixels -> its LaneMask, oldest first
+_MASK_BYTES = [0]
 
 
-def _gt_masks(gt: np.ndarray, rows, image_width: float, image_height: float) -> list[list[LaneMask]]:
-    """The GT lanes of these frames drawn once: every runner and pipeline of a run is scored against
-    the same GT, and drawing is most of CULane F1's cost. Keyed by the GT's bytes; the oldest drawings
-    are dropped beyond _GT_CACHE_BYTES."""
+def _mask(q: np.ndarray) -> LaneMask:
+    """The lane drawn once per distinct set of pixels: GT is the same for every runner and pipeline,
+    and a reduced-precision runner's lanes mostly round to the same pixels as torch's; drawing is
+    most of CULane F1's cost. The oldest drawings are dropped beyond _MASK_CACHE_BYTES."""
     import hashlib
 
-    key = hashlib.sha1(np.ascontiguousarray(gt).tobytes() + np.asarray(rows, np.float64).tobytes()
-                       + np.float64([image_width, image_height]).tobytes()).digest()
-    hit = _GT_CACHE.pop(key, None)
-    if hit is None:
-        masks = [[LaneMask(pixels=q) for q in frame] for frame in _frame_pixels(gt, rows, image_width, image_height)]
-        hit = (masks, sum(m.mask.nbytes for frame in masks for m in frame))
-    _GT_CACHE[key] = hit  # most recent last
-    while sum(v[1] for v in _GT_CACHE.values()) > _GT_CACHE_BYTES and len(_GT_CACHE) > 1:
-        _GT_CACHE.pop(next(iter(_GT_CACHE)))
-    return hit[0]
+    key = hashlib.sha1(np.ascontiguousarray(q).tobytes()).digest()
+    m = _MASKS.pop(key, None)
+    if m is None:
+        m = LaneMask(pixels=q)
+        _MASK_BYTES[0] += m.mask.nbytes
+    _MASKS[key] = m
+    while _MASK_BYTES[0] > _MASK_CACHE_BYTES and len(_MASKS) > 1:
+        _MASK_BYTES[0] -= _MASKS.pop(next(iter(_MASKS))).mask.nbytes
+    return m
 
 
 def culane_counts(pred, pred_rows, gt, gt_rows, image_width: float, image_height: float, iou: float = 0.5) -> np.ndarray:
