@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "cases" / "default"
 CKPT = ROOT / "checkpoints" / "reference.pt"
@@ -80,6 +82,18 @@ def sweep_cmd(out: Path, cache: str, *extra) -> list[str]:
             "--no-progress", "--out", str(out), *extra]
 
 
+def tables_equal(a: Path, b: Path) -> bool:
+    """The sweep's tables of two runs at the same --threads, bit for bit, timings aside (measured, not computed)."""
+    for table in ("sweep.parquet", "jitter.parquet"):
+        ta, tb = pd.read_parquet(a / table), pd.read_parquet(b / table)
+        timing = [c for c in ("infer_ms",) if c in ta]
+        try:
+            pd.testing.assert_frame_equal(ta.drop(columns=timing), tb.drop(columns=timing), check_exact=True)
+        except AssertionError:
+            return False
+    return True
+
+
 def main() -> None:
     if not (CASES / "night" / "case.json").is_file() or not CKPT.is_file():
         sys.exit("scale: needs cases/default and checkpoints/reference.pt (make replay)")
@@ -98,21 +112,20 @@ def main() -> None:
         configs = {"1 worker, 1 thread": ["--threads", "1"], "2 workers, 1 thread each": ["--workers", "2", "--threads", "1"],
                    "1 process, 2 threads (serial default)": ["--threads", "2"], "Ray, 2 CPUs": ["--executor", "ray", "--workers", "2", "--threads", "1"]}
         times = {k: [] for k in configs}
+        runs = {k: [] for k in configs}
         for i in range(2):
-            for k, extra in configs.items():
-                times[k].append(timed(sweep_cmd(tmp / f"sweep-{i}-{len(times[k])}-{abs(hash(k))}", cache, *extra)))
+            for j, (k, extra) in enumerate(configs.items()):
+                runs[k].append(tmp / f"sweep-{i}-{j}")
+                times[k].append(timed(sweep_cmd(runs[k][-1], cache, *extra)))
         med = {k: statistics.median(v) for k, v in times.items()}
         res["sweep_s"] = times
         res["sweep_2_workers_speedup"] = med["1 worker, 1 thread"] / med["2 workers, 1 thread each"]
         res["sweep_2_workers_vs_serial_default"] = med["1 process, 2 threads (serial default)"] / med["2 workers, 1 thread each"]
         res["ray_over_pool"] = med["Ray, 2 CPUs"] / med["2 workers, 1 thread each"]
-        frames = None
-        import pandas as pd
-
-        for d in tmp.glob("sweep-0-*"):
-            frames = pd.read_parquet(d / "sweep.parquet").groupby(["case", "perturbation", "severity"]).frame.nunique().sum()
-            break
-        res["sweep_frame_conditions"] = int(frames) if frames is not None else None
+        res["sweep_frame_conditions"] = int(pd.read_parquet(runs["1 worker, 1 thread"][0] / "sweep.parquet")
+                                            .groupby(["case", "perturbation", "severity"]).frame.nunique().sum())
+        res["tables_equal_serial"] = {k: tables_equal(runs["1 worker, 1 thread"][0], runs[k][0])
+                                      for k in ("2 workers, 1 thread each", "Ray, 2 CPUs")}
     res["targets"] = [
         {"name": "replay vs a bare loop of the same preprocessing and inference", "measured": res["replay_over_bare"], "unit": "x",
          "target": "<= 1.1", "met": res["replay_over_bare"] <= 1.1},
@@ -120,6 +133,8 @@ def main() -> None:
          "target": ">= 1.7", "met": res["sweep_2_workers_speedup"] >= 1.7},
         {"name": "sweep, Ray on 2 local CPUs vs the local pool of 2", "measured": res["ray_over_pool"], "unit": "x the time",
          "target": "(reported)", "met": None},
+        *({"name": f"sweep tables, {k} vs 1 worker (same --threads)", "measured": "equal" if eq else "differ", "unit": "",
+           "target": "equal", "met": eq} for k, eq in res["tables_equal_serial"].items()),
     ]
     out = ROOT / "reports" / "bench"
     out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +155,9 @@ def main() -> None:
            f"2 workers vs 1: **{res['sweep_2_workers_speedup']:.2f}x** faster (target >= 1.7x); vs the serial default that gives "
            f"one process both cores: {res['sweep_2_workers_vs_serial_default']:.2f}x. Ray tasks on a local 2-CPU instance take "
            f"**{res['ray_over_pool']:.2f}x** the local pool's time (Ray's start-up and object transfer included). The tables of the "
-           "pool and Ray runs equal the serial run's at the same --threads (tests/test_executor.py).", ""]
+           "pool and Ray runs " + ("equal" if all(res["tables_equal_serial"].values()) else "**do not all equal**") +
+           " the 1-worker run's at the same --threads (sweep.parquet and jitter.parquet compared, timings aside: " +
+           ", ".join(f"{k}: {'equal' if v else 'differ'}" for k, v in res["tables_equal_serial"].items()) + ").", ""]
     (out / "scale.md").write_text("\n".join(md))
     print("\n".join(md))
 

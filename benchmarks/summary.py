@@ -18,7 +18,8 @@ def main() -> None:
         for t in docs[name].get("targets", []):
             met = {True: "pass", False: "**FAIL**", None: "-"}[t.get("met")]
             value = t["measured"]
-            rows.append(f"| {t['name']} | {value:.3g} {t['unit']} | {t['target']} | {met} | [{name}]({name}.md) |")
+            value = f"{value:.3g}" if isinstance(value, (int, float)) else str(value)
+            rows.append(f"| {t['name']} | {value} {t['unit']} | {t['target']} | {met} | [{name}]({name}.md) |")
     from parity.provenance import git_sha
 
     md = ["# Benchmarks: targets and results", "",
