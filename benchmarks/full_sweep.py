@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _result import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 600
 
@@ -39,7 +41,7 @@ def main() -> None:
                         "measured": wall / 60, "unit": "min", "target": "<= 10", "met": wall <= TARGET_S}]}
     dest = ROOT / "reports" / "bench"
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / "full_sweep.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_result(dest / "full_sweep.json", out)
     md = ["# Full-sequence sweep of the default suite", "",
           f"`make bench` (benchmarks/full_sweep.py): `parity sweep --cases cases/default --window-s 0 --perturb all --severities 1..5 "
           f"--runners torch,ort-fp16 --workers {workers}` ({os.cpu_count()} CPUs): {perts} perturbations x 5 severities + the clean "

@@ -8,10 +8,11 @@ import os
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
 
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from _result import write_result  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -86,7 +87,7 @@ def main() -> None:
                           "target": "< 1", "met": lane_total < 1.0}]
     out = ROOT / "reports" / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out / "metrics_speed.json", result)
     md = ["# Metric speed", "", f"`make bench` (benchmarks/metrics_speed.py): {T:,} frames x {L} lanes x {R} rows, one core, best of 3 "
           f"(this run: {os.cpu_count()} CPUs, load average {load:.1f} at the end).", "",
           "| metric | seconds |", "|---|---:|"]

@@ -7,12 +7,13 @@ Target: <= 0.2x for all but adversarial and blur-heavy ones. Writes reports/benc
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _result import write_result
 
 import numpy as np
 
@@ -84,7 +85,7 @@ def main() -> None:
                            "met": not missed, "missed": missed}]}
     out = ROOT / "reports" / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "perturb_cost.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out / "perturb_cost.json", result)
     md = ["# Perturbation cost per frame", "",
           f"`make bench` (benchmarks/perturb_cost.py), one thread, 640x360 NV12 frame, severity 3. One torch inference of the "
           f"reference model: {infer * 1e3:.2f} ms; the vehicle pipeline itself: {base * 1e3:.2f} ms. Ratio = perturbation cost / one inference "

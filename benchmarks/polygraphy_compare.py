@@ -11,7 +11,6 @@ Writes reports/bench/polygraphy_compare.{json,md}.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -20,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _result import write_result
 
 import numpy as np
 
@@ -95,7 +96,7 @@ def main() -> None:
                         "measured": ratio, "unit": "x the time", "target": "<= 1 (no slower)", "met": ratio <= 1.0}]}
     dest = ROOT / "reports" / "bench"
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / "polygraphy_compare.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_result(dest / "polygraphy_compare.json", out)
     md = ["# parity vs Polygraphy comparing fp32 and fp16", "",
           f"`make bench` (benchmarks/polygraphy_compare.py), {os.cpu_count()} CPUs, interleaved, 3 runs each, {frames:,} frames in batches "
           "of 16, the same ONNX files (parity's fp32 export and its fp16 graph) and the same input tensors.", "",

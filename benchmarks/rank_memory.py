@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _result import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "checkpoints" / "zoo"
 
@@ -52,7 +54,7 @@ def main() -> None:
                         "met": ratio <= 1.25}]}
     dest = ROOT / "reports" / "bench"
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / "rank_memory.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_result(dest / "rank_memory.json", out)
     md = ["# Rank memory", "", "`make bench` (benchmarks/rank_memory.py): `parity rank` of the zoo's first 2 and first 8 checkpoints on the default "
           "suite (torch + ort-fp16, both pipelines, crop_shift_x at severity 5, 3 s windows), each in a fresh process, cold cache.", "",
           "| checkpoints | units | peak RSS (MB) |", "|---:|---:|---:|"]

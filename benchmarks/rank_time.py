@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _result import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "checkpoints" / "zoo"
 CASES = ROOT / "cases" / "default"
@@ -76,7 +78,7 @@ def main() -> None:
     ]
     out = ROOT / "reports" / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "rank_time.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_result(out / "rank_time.json", res)
     md = [
         "# Rank time",
         "",

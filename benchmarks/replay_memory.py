@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _result import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = (1_000, 10_000)
 
@@ -80,7 +82,7 @@ def main() -> None:
                            "met": ratio <= 1.25}]}
     out = ROOT / "reports" / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "replay_memory.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out / "replay_memory.json", result)
     md = ["# Replay memory vs case length", "", "`make bench` (benchmarks/replay_memory.py); torch runner, vehicle pipeline, NV12 640x360.", "",
           "| frames | peak RSS (MB) | wall (s) | frames/s |", "|---:|---:|---:|---:|"]
     md += [f"| {r['frames']} | {r['peak_rss_mb']:.0f} | {r['wall_s']:.1f} | {r['frames'] / r['wall_s']:.0f} |" for r in rows]

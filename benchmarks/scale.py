@@ -12,7 +12,6 @@ Needs the default cases and the reference model (make replay). Writes reports/be
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -20,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _result import write_result
 
 import pandas as pd
 
@@ -138,7 +139,7 @@ def main() -> None:
     ]
     out = ROOT / "reports" / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scale.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_result(out / "scale.json", res)
     md = ["# Replay overhead and parallel sweeps", "",
           f"`make bench` (benchmarks/scale.py), {os.cpu_count()} CPUs, runs interleaved, medians.", "",
           f"**Replay vs a bare loop** (torch, ort-fp32, ort-fp16; vehicle pipeline; the 9 default cases, 1,080 frames; both "

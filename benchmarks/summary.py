@@ -19,13 +19,14 @@ def main() -> None:
             met = {True: "pass", False: "**FAIL**", None: "-"}[t.get("met")]
             value = t["measured"]
             value = f"{value:.3g}" if isinstance(value, (int, float)) else str(value)
-            rows.append(f"| {t['name']} | {value} {t['unit']} | {t['target']} | {met} | [{name}]({name}.md) |")
+            rows.append(f"| {t['name']} | {value} {t['unit']} | {t['target']} | {met} | [{name}]({name}.md) | {docs[name].get('git', '?')} |")
     from parity.provenance import git_sha
 
     md = ["# Benchmarks: targets and results", "",
           f"Written by `make bench` ({datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, git {str(git_sha())[:12]}). Each figure is "
-          "measured side by side in one run and stated as a ratio where it compares two things; details in each file.", "",
-          "| benchmark | measured | target | result | details |", "|---|---:|---|---|---|", *rows, ""]
+          "measured side by side in one run and stated as a ratio where it compares two things; details in each file; `commit`: "
+          "the commit the figure was measured at (`make bench BENCH=...` re-runs some and keeps the others).", "",
+          "| benchmark | measured | target | result | details | commit |", "|---|---:|---|---|---|---|", *rows, ""]
     (bench / "summary.md").write_text("\n".join(md))
     print("\n".join(md))
 
