@@ -4,8 +4,10 @@ Side by side in one run, interleaved, each figure a ratio of medians:
 - replay (torch, ort-fp32, ort-fp16, vehicle pipeline, the default suite) vs a bare loop that reads
   the same NV12 frames, preprocesses them with the same Pipeline.prepare and calls the same
   activated runners: what replay adds (scoring, tables, parts, summary). Target <= 1.1x.
-- a sweep (3 default cases, the deploy suite at severities 1, 3, 5, 3 s windows, torch + ort-fp16)
-  on 1 worker and on 2 (1 thread each: the same work per unit, results equal): target >= 1.7x;
+- a sweep (4 default cases, the deploy suite at severities 1, 3, 5, 3 s windows, torch + ort-fp16)
+  on 1 worker and on 2 (1 thread each: the same work per unit, results equal): target >= 1.7x.
+  A sweep's unit is one case, so the case count must split evenly over the workers for the ratio to
+  measure the executor (3 cases on 2 workers cannot beat 1.5x);
   the serial default (1 process, 2 threads) beside them;
 - the same sweep as Ray tasks on a local instance of 2 CPUs vs the local pool of 2.
 Needs the default cases and the reference model (make replay). Writes reports/bench/scale.{json,md}.
@@ -28,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "cases" / "default"
 CKPT = ROOT / "checkpoints" / "reference.pt"
 RUNNERS = ["torch", "ort-fp32", "ort-fp16"]
-SWEEP_CASES = ["straight_day", "night", "lane_change"]
+SWEEP_CASES = ["straight_day", "night", "lane_change", "curve_left"]  # even: a unit is a case
 
 
 def bare_loop(cache: str) -> float:
