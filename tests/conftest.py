@@ -54,6 +54,23 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("artifact-cache")
 
 
+def assert_same_run_tables(a, b, table="frames.parquet") -> None:
+    """Two run folders hold the same computed results: the lane table, jitter.parquet and the summary's
+    results (and, for replays, per-case results and the pipeline gap). Timings are measured, not
+    computed: infer_ms and fps are left out."""
+    import json
+
+    import pandas as pd
+
+    ta, tb = pd.read_parquet(a / table), pd.read_parquet(b / table)
+    pd.testing.assert_frame_equal(ta.drop(columns=["infer_ms"]), tb.drop(columns=["infer_ms"]))
+    pd.testing.assert_frame_equal(pd.read_parquet(a / "jitter.parquet"), pd.read_parquet(b / "jitter.parquet"))
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "fps"} for r in rs]  # noqa: E731
+    assert strip(sa["results"]) == strip(sb["results"])
+    assert sa.get("per_case") == sb.get("per_case") and sa.get("pipeline_gap") == sb.get("pipeline_gap")
+
+
 def run_cli(*args, cwd=None):
     """Run `python -m parity` in a subprocess: real exit code, real stderr."""
     import subprocess

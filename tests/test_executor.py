@@ -10,7 +10,7 @@ import pytest
 from parity.errors import UsageError
 from parity.runs.executor import ExecutorSpec
 
-from .conftest import _tiny_scenario, run_cli
+from .conftest import _tiny_scenario, assert_same_run_tables, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -32,35 +32,20 @@ def _replay(cases, ckpt, out, cache, *extra):
                    "--cache-dir", cache, "--no-progress", "--no-report", "--out", out, *extra)
 
 
-def _same(a, b, table):
-    ta, tb = pd.read_parquet(a / table), pd.read_parquet(b / table)
-    if "infer_ms" in ta:  # timings are measured, not computed
-        ta, tb = ta.drop(columns=["infer_ms"]), tb.drop(columns=["infer_ms"])
-    pd.testing.assert_frame_equal(ta, tb)
-    pd.testing.assert_frame_equal(pd.read_parquet(a / "jitter.parquet"), pd.read_parquet(b / "jitter.parquet"))
-
-
 def test_local_pool_and_ray_give_the_serial_tables(three_cases, random_checkpoint, cache_dir, tmp_path):
     cases = list(map(str, three_cases))
-    runs = {}
     for name, extra in (("serial", ["--threads", "1"]), ("pool", ["--workers", "2", "--threads", "1"])):
         r = _sweep(cases, random_checkpoint, tmp_path / f"sweep-{name}", cache_dir, *extra)
         assert r.returncode == 0, r.stderr
         r = _replay(cases, random_checkpoint, tmp_path / f"replay-{name}", cache_dir, *extra)
         assert r.returncode == 0, r.stderr
-        runs[name] = True
-    _same(tmp_path / "sweep-serial", tmp_path / "sweep-pool", "sweep.parquet")
-    _same(tmp_path / "replay-serial", tmp_path / "replay-pool", "frames.parquet")
-    for kind in ("sweep", "replay"):
-        a = json.loads((tmp_path / f"{kind}-serial" / "summary.json").read_text())["results"]
-        b = json.loads((tmp_path / f"{kind}-pool" / "summary.json").read_text())["results"]
-        strip = lambda rs: [{k: v for k, v in r.items() if k != "fps"} for r in rs]  # noqa: E731
-        assert strip(a) == strip(b)
+    assert_same_run_tables(tmp_path / "sweep-serial", tmp_path / "sweep-pool", "sweep.parquet")
+    assert_same_run_tables(tmp_path / "replay-serial", tmp_path / "replay-pool")
 
     pytest.importorskip("ray", reason="Ray is the optional extra parity[ray]")
     r = _sweep(cases, random_checkpoint, tmp_path / "sweep-ray", cache_dir, "--executor", "ray", "--workers", "2", "--threads", "1")
     assert r.returncode == 0, r.stderr
-    _same(tmp_path / "sweep-serial", tmp_path / "sweep-ray", "sweep.parquet")
+    assert_same_run_tables(tmp_path / "sweep-serial", tmp_path / "sweep-ray", "sweep.parquet")
 
 
 def test_a_failing_unit_is_reported_and_the_others_finish(three_cases, random_checkpoint, cache_dir, tmp_path):

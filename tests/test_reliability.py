@@ -20,7 +20,7 @@ from parity.cli import main
 from parity.errors import CaseError, CheckpointError, UsageError
 from parity.runs.folder import MANIFEST, MARKER, RunFolder, part_stem
 
-from .conftest import _tiny_scenario, run_cli
+from .conftest import _tiny_scenario, assert_same_run_tables, run_cli
 
 
 def _no_traceback(r):
@@ -38,22 +38,6 @@ def four_cases(tmp_path_factory):
 def _replay_args(cases, ckpt, out, cache, runners="torch,ort-fp32"):
     return ["replay", "--cases", *map(str, cases), "--checkpoint", str(ckpt.path), "--runners", runners, "--pipeline", "vehicle,training",
             "--out", str(out), "--cache-dir", str(cache), "--no-progress", "--no-report"]
-
-
-def _tables(out: Path):
-    frames = pd.read_parquet(out / "frames.parquet").drop(columns=["infer_ms"])  # timings are measured, not computed
-    jitter = pd.read_parquet(out / "jitter.parquet")
-    summary = json.loads((out / "summary.json").read_text())
-    results = [{k: v for k, v in r.items() if k != "fps"} for r in summary["results"]]
-    return frames, jitter, results, summary["per_case"], summary["pipeline_gap"]
-
-
-def _assert_same_tables(a: Path, b: Path):
-    fa, ja, ra, pa_, ga = _tables(a)
-    fb, jb, rb, pb, gb = _tables(b)
-    pd.testing.assert_frame_equal(fa, fb)
-    pd.testing.assert_frame_equal(ja, jb)
-    assert ra == rb and pa_ == pb and ga == gb
 
 
 # ---- the run owns its folder ----------------------------------------------------------------------
@@ -87,7 +71,7 @@ def test_kill_9_then_the_same_command_resumes_and_equals_an_uninterrupted_run(fo
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["reused_cases"]) == parts and not (out / MARKER).exists()
-    _assert_same_tables(out, clean)
+    assert_same_run_tables(out, clean)
 
 
 def test_sigterm_says_so_and_leaves_a_resumable_folder(four_cases, random_checkpoint, cache_dir, tmp_path):
