@@ -212,6 +212,8 @@ def test_usage_errors(random_checkpoint, tiny_case, tmp_path, args, message):
 def test_ort_fp16_finds_weight_rounding_only(overflow, tiny_case, cache):
     """ort-fp16 computes activations in fp32: the overflow is invisible there; what it can find is
     what the fp16 (and clamped) weights do, and only nodes the ONNX graph has are candidates."""
-    res = localize(overflow, load_case(tiny_case), runner="ort-fp16", frames=2, cache=cache)
+    # 2 px: the weight rounding alone moves this fitted model's lanes by 0.97-1.3 px, depending on the
+    # CPU that trained it (an EPYC's fit reached 1.29 px on the whole case, past the 1 px default)
+    res = localize(overflow, load_case(tiny_case), runner="ort-fp16", frames=2, cache=cache, tolerance_px=2.0)
     assert res["before"]["nonfinite_frames"] == 0 and res["keep_fp32"] == [] and res["ok"]  # the overflow is invisible there
     assert "fp16 weights, fp32 activations" in res["label"] and all(e["onnx"] for e in res["nodes"])

@@ -24,11 +24,12 @@ An op with no CPU half kernel (torch 2.13 CPU has none for e.g. `nn.LocalRespons
 `interpolate`, `cdist`, `fft`) runs in fp32 on fp16-rounded inputs with its output rounded to fp16,
 and is named: in `fallback` (node -> op), the runner's label and describe().
 
-Speed (reference model, batch 16, 2-core AVX-512 CPU, idle): ~19 ms per frame against ~1.0-1.2 ms
-for torch fp32, 16-20x. The cost is PyTorch's CPU half convolution (`_slow_conv2d_forward`: im2col
-and a generic GEMM; oneDNN has no fp16 path on a CPU without AVX512-FP16), not this executor: the
-same graph as a plain `.half()` GraphModule takes the same time within the noise (0-4%), and the
-per-node Python overhead is ~30 us, 0.6 ms for the model's 20 nodes.
+Speed: PyTorch's CPU half convolution has no oneDNN path on a CPU without AVX512-FP16
+(`_slow_conv2d_forward`: im2col and a generic GEMM): 25 frames/s on a 2-core AVX2 EPYC against 330
+for torch fp32. So conv and linear nodes run the fp32 oneDNN kernel on their fp16 inputs and fp16
+weights (products of fp16 values are exact in fp32) and round the output to fp16 once: the half
+kernel's own arithmetic (fp32 accumulation, one rounding), the same on every CPU, at fp32 speed.
+The per-node Python overhead is ~30 us, 0.6 ms for the model's 20 nodes.
 
 `memo=True` (used by `parity localize`) keeps the node outputs of recent runs on the same input
 and starts a new run at the first node whose precision differs, bit-identical to a full run.
@@ -36,6 +37,7 @@ and starts a new run at the first node whose precision differs, bit-identical to
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import re
 
@@ -86,6 +88,39 @@ def fold_graph_batchnorm(gm) -> int:
     return folded
 
 
+def _half_module(module):
+    """The fp16 copy of a module that a node runs in fp16; a conv or linear one accumulates in fp32."""
+    import torch
+
+    half = copy.deepcopy(module).half()
+    if isinstance(half, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
+        return _fp32_accumulated()(half)
+    return half
+
+
+@functools.cache
+def _fp32_accumulated():
+    import torch  # torch is imported where used: `import parity` stays light
+
+    class Fp32Accumulated(torch.nn.Module):
+        """A conv/linear with fp16 weights on fp16 inputs, accumulated in fp32 and rounded to fp16 once:
+        what PyTorch's CPU half kernel computes (measured in tests/test_half_runner.py: the float64 sum
+        rounded once), through the fp32 oneDNN kernel on the same fp16 values; the product of two fp16
+        values is exact in fp32. Why: the half kernel has no oneDNN path on a CPU without AVX512-FP16
+        and runs im2col + a generic GEMM, 13x slower than torch fp32 on an AVX2 EPYC (25 vs 330
+        frames/s for the reference model), and its summation order differs by CPU; this path is the
+        same on every CPU and equals the half kernel but for a rare one-ulp tie (tests/test_half_runner.py)."""
+
+        def __init__(self, half_module):
+            super().__init__()
+            self.fp32 = copy.deepcopy(half_module).float()  # the fp16-rounded weights, exactly, in fp32
+
+        def forward(self, x):
+            return self.fp32(x.float()).half()
+
+    return Fp32Accumulated
+
+
 def _inplace(node) -> bool:
     """An op that writes into its input (x.add_(y), F.relu(x, inplace=True)): node outputs can then not be reused."""
     name = str(node.target) if node.op == "call_method" else getattr(node.target, "__name__", "")
@@ -111,7 +146,7 @@ class HalfExecutor:
             if isinstance(getattr(m, "inplace", None), bool):
                 m.inplace = False
         called = {n.target for n in gm.graph.nodes if n.op == "call_module"}
-        self.half_modules = {k: copy.deepcopy(self.modules[k]).half() for k in called}
+        self.half_modules = {k: _half_module(self.modules[k]) for k in called}
         self.attrs = {}  # get_attr target -> (fp32 value, fp16 value)
         for n in gm.graph.nodes:
             if n.op == "get_attr":
@@ -288,7 +323,8 @@ class HalfPrecisionRunner(TorchRunner):
     def label(self) -> str:
         fb = self.executor.fallback if self.executor else {}
         kept = f"; kept fp32: {', '.join(self._keep)}" if self._keep else ""
-        return ("fp16 weights, activations and outputs (PyTorch CPU half kernels, every op), fp32 accumulation inside conv/linear, "
+        return ("fp16 weights, activations and outputs (PyTorch CPU half kernels, every op; conv/linear: fp32 kernels on the fp16 "
+                "values, rounded to fp16 once), fp32 accumulation inside conv/linear, "
                 f"BN folded; ops without a CPU half kernel (run fp32, output rounded): {', '.join(f'{k} ({v})' for k, v in fb.items()) or 'none'}"
                 + kept)
 
