@@ -183,3 +183,61 @@ def test_kink_rate_counts_lane_frames_that_have_a_bend_score():
     b = M.bending(x, np.zeros_like(x), rows, kink_px=10.0)
     assert M.kink_rate(b) == pytest.approx(1 / 4)
     assert np.isnan(M.kink_rate(M.bending(np.full((2, 1, 10), np.nan), np.zeros((2, 1, 10)), rows)))
+
+
+def _deployment_deltas(case_gt, x_torch, x_dep, rows, t):
+    """A replay's own scoring of one runner against torch fp32 (scoring.score then aggregate, as replay calls them)."""
+    from types import SimpleNamespace
+
+    from parity.metrics import scoring
+
+    case = SimpleNamespace(width=1280, height=720, gt=None, labelled=None, anchor_rows=rows)
+    frames = np.arange(len(t))
+    sc = scoring.score(case, x_dep, frames, t, x_torch, case_gt, "gt", rows, None, culane=False)
+    item = {"x": x_dep, "dx_ref": x_torch, "scored": sc, "case": "c", "frames": frames, "lane_names": ["a", "b", "c", "d"]}
+    return sc, scoring.aggregate([item])
+
+
+def test_deployment_deltas_recover_a_kink_only_the_deployed_runner_makes(curving_gt):
+    gt, rows, t = curving_gt
+    rng = np.random.default_rng(0)
+    x_torch = gt + rng.normal(0, 0.8, gt.shape)  # torch is jagged against GT by itself ...
+    x_torch[50, 1, 9] += 35.0  # ... and has its own kink, which the deployed form shares
+    x_dep = x_torch.copy()
+    x_dep[200, 2, 6] += 30.0  # the kink the engine adds
+    sc, agg = _deployment_deltas(gt, x_torch, x_dep, rows, t)
+    added = sc.lane_cols["added_bend_px"]
+    assert added[200, 2] == pytest.approx(30.0, rel=0.02) and np.nanmax(np.delete(added.ravel(), 200 * 4 + 2)) < 1e-9
+    assert added[50, 1] < 1e-9 and sc.lane_cols["bend_px"][50, 1] > 30  # the shared kink is torch's, not the engine's
+    assert sc.lane_cols["added_kinks"][200, 2] == 1 and sc.lane_cols["added_kinks"].sum() == 1
+    assert agg["added_kink_rate"] == pytest.approx(1 / np.isfinite(added).sum(), rel=1e-9)
+    assert agg["added_jitter_rms_near"] < 1e-9 and agg["added_flicker_hz"] == 0
+    # the same scoring with the kink in torch too: nothing is added
+    _, same = _deployment_deltas(gt, x_dep, x_dep, rows, t)
+    assert same["added_bend_p99_px"] == 0 and same["added_kink_rate"] == 0
+
+
+def test_deployment_deltas_recover_a_1hz_swing_of_deployed_minus_torch():
+    rows = np.linspace(300, 700, 18)
+    t = np.arange(1800) / 30.0  # 60 s at 30 fps
+    base = np.stack([400 + 0.3 * (rows - 300), 800 - 0.3 * (rows - 300)])  # [L, R]
+    torch_wobble = 4.0 * np.sin(2 * np.pi * 0.4 * t)  # torch's own swing against GT: not the engine's
+    gt = np.broadcast_to(base, (len(t), 2, len(rows))).copy()
+    x_torch = gt + torch_wobble[:, None, None]
+    amp = 1.5
+    x_dep = x_torch + amp * np.sin(2 * np.pi * 1.0 * t)[:, None, None]
+    from types import SimpleNamespace
+
+    from parity.metrics import scoring
+
+    case = SimpleNamespace(width=1280, height=720, gt=None, labelled=None, anchor_rows=rows)
+    sc = scoring.score(case, x_dep, np.arange(len(t)), t, x_torch, gt, "gt", rows, None, culane=False)
+    agg = scoring.aggregate([{"x": x_dep, "dx_ref": x_torch, "scored": sc, "case": "c", "frames": np.arange(len(t)), "lane_names": ["a", "b"]}])
+    expected_rms = np.sqrt(2) * amp * np.sin(np.pi * 1.0 / 30.0)  # RMS of the per-frame change of a sinusoid
+    for look in ("near", "mid", "far"):
+        assert agg[f"added_jitter_rms_{look}"] == pytest.approx(expected_rms, rel=0.02)
+    near = [r for r in sc.jitter_rows if r["lookahead"] == "near"]
+    assert all(r["added_oscillation_hz"] == pytest.approx(1.0, rel=0.02) for r in near)
+    assert all(r["added_amplitude"] == pytest.approx(amp, rel=0.02) for r in near)
+    assert agg["jitter_rms_near"] > 1.3 * agg["added_jitter_rms_near"]  # vs GT the model's own 0.4 Hz wobble is in it too
+    assert agg["added_bend_p99_px"] < 1e-9  # a rigid swing bends nothing

@@ -91,6 +91,11 @@ REPLAY_COLUMNS = [
     ("jit mid", "jitter_rms_mid", ".3f"), ("jit far", "jitter_rms_far", ".3f"), ("osc Hz", "jitter_oscillation_hz_near", ".2f"),
     ("non-finite", "nonfinite_rate", ".3f"),
 ]
+DELTA_COLUMNS = [
+    ("bend+ p99", "added_bend_p99_px", ".3f"), ("bend+ mean", "added_bend_mean_px", ".4f"), ("kinks+", "added_kink_rate", ".3%"),
+    ("jit+ near", "added_jitter_rms_near", ".4f"), ("jit+ mid", "added_jitter_rms_mid", ".4f"), ("jit+ far", "added_jitter_rms_far", ".4f"),
+    ("jit+ p95 near", "added_jitter_p95_near", ".4f"), ("flicker+ Hz", "added_flicker_hz", ".4f"),
+]
 
 
 def _replay_verdict(doc: dict) -> tuple[str, str]:
@@ -115,12 +120,21 @@ def replay_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
                "pipeline; bend and jitter vs " + _e(", ".join(sorted({x for r in doc["results"] for x in r.get("bending_jitter_reference", [])})))
                + " (docs/metrics.md).</p>")
     sections = [("Summary", summary)]
+    deployed = [r for r in doc["results"] if r["runner"] != REFERENCE]
+    if deployed:
+        rows = [[_e(r["runner"]), _e(r["pipeline"])] + [_n(r.get(k), f) for _, k, f in DELTA_COLUMNS] for r in deployed]
+        sections.append(("Deployment deltas: what each deployed form adds over torch fp32 (same frames and pipeline, GT not needed)",
+                         _table("deltas", ["runner", "pipeline"] + [c for c, _, _ in DELTA_COLUMNS], rows, left=2)
+                         + '<p class="note">bend+: excess chord deviation over torch\'s, per lane-frame; kinks+: lane-frames where it exceeds '
+                         "20 px at 1280 wide; jit+: RMS frame-to-frame change of x_runner - x_torch; flicker+: lane existence changes torch "
+                         "does not make, per second (docs/metrics.md).</p>"))
     per_case = doc.get("per_case", [])
     if per_case:
         cols = [("acc", "accuracy", ".4f"), ("F1", "f1_50", ".4f"), ("dx p99", "dx_ref_p99_px", ".3f"), ("dx max", "dx_ref_max_px", ".2f"),
                 ("bend p99", "bend_p99_px", ".2f"), ("kink %", "kink_rate", ".2%"), ("jit near", "jitter_rms_near", ".3f"),
                 ("jit mid", "jitter_rms_mid", ".3f"), ("jit far", "jitter_rms_far", ".3f"), ("osc Hz", "jitter_oscillation_hz_near", ".2f"),
-                ("non-finite", "nonfinite_rate", ".3f"), ("gap p99", "pipeline_gap_p99_px", ".2f")]
+                ("non-finite", "nonfinite_rate", ".3f"), ("gap p99", "pipeline_gap_p99_px", ".2f"),
+                ("bend+ p99", "added_bend_p99_px", ".3f"), ("jit+ near", "added_jitter_rms_near", ".4f"), ("flicker+", "added_flicker_hz", ".3f")]
         rows = [[_e(r["case"]), _e(r["runner"]), _e(r["pipeline"]), str(r["frames"])] + [_n(r.get(k), f) for _, k, f in cols]
                 for r in sorted(per_case, key=lambda r: (r["case"], r["pipeline"], r["runner"] != REFERENCE, r["runner"]))]
         sections.append(("Per case", _table("per-case", ["case", "runner", "pipeline", "frames"] + [c for c, _, _ in cols], rows, left=3)))
@@ -339,10 +353,17 @@ def gate_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
     def where(c):
         return "all cases" if c["case"] == OVERALL else c["case"]
 
-    bad = [c for c in doc["checks"] if c["status"] != "pass"]
-    rows = [[_e(where(c)), _e(c["runner"]), _e(c["pipeline"]), _e(c["rule"]), _e(c["status"]), _e(c["message"])] for c in bad]
-    sections = [("Checks that did not pass", _table("gate-failures", ["case", "runner", "pipeline", "rule", "status", "detail"], rows,
-                                                    [c["status"] for c in bad], left=6) if bad else "<p>Every check passed.</p>")]
+    from .gate_verdict import describe_check, groups
+
+    summary = doc.get("summary") or []
+    sections = [("What differs, and what failed", "<ul>" + "".join(f"<li>{_e(line.strip())}</li>" for line in summary
+                                                                   if not line.startswith("  ")) + "</ul>")]
+    gs = groups(doc["checks"])
+    rows = [[_e(g["status"]), _e(g["runner"]), _e(f"{g['family']} ({g['kind']})"), str(g["checks"]), _e(", ".join(g["pipelines"])),
+             _e(describe_check(g["worst"]))] for g in gs]
+    sections.append(("Failures by runner x metric family (worst case of each; every check is in junit.xml and gate.json)",
+                     _table("gate-groups", ["status", "runner", "family", "checks", "pipelines", "worst"], rows,
+                            [g["status"] for g in gs], left=6) if gs else "<p>Every check passed.</p>"))
     overall = [c for c in doc["checks"] if c["case"] == OVERALL and c["measured"] is not None]
     rows = [[_e(c["runner"]), _e(c["pipeline"]), _e(c["rule"]), _n(c["measured"]), _n(c["allowed"]), _n(c["baseline"]), _e(c["status"])]
             for c in overall]
@@ -362,10 +383,11 @@ def gate_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
 
 
 def _gate_verdict(doc: dict) -> tuple[str, str]:
+    from .gate_verdict import headline
+
     n = doc["counts"]
-    text = {"pass": "PASS", "fail": "FAIL: regression", "error": "FAIL: cannot compare"}[doc["verdict"]]
     return ("ok" if doc["verdict"] == "pass" else "bad",
-            f"{text} (exit {doc['exit_code']}): {n['pass']} checks passed, {n['fail']} regressions, {n['error']} could not be compared")
+            f"{doc.get('headline') or headline(doc)}: {n['pass']} checks passed, {n['fail']} regressions, {n['error']} could not be compared")
 
 
 # ----------------------------------------------------------------------------------------------- entry

@@ -2,6 +2,8 @@
 
 References (docs/metrics.md):
 - `dx_*` (parity) compares a runner with the torch fp32 runner on the same pipeline and input;
+- `added_*` (deployment deltas) are the bend, kinks, jitter and existence flicker a runner adds
+  over that same parity reference: what the deployed form does to the lanes, GT or not;
 - accuracy (TuSimple, CULane F1) compares with GT on labelled frames;
 - bending and jitter compare with GT when the case has GT on every frame with the model's own
   lane slots, else with torch fp32 on the training pipeline (if the run has it), else with torch
@@ -22,6 +24,9 @@ from .lateral import lateral_difference
 from .tusimple import tusimple_batch
 
 LOOKAHEAD_NAMES = list(LOOKAHEAD)
+# jitter() outputs kept for the residual to the parity reference (jitter.parquet `added_<name>`)
+ADDED_JITTER = ("jitter_rms", "jitter_p95", "amplitude", "oscillation_hz", "flicker_hz")
+_ADDED_JITTER_FROM = {"jitter_rms": "rms", "jitter_p95": "p95"}
 
 
 @dataclass
@@ -53,10 +58,14 @@ def score(case, x, frames, t, dx_ref, metric_ref, metric_ref_name, rows, mpp, cu
         s.lane_cols["dx_ref_max_px"] = np.nanmax(diff, axis=2)
         if mpp is not None:
             s.lane_cols["dx_ref_mean_m"] = np.nanmean(diff * mpp, axis=2)
-    b = bending(x, metric_ref, rows, kink_px=kink_threshold(case.width))
+    kink_px = kink_threshold(case.width)
+    b = bending(x, metric_ref, rows, kink_px=kink_px)
     s.lane_cols["bend_px"] = b["score"]
     s.lane_cols["bend_row"] = b["row"].astype(np.int16)
     s.lane_cols["kinks"] = b["kinks"].astype(np.int16)
+    added = bending(x, dx_ref, rows, kink_px=kink_px)
+    s.lane_cols["added_bend_px"] = added["score"]
+    s.lane_cols["added_kinks"] = added["kinks"].astype(np.int16)
     if case.gt is not None:
         g = case.gt[frames]
         gt_rows = case.anchor_rows
@@ -79,11 +88,13 @@ def score(case, x, frames, t, dx_ref, metric_ref, metric_ref_name, rows, mpp, cu
     idx = list(look.values())
     if len(frames) > 1:
         j = jitter(x[:, :, idx], metric_ref[:, :, idx], t)
+        d = jitter(x[:, :, idx], dx_ref[:, :, idx], t)  # the swing of x - x_parity_reference: what the runner adds
         for lane in range(x.shape[1]):
             for k, name in enumerate(look):
                 s.jitter_rows.append({
                     "lane": lane, "lookahead": name, "row": int(idx[k]),
                     **{f"jitter_{m}": float(j[m][lane, k]) for m in ("rms", "p95", "amplitude", "oscillation_hz", "flicker_hz")},
+                    **{f"added_{m}": float(d[_ADDED_JITTER_FROM.get(m, m)][lane, k]) for m in ADDED_JITTER},
                 })
     return s
 
@@ -153,5 +164,31 @@ def aggregate(items: list[dict]) -> dict:
             sel = [r for r in jr if r["lookahead"] == look]
             for m in ("rms", "p95", "oscillation_hz", "flicker_hz"):
                 out[f"jitter_{m}_{look}"] = float(np.nanmean([r[f"jitter_{m}"] for r in sel])) if sel else float("nan")
+        out.update(_added(items, jr))
     out["bending_jitter_reference"] = sorted({i["scored"].reference for i in items})
+    return out
+
+
+def _added(items: list[dict], jitter_rows: list[dict]) -> dict:
+    """The deployment deltas of a runner x pipeline: the bend, kinks, swing and existence flicker it
+    adds over its parity reference (torch fp32 on the same frames and pipeline in a replay). A lane
+    absent in either is no value; a run whose rows predate these columns gets NaN, never 0."""
+    out = {}
+    cols = [i["scored"].lane_cols.get("added_bend_px") for i in items]
+    if any(c is None for c in cols):
+        bend = np.full(1, np.nan)
+        kinks = np.zeros(1)
+    else:
+        bend = np.concatenate([c.ravel() for c in cols])
+        kinks = np.concatenate([i["scored"].lane_cols["added_kinks"].ravel() for i in items])
+    has = np.isfinite(bend)
+    out["added_bend_mean_px"] = float(np.nanmean(bend)) if has.any() else float("nan")
+    out["added_bend_p99_px"] = float(np.nanpercentile(bend, 99)) if has.any() else float("nan")
+    out["added_kink_rate"] = kink_rate({"score": bend, "kinks": kinks})
+    for look in LOOKAHEAD_NAMES:
+        sel = [r for r in jitter_rows if r["lookahead"] == look and "added_jitter_rms" in r]
+        for m in ("jitter_rms", "jitter_p95"):
+            out[f"added_{m}_{look}"] = float(np.nanmean([r[f"added_{m}"] for r in sel])) if sel else float("nan")
+    fl = [r["added_flicker_hz"] for r in jitter_rows if "added_flicker_hz" in r]
+    out["added_flicker_hz"] = float(np.nanmean(fl)) if fl and np.isfinite(fl).any() else float("nan")
     return out

@@ -265,6 +265,38 @@ def _pipeline_gap(preds, pipe_names) -> list[dict]:
     return out
 
 
+DELTA_COLUMNS = (
+    ("runner", "runner", "<10", None), ("pipeline", "pipeline", "<9", None),
+    ("bend+ p99", "added_bend_p99_px", ">9", ".3f"), ("bend+ mean", "added_bend_mean_px", ">10", ".4f"),
+    ("kinks+", "added_kink_rate", ">7", ".3%"),
+    ("jit+ near", "added_jitter_rms_near", ">9", ".4f"), ("mid", "added_jitter_rms_mid", ">6", ".4f"),
+    ("far", "added_jitter_rms_far", ">6", ".4f"), ("p95 near", "added_jitter_p95_near", ">8", ".4f"),
+    ("flicker+ Hz", "added_flicker_hz", ">11", ".4f"),
+)
+
+
+def format_deltas(summary: dict) -> list[str]:
+    """The deployment deltas of every runner but torch: what the deployed form adds to the lanes over
+    torch fp32 on the same frames and pipeline (no GT needed)."""
+    rows = [r for r in summary["results"] if r["runner"] != REFERENCE]
+    if not rows:
+        return []
+
+    def f(v, fmt):
+        if fmt is None:
+            return str(v)
+        return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, fmt)
+
+    head = " ".join(format(h, a) for h, _, a, _ in DELTA_COLUMNS)
+    lines = ["deployment deltas: what each deployed form adds over torch fp32 on the same frames and pipeline (GT not needed)",
+             head, "-" * len(head)]
+    lines += [" ".join(format(f(r.get(k), fmt), a) for _, k, a, fmt in DELTA_COLUMNS) for r in rows]
+    lines.append("bend+: excess chord deviation over torch's per lane-frame (px; kinks+: lane-frames where it exceeds 20 px at 1280 wide); "
+                 "jit+: RMS frame-to-frame change of x_runner - x_torch at near/mid/far rows (px per frame), p95 near its 95th "
+                 "percentile; flicker+: lane existence changes torch does not make, per second")
+    return lines
+
+
 def format_table(summary: dict) -> str:
     """The per-runner table printed at the end of a replay."""
     cols = [
@@ -295,6 +327,7 @@ def format_table(summary: dict) -> str:
         f"Reference for bend/jitter: {', '.join(refs) or '-'}",
         "fps: runner inference alone (no preprocessing), batches of the run's --batch-size",
     ]
+    lines += ["", *format_deltas(summary), ""]
     labels = {r["runner"]: r["label"] for r in summary["results"]}
     for name, label in labels.items():
         lines.append(f"  {name}: {label}")

@@ -48,6 +48,8 @@ LANES = KEYS + _cols(
     ("bend_px", "float64", "px", "largest excess chord deviation over the rows of this lane-frame"),
     ("bend_row", "int16", "", "anchor-row index of bend_px; -1 when the lane is absent"),
     ("kinks", "int16", "", "rows whose excess chord deviation exceeds the kink threshold (20 px at 1280 wide)"),
+    ("added_bend_px", "float64", "px", "deployment delta: largest excess chord deviation over the parity reference's (torch@<pipeline> in replay), this lane-frame"),
+    ("added_kinks", "int16", "", "deployment delta: rows whose excess chord deviation over the parity reference exceeds the kink threshold"),
     ("infer_ms", "float64", "ms", "the runner's inference time per frame (batch time / batch size); null in sweeps, whose tables are reproducible"),
     ("frame_accuracy", "float64", "", "TuSimple accuracy of the frame vs GT (null on unlabelled frames; repeated on each lane row)"),
     ("frame_fp", "float64", "", "TuSimple false-positive rate of the frame"),
@@ -77,6 +79,11 @@ JITTER = tuple(_SHARED[n] for n in ("checkpoint", "case", "runner", "pipeline", 
     ("jitter_amplitude", "float64", "px", "sqrt(2) x standard deviation of the residual (a sinusoid's amplitude)"),
     ("jitter_oscillation_hz", "float64", "Hz", "sign changes of the residual's change, above 0.05 px, per second / 2"),
     ("jitter_flicker_hz", "float64", "Hz", "existence changes the reference does not make, per second"),
+    ("added_jitter_rms", "float64", "px/frame", "deployment delta: RMS change per frame period of x minus the parity reference (torch@<pipeline> in replay)"),
+    ("added_jitter_p95", "float64", "px/frame", "deployment delta: 95th percentile of |that change|"),
+    ("added_amplitude", "float64", "px", "deployment delta: sqrt(2) x standard deviation of x minus the parity reference"),
+    ("added_oscillation_hz", "float64", "Hz", "deployment delta: sign changes of that residual's change, above 0.05 px, per second / 2"),
+    ("added_flicker_hz", "float64", "Hz", "deployment delta: existence changes the parity reference does not make, per second"),
 )
 
 TABLES = {"frames.parquet / sweep.parquet": LANES, "jitter.parquet": JITTER}

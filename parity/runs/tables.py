@@ -124,7 +124,8 @@ def read_summary(folder: str | Path, schemas: tuple[str, ...], name: str = "summ
 # Scored columns of the lane table: per frame (repeated on each lane's row) and per lane-frame.
 FRAME_COLUMNS = ("frame_accuracy", "frame_fp", "frame_fn", "culane_tp", "culane_fp", "culane_fn", "culane30_tp", "culane30_fp",
                  "culane30_fn", "raw_max", "raw_p99", "raw_mean", "raw_cosine", "argmax_flip_rate", "nonfinite")
-LANE_COLUMNS = ("dx_ref_mean_px", "dx_ref_max_px", "dx_ref_mean_m", "bend_px", "bend_row", "kinks")
+LANE_COLUMNS = ("dx_ref_mean_px", "dx_ref_max_px", "dx_ref_mean_m", "bend_px", "bend_row", "kinks", "added_bend_px", "added_kinks")
+INT_LANE_COLUMNS = ("bend_row", "kinks", "added_kinks")
 GROUP = ("case", "runner", "pipeline", "perturbation", "severity")
 
 
@@ -137,7 +138,7 @@ def read_groups(lanes, jitter=None) -> dict[tuple, dict]:
     parts come from disk) and an uninterrupted one give the same numbers by construction."""
     import pyarrow as pa
 
-    from ..metrics.scoring import Scored
+    from ..metrics.scoring import ADDED_JITTER, Scored
 
     if isinstance(lanes, pa.Table):
         table = lanes
@@ -167,6 +168,7 @@ def read_groups(lanes, jitter=None) -> dict[tuple, dict]:
     if jitter is not None and len(jitter):
         jdf = jitter if not isinstance(jitter, pa.Table) else jitter.to_pandas()
         fields = ["lane", "lookahead", "row", "jitter_rms", "jitter_p95", "jitter_amplitude", "jitter_oscillation_hz", "jitter_flicker_hz"]
+        fields += [f"added_{m}" for m in ADDED_JITTER if f"added_{m}" in jdf.columns]
         for rec in jdf[list(GROUP) + fields].astype({"case": str, "runner": str, "pipeline": str, "perturbation": str}).to_dict("records"):
             jit.setdefault(tuple(rec[k] for k in GROUP), []).append(
                 {"lane": int(rec["lane"]), "lookahead": rec["lookahead"], "row": int(rec["row"]),
@@ -184,7 +186,7 @@ def read_groups(lanes, jitter=None) -> dict[tuple, dict]:
         for c in LANE_COLUMNS:
             if num[c] is not None:
                 v = num[c][idx].reshape(T, L)
-                sc.lane_cols[c] = v.astype(np.int16) if c in ("bend_row", "kinks") else v
+                sc.lane_cols[c] = v.astype(np.int16) if c in INT_LANE_COLUMNS else v
         sc.jitter_rows = jit.get(key, [])
         out[key] = {
             "frames": num["frame"][idx].reshape(T, L)[:, 0].astype(np.int64), "t": num["t"][idx].reshape(T, L)[:, 0],
