@@ -92,8 +92,14 @@ def test_fragile_model_fails_on_its_fp16_runner_with_the_rule_named(world, tmp_p
     hit = [f for f in failed if f[0] == "parity.gate.g0.cpu-fp16.vehicle" and f[1] == "nonfinite_rate"]
     assert hit and "measured 1" in hit[0][2] and "allowed <= 0" in hit[0][2] and "baseline 0" in hit[0][2]
     md = (tmp_path / "g" / "gate.md").read_text()
-    assert "FAILED: regression" in md and "`nonfinite_rate`" in md and "| g0 | cpu-fp16 | vehicle |" in md
-    assert "REGRESSION: g0 cpu-fp16 vehicle nonfinite_rate" in r.stdout
+    assert "FAILED: regression" in md and "| fail | cpu-fp16 | nonfinite (deployment) |" in md
+    lines = r.stdout.splitlines()
+    # The first line names the runner and the deployment delta; the changed checkpoint is said before any group line.
+    assert lines[0].startswith("gate FAIL (engine regression): cpu-fp16 on ") and "nonfinite_rate 1, allowed <= 0" in lines[0]
+    model = next(i for i, line in enumerate(lines) if "model changed: checkpoint fit" in line)
+    assert model < next(i for i, line in enumerate(lines) if line.startswith("  FAIL "))
+    assert "torch fp32 reference: unchanged" in r.stdout and not doc["reference_moved"]
+    assert len(lines) < 20  # grouped: every single check is in junit.xml and gate.json, not in the log
 
 
 def test_perturbed_vehicle_pipeline_fails(world, tmp_path):
@@ -107,6 +113,9 @@ def test_perturbed_vehicle_pipeline_fails(world, tmp_path):
     assert {f[2] for f in fails} == {"vehicle"}  # the training pipeline is untouched and passes
     assert {f[3] for f in fails} & {"accuracy", "pipeline_gap_p99_px", "bend_p99_px"}
     assert ("*", "torch", "vehicle", "pipeline_gap_p99_px") in fails
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("gate FAIL (the model or its inputs changed, not the engine): torch fp32 moved: torch on vehicle")
+    assert "pipeline vehicle differs: crop_offset [0, 0] -> [0, 24]" in r.stdout and _doc(tmp_path / "g")["reference_moved"]
 
 
 @pytest.mark.parametrize("how, reason", [
@@ -192,20 +201,49 @@ def test_case_error_nan_and_fewer_frames_fail_closed(world, tmp_path):
     assert {c.rule for c in checks if c.case == "g1"} == {"fewer-frames"}
 
 
-def test_absent_in_both_passes_and_no_baseline_value_cannot_compare(world, tmp_path):
+def test_absent_in_both_passes_only_where_nothing_was_labelled(world, tmp_path):
     base = load_baseline(world["baseline"])
     key = ("g0", "torch", "vehicle")
     base.entries[key]["f1_50"] = float("nan")
-    rules = {"f1_50": G.load_rules()["f1_50"]}
+    rules = {m: r for m, r in G.load_rules().items() if m in ("f1_50", "added_jitter_rms_near")}
 
     def absent(doc):
         _per_case(doc, "g0", "torch", "vehicle")["f1_50"] = None
+        _per_case(doc, "g0", "torch", "vehicle")["added_jitter_rms_near"] = None
 
-    checks = G.compare(base, read_replay(_edited_run(world, tmp_path / "a", absent)), rules)
-    assert next(c for c in checks if (c.case, c.runner, c.pipeline) == key).status == "pass"
+    cand = read_replay(_edited_run(world, tmp_path / "a", absent))
+    base.entries[key]["added_jitter_rms_near"] = float("nan")
+    checks = {(c.case, c.runner, c.pipeline, c.rule): c for c in G.compare(base, cand, rules)}
+    # g0 has labelled frames: F1 absent in both is a check never made, not a pass; so is a deployment delta
+    assert checks[key + ("f1_50",)].status == "error" and "never made" in checks[key + ("f1_50",)].message
+    assert checks[key + ("added_jitter_rms_near",)].status == "error"
+    base.cases["g0"]["labelled_frames"] = 0  # an unlabelled recording: F1 cannot exist, the delta still must
+    checks = {(c.case, c.runner, c.pipeline, c.rule): c for c in G.compare(base, cand, rules)}
+    assert checks[key + ("f1_50",)].status == "pass" and "no labelled frame" in checks[key + ("f1_50",)].message
+    assert checks[key + ("added_jitter_rms_near",)].status == "error"
     checks = G.compare(base, read_replay(world["run"]), rules)
-    c = next(c for c in checks if (c.case, c.runner, c.pipeline) == key)
+    c = next(c for c in checks if (c.case, c.runner, c.pipeline, c.rule) == key + ("f1_50",))
     assert c.status == "error" and "no value" in c.message
+
+
+def test_a_moved_torch_reference_is_reported_as_a_model_change(world, tmp_path):
+    import torch
+
+    from parity.models.checkpoint import save_checkpoint
+
+    model = world["fitted"].build_model()
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * p.std() * torch.randn(p.shape, generator=g))
+    other = save_checkpoint(tmp_path / "other.pt", model, dict(world["fitted"].meta))
+    r = _gate(world, tmp_path / "g", "--checkpoint", other.path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("gate FAIL (the model or its inputs changed, not the engine): torch fp32 moved: torch on "), lines[0]
+    assert "deployment deltas vs that torch:" in lines[0]
+    assert any(line.startswith("provenance vs the baseline: model changed: checkpoint fit") for line in lines[1:3])
+    assert "torch fp32 reference: MOVED" in r.stdout and _doc(tmp_path / "g")["reference_moved"]
 
 
 def test_tightening_one_tolerance_turns_a_pass_into_a_fail(world, tmp_path):
@@ -237,7 +275,9 @@ def test_rules_file_errors_name_the_file_and_field(tmp_path):
     cases = {
         "[gate.rules.acuracy]\ncase = { abs = 0.1 }\n": "did you mean 'accuracy'",
         "[gate.rules.accuracy]\ncase = { max = 0.1 }\n": "higher-is-better: use min",
-        "[gate.rules.kink_rate]\ncase = { abs = -1 }\n": "kink_rate] case.abs must be >= 0",
+        "[gate.rules.kink_rate]\ncase = { abs = -1 }\n": "kink_rate] case.abs = -1 is outside [0, 1]",
+        "[gate.rules.bend_p99_px]\ncase = { abs = 1e300 }\n": "bend_p99_px] case.abs = 1e+300 is outside [0, 100000]",
+        "[gate.rules.bend_p99_px]\ncase = { rel = 1e9 }\n": "case.rel = 1000000000.0 is outside [0, 10]",
         "[gate.rules.kink_rate]\ncase = 3\n": "must be a table",
         "[gate.rules.kink_rate]\nnote = 'x'\n": "unknown key 'note'",
         "[other]\n": "no [gate.rules",
@@ -251,6 +291,38 @@ def test_rules_file_errors_name_the_file_and_field(tmp_path):
         assert msg in str(e.value) and str(f) in str(e.value), (text, str(e.value))
     f.write_text("[gate.rules.kink_rate]\nenabled = false\n")
     assert "kink_rate" not in G.load_rules(str(f))
+    # Disabling every rule but the pipeline gap used to pass a regressing candidate as "absent in both"
+    from parity.decisions.baseline import GATED
+
+    f.write_text("".join(f"[gate.rules.{m}]\nenabled = false\n" for m in GATED if m != "pipeline_gap_p99_px"))
+    with pytest.raises(UsageError) as e:
+        G.load_rules(str(f))
+    assert str(f) in str(e.value) and "leaves the required metric family 'added-bend'" in str(e.value)
+    f.write_text("[gate.rules.added_flicker_hz]\nenabled = false\n")
+    with pytest.raises(UsageError, match="'added-flicker'"):
+        G.load_rules(str(f))
+
+
+@pytest.mark.parametrize("value, says", [
+    (float("nan"), "must be a finite number or null"), (float("inf"), "must be a finite number or null"),
+    (-0.5, "outside the metric's range"), (1e300, "outside the metric's range"), (-1e300, "outside the metric's range"),
+    (10**400, "must be a finite number or null"), ("0.1", "must be a finite number or null"),
+])
+def test_a_baseline_value_outside_its_metric_is_refused(world, tmp_path, value, says):
+    """A baseline is what every candidate is held to: values set to +-1e300 made a regressing
+    candidate pass 60/60. Each is refused, exit 2, with the file and the field named."""
+    doc = json.loads(world["baseline"].read_text())
+    i = next(k for k, e in enumerate(doc["entries"]) if e["runner"] == "cpu-fp16")
+    metric = "accuracy" if value == 1e300 else "added_bend_p99_px"
+    doc["entries"][i][metric] = value
+    bad = tmp_path / "b.json"
+    bad.write_text(json.dumps(doc) if value != 10**400 else json.dumps(doc).replace('"__X__"', "1" + "0" * 400))
+    if value == 10**400:
+        doc["entries"][i][metric] = "__X__"
+        bad.write_text(json.dumps(doc).replace('"__X__"', "1" + "0" * 400))
+    r = run_cli("gate", "--baseline", bad, "--run", world["run"], "--out", tmp_path / "o")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert str(bad) in r.stderr and f"entries[{i}].{metric}" in r.stderr and says in r.stderr and "Traceback" not in r.stderr
 
 
 def test_baseline_and_gate_input_errors(world, tmp_path):
@@ -279,3 +351,32 @@ def test_junit_schema_check_can_fail(tmp_path):
     bad.write_text('<testsuites><testsuite name="s"><testcase classname="c"/></testsuite></testsuites>')  # no tests=, no name=
     with pytest.raises(xmlschema.XMLSchemaValidationError):
         xmlschema.XMLSchema(str(XSD)).validate(str(bad))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_committed_reference_and_baseline_belong_together():
+    """make replay / gate / sweep / rank use the committed checkpoint, and the committed baseline is of it."""
+    from parity.models.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(ROOT / "checkpoints" / "reference.pt")  # refuses weights that do not match the sidecar's hash
+    base = load_baseline(ROOT / "reports" / "baselines" / "reference.json")  # every value validated on read
+    assert base.provenance["checkpoint"]["sha256"] == ckpt.sha256
+    assert base.provenance["checkpoint"]["path"] == "checkpoints/reference.pt"
+    rules = G.load_rules()
+    for (case, runner, pipeline), e in base.entries.items():
+        for m in rules:
+            if m == "pipeline_gap_p99_px" and pipeline != "vehicle":
+                continue
+            assert e[m] == e[m], f"the committed baseline has no {m} for {case}/{runner}/{pipeline}: the gate could not check it"
+
+
+@pytest.mark.parametrize("target", ["replay", "gate", "sweep", "rank"])
+def test_no_make_target_but_train_retrains_the_reference(target):
+    import subprocess
+
+    plan = subprocess.run(["make", "-n", "-W", "pyproject.toml", target], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert "parity train" not in plan and "parity" in plan
+    train = subprocess.run(["make", "-n", "train"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert "--out checkpoints/trained/reference.pt" in train and "--out checkpoints/reference.pt" not in train

@@ -22,20 +22,59 @@ from ..runs.tables import read_document, read_summary
 
 SCHEMA = "parity.baseline/1"
 
-# What a gate can check: metric -> (higher is better, unit, meaning). Names are the run's own.
+
+@dataclass(frozen=True)
+class Gated:
+    """A metric a gate can check: its direction, unit, meaning, family and the range a real value
+    lies in (a baseline or tolerance outside it is refused when read)."""
+
+    higher_is_better: bool
+    unit: str
+    meaning: str
+    family: str
+    upper: float  # the largest value the metric can honestly take
+    needs_gt: bool = False  # absent wherever the case has no labelled frame (then "absent in both" is no finding)
+
+
+PX_MAX = 1e5  # lateral px: no camera is 100,000 px wide
+HZ_MAX = 1e3  # per-second rates: no camera records at 1 kHz
+
+# Families: what a failure means. "deployment" families compare the deployed form with torch fp32 on
+# the same frames and pipeline (the engine's own effect); "model" families compare with GT (the
+# model's quality); "preprocessing" compares the vehicle with the training pipeline.
+FAMILIES = {
+    "added-bend": ("deployment", "bend the deployed form adds over torch fp32"),
+    "added-jitter": ("deployment", "left-right swing the deployed form adds over torch fp32"),
+    "added-flicker": ("deployment", "lane existence flicker the deployed form adds over torch fp32"),
+    "parity": ("deployment", "lateral difference from torch fp32"),
+    "nonfinite": ("deployment", "NaN/Inf outputs"),
+    "pipeline-gap": ("preprocessing", "vehicle vs training preprocessing, same runner"),
+    "accuracy": ("model", "accuracy vs GT"),
+    "bend": ("model", "bend vs GT"),
+    "jitter": ("model", "jitter vs GT"),
+}
+# An engine gate cannot be configured out of these: a rules file leaving one without a rule is refused.
+REQUIRED_FAMILIES = ("added-bend", "added-jitter", "added-flicker", "parity", "nonfinite")
+
 GATED = {
-    "accuracy": (True, "", "TuSimple accuracy vs GT (labelled frames)"),
-    "f1_50": (True, "", "CULane F1 at IoU 0.5 vs GT"),
-    "dx_ref_p99_px": (False, "px", "lateral difference vs torch fp32 on the same pipeline, p99 over points"),
-    "dx_ref_max_px": (False, "px", "lateral difference vs torch fp32 on the same pipeline, max"),
-    "bend_p99_px": (False, "px", "bend (excess chord deviation) p99 over lane-frames"),
-    "kink_rate": (False, "", "share of lane-frames with a kink"),
-    "jitter_rms_near": (False, "px/frame", "RMS frame-to-frame swing of the residual, near row"),
-    "jitter_rms_mid": (False, "px/frame", "RMS frame-to-frame swing of the residual, mid row"),
-    "jitter_rms_far": (False, "px/frame", "RMS frame-to-frame swing of the residual, far row"),
-    "jitter_oscillation_hz_near": (False, "Hz", "left-right swings per second, near row"),
-    "nonfinite_rate": (False, "", "share of frames with NaN/Inf output"),
-    "pipeline_gap_p99_px": (False, "px", "the same runner on the vehicle vs the training pipeline, p99 (vehicle rows only)"),
+    "added_bend_p99_px": Gated(False, "px", "bend the runner adds over torch fp32 (same frames and pipeline), p99 over lane-frames", "added-bend", PX_MAX),
+    "added_kink_rate": Gated(False, "", "share of lane-frames where the runner adds a kink (> 20 px at 1280 wide) over torch fp32", "added-bend", 1.0),
+    "added_jitter_rms_near": Gated(False, "px/frame", "RMS frame-to-frame change of x_runner - x_torch, near row", "added-jitter", PX_MAX),
+    "added_jitter_rms_mid": Gated(False, "px/frame", "RMS frame-to-frame change of x_runner - x_torch, mid row", "added-jitter", PX_MAX),
+    "added_jitter_rms_far": Gated(False, "px/frame", "RMS frame-to-frame change of x_runner - x_torch, far row", "added-jitter", PX_MAX),
+    "added_flicker_hz": Gated(False, "Hz", "lane existence changes torch fp32 does not make, per second", "added-flicker", HZ_MAX),
+    "dx_ref_p99_px": Gated(False, "px", "lateral difference vs torch fp32 on the same pipeline, p99 over points", "parity", PX_MAX),
+    "dx_ref_max_px": Gated(False, "px", "lateral difference vs torch fp32 on the same pipeline, max", "parity", PX_MAX),
+    "nonfinite_rate": Gated(False, "", "share of frames with NaN/Inf output", "nonfinite", 1.0),
+    "pipeline_gap_p99_px": Gated(False, "px", "the same runner on the vehicle vs the training pipeline, p99 (vehicle rows only)", "pipeline-gap", PX_MAX),
+    "accuracy": Gated(True, "", "TuSimple accuracy vs GT (labelled frames)", "accuracy", 1.0, needs_gt=True),
+    "f1_50": Gated(True, "", "CULane F1 at IoU 0.5 vs GT", "accuracy", 1.0, needs_gt=True),
+    "bend_p99_px": Gated(False, "px", "bend (excess chord deviation over GT) p99 over lane-frames", "bend", PX_MAX),
+    "kink_rate": Gated(False, "", "share of lane-frames with a kink", "bend", 1.0),
+    "jitter_rms_near": Gated(False, "px/frame", "RMS frame-to-frame swing of the residual to GT, near row", "jitter", PX_MAX),
+    "jitter_rms_mid": Gated(False, "px/frame", "RMS frame-to-frame swing of the residual to GT, mid row", "jitter", PX_MAX),
+    "jitter_rms_far": Gated(False, "px/frame", "RMS frame-to-frame swing of the residual to GT, far row", "jitter", PX_MAX),
+    "jitter_oscillation_hz_near": Gated(False, "Hz", "left-right swings per second, near row", "jitter", HZ_MAX),
 }
 OVERALL = "*"  # the case name of run-level entries
 ONLY_ON = {"pipeline_gap_p99_px": "vehicle"}  # metrics defined on one pipeline only (the gap is stored on the vehicle rows)
@@ -84,7 +123,8 @@ def read_replay(folder: str | os.PathLike) -> RunView:
         m["pipeline_gap_p99_px"] = _num(gaps.get(r["runner"])) if r["pipeline"] == "vehicle" else float("nan")
         entries[(OVERALL, r["runner"], r["pipeline"])] = {"frames": int(r["frames"]), **m}
     prov = doc["provenance"]
-    cases = {n: {"sha256": c["sha256"], "frames": int(c["frames"]), "path": c.get("path")} for n, c in prov["cases"].items()}
+    cases = {n: {"sha256": c["sha256"], "frames": int(c["frames"]), "path": c.get("path"),
+                 "labelled_frames": int(c.get("labelled_frames") or 0)} for n, c in prov["cases"].items()}
     errors = {e["case"]: e["error"] for e in doc.get("errors", [])}
     return RunView(str(folder), entries, cases, errors, prov)
 
@@ -112,9 +152,10 @@ def make_baseline(run: str | os.PathLike, name: str) -> dict:
             "checkpoint": {**(prov.get("checkpoint") or {}), "path": _portable((prov.get("checkpoint") or {}).get("path"))},
             "runners": {k: {kk: v[kk] for kk in v if kk != "name"} for k, v in prov.get("runners", {}).items()},
             "pipelines": prov.get("pipelines"),
-            "cases": {n: {"sha256": c["sha256"], "frames": c["frames"], "path": _portable(c.get("path"))} for n, c in view.cases.items()},
+            "cases": {n: {"sha256": c["sha256"], "frames": c["frames"], "labelled_frames": c["labelled_frames"], "path": _portable(c.get("path"))}
+                      for n, c in view.cases.items()},
         },
-        "metrics": {m: {"higher_is_better": h, "unit": u, "meaning": d} for m, (h, u, d) in GATED.items()},
+        "metrics": {m: {"higher_is_better": g.higher_is_better, "unit": g.unit, "meaning": g.meaning, "family": g.family} for m, g in GATED.items()},
         "entries": entries,
     }
 
@@ -145,23 +186,43 @@ def load_baseline(path: str | os.PathLike) -> RunView:
         raise UsageError(f"{p}: needs 'provenance.cases' (an object) and 'entries' (a list)")
     cases = {}
     for n, c in prov["cases"].items():
-        if not isinstance(c, dict) or not isinstance(c.get("sha256"), str) or not isinstance(c.get("frames"), int):
-            raise UsageError(f"{p}: provenance.cases.{n} needs 'sha256' (a string) and 'frames' (an integer)")
-        cases[n] = c
+        if not isinstance(c, dict) or not isinstance(c.get("sha256"), str) or not _count(c.get("frames")):
+            raise UsageError(f"{p}: provenance.cases.{n} needs 'sha256' (a string) and 'frames' (a non-negative integer)")
+        if "labelled_frames" in c and not (_count(c["labelled_frames"]) and c["labelled_frames"] <= c["frames"]):
+            raise UsageError(f"{p}: provenance.cases.{n}.labelled_frames must be an integer in [0, frames], got {c['labelled_frames']!r}")
+        cases[n] = {**c, "labelled_frames": c.get("labelled_frames", c["frames"])}
     entries = {}
     for i, e in enumerate(doc["entries"]):
         if not isinstance(e, dict) or not all(isinstance(e.get(k), str) for k in ("case", "runner", "pipeline")):
             raise UsageError(f"{p}: entries[{i}] needs 'case', 'runner' and 'pipeline' strings")
-        if not isinstance(e.get("frames"), int):
-            raise UsageError(f"{p}: entries[{i}].frames must be an integer")
-        vals = {}
-        for m in GATED:
-            v = e.get(m)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or math.isinf(v)):
-                raise UsageError(f"{p}: entries[{i}].{m} must be a number or null, got {v!r}")
-            vals[m] = _num(v)
+        if not _count(e.get("frames")):
+            raise UsageError(f"{p}: entries[{i}].frames must be a non-negative integer, got {e.get('frames')!r}")
+        vals = {m: _checked_value(p, f"entries[{i}].{m}", m, e.get(m)) for m in GATED}
         key = (e["case"], e["runner"], e["pipeline"])
         if key in entries:
             raise UsageError(f"{p}: entries[{i}] repeats {key}")
         entries[key] = {"frames": e["frames"], **vals}
     return RunView(str(p), entries, cases, {}, prov)
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**53
+
+
+def _checked_value(path, field: str, metric: str, v) -> float:
+    """A stored baseline value: null is absent (NaN); anything else must be a finite number in the
+    metric's range. A baseline is what every candidate is held to, so a value outside it (a NaN, an
+    Inf, a negative px, a 1e300 that makes every candidate pass) is refused, not believed."""
+    if v is None:
+        return float("nan")
+    g = GATED[metric]
+    try:
+        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(float(v))
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise UsageError(f"{path}: {field} must be a finite number or null, got {str(v)[:40]!r}")
+    if not 0.0 <= float(v) <= g.upper:
+        raise UsageError(f"{path}: {field} = {float(v):.6g} is outside the metric's range [0, {g.upper:g}]"
+                         + (f" {g.unit}" if g.unit else ""))
+    return float(v)

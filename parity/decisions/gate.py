@@ -21,7 +21,7 @@ from .. import atomic
 from ..errors import UsageError
 from ..provenance import git_sha, sha256_file, sha256_json, source_hash
 from ..runs.folder import RunFolder
-from .baseline import GATED, ONLY_ON, OVERALL, RunView, load_baseline, read_replay
+from .baseline import FAMILIES, GATED, ONLY_ON, OVERALL, REQUIRED_FAMILIES, RunView, load_baseline, read_replay
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("gate.toml")
 SCOPES = ("case", "overall")
@@ -57,6 +57,10 @@ class Rule:
     scopes: dict  # scope -> Tolerance
     nondeterministic: str | None = None
 
+    @property
+    def family(self) -> str:
+        return GATED[self.metric].family
+
     def allowed(self, scope: str, baseline: float) -> float:
         """The worst value that still passes, in the metric's own direction."""
         t = self.scopes[scope]
@@ -76,8 +80,12 @@ class Rule:
         return ", ".join(parts) or "no worse than the baseline"
 
 
+REL_MAX = 10.0  # a relative tolerance beyond 10x the baseline lets anything pass
+
+
 def _tolerance(src: str, metric: str, scope: str, table, higher: bool) -> Tolerance:
     where = f"{src}: [gate.rules.{metric}] {scope}"
+    upper = GATED[metric].upper
     if not isinstance(table, dict):
         raise UsageError(f"{where} must be a table like {{ abs = 0.01 }}, got {table!r}")
     bound = "min" if higher else "max"
@@ -90,8 +98,9 @@ def _tolerance(src: str, metric: str, scope: str, table, higher: bool) -> Tolera
     for k, v in table.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise UsageError(f"{where}.{k} must be a finite number, got {v!r}")
-        if k in ("abs", "rel") and v < 0:
-            raise UsageError(f"{where}.{k} must be >= 0, got {v!r}")
+        hi = REL_MAX if k == "rel" else upper
+        if not 0 <= v <= hi:
+            raise UsageError(f"{where}.{k} = {v!r} is outside [0, {hi:g}] (the metric's range{' in ' + GATED[metric].unit if GATED[metric].unit and k != 'rel' else ''})")
         vals[k] = float(v)
     return Tolerance(vals.get("abs", 0.0), vals.get("rel", 0.0), vals.get(bound))
 
@@ -119,7 +128,7 @@ def _parse_rules(src: str, section, rules: dict) -> None:
         note = spec.get("nondeterministic")
         if note is not None and not isinstance(note, str):
             raise UsageError(f"{src}: [gate.rules.{metric}] nondeterministic must be a string (why the tolerance)")
-        higher = GATED[metric][0]
+        higher = GATED[metric].higher_is_better
         scopes = {s: _tolerance(src, metric, s, spec[s], higher) for s in SCOPES if s in spec}
         if not scopes:
             raise UsageError(f"{src}: [gate.rules.{metric}] needs a `case` or an `overall` tolerance (or enabled = false)")
@@ -143,6 +152,12 @@ def load_rules(path: str | None = None) -> dict[str, Rule]:
         _parse_rules(str(path), gate["rules"], rules)
     if not rules:
         raise UsageError(f"{path}: every rule is disabled; a gate with no rule passes anything")
+    missing = [f for f in REQUIRED_FAMILIES if not any(r.family == f for r in rules.values())]
+    if missing:
+        f = missing[0]
+        names = ", ".join(m for m, g in GATED.items() if g.family == f)
+        raise UsageError(f"{path}: leaves the required metric family {f!r} ({FAMILIES[f][1]}) with no rule; "
+                         f"keep at least one of {names} (an engine gate that does not check it passes any engine)")
     return rules
 
 
@@ -170,14 +185,16 @@ def _fmt(v) -> str:
     return f"{v:.6g}"
 
 
-def _check_value(rule: Rule, scope, case, runner, pipeline, measured: float, base: float) -> Check:
+def _check_value(rule: Rule, scope, case, runner, pipeline, measured: float, base: float, labelled: bool = True) -> Check:
     op = ">=" if rule.higher_is_better else "<="
     kw = dict(scope=scope, case=case, runner=runner, pipeline=pipeline, rule=rule.metric, tolerance=rule.describe(scope),
               nondeterministic=rule.nondeterministic, measured=measured, baseline=base)
     needs_base = rule.scopes[scope].relative_to_baseline and rule.scopes[scope].limit is None
     if math.isnan(base) and needs_base:
+        if math.isnan(measured) and GATED[rule.metric].needs_gt and not labelled:
+            return Check(status=PASS, message="not applicable: no labelled frame to score against GT", **kw)
         if math.isnan(measured):
-            return Check(status=PASS, message="absent in both the baseline and the candidate", **kw)
+            return Check(status=ERROR, message="absent in both the baseline and the candidate: a required check that was never made", **kw)
         return Check(status=ERROR, message=f"measured {_fmt(measured)}, but the baseline has no value to compare with", **kw)
     allowed = rule.allowed(scope, base)
     kw["allowed"] = allowed
@@ -213,8 +230,9 @@ def compare(base: RunView, cand: RunView, rules: dict[str, Rule], rename: dict[s
         elif cand.cases[case]["frames"] < b.get("frames", 0):
             fail_closed(keys, "fewer-frames", f"{cand.cases[case]['frames']} frames, the baseline {b['frames']}")
         else:
+            labelled = b.get("labelled_frames", 1) > 0
             for key in sorted(keys):
-                checks.extend(_entry_checks(rules, "case", key, base.entries[key], entries.get(key)))
+                checks.extend(_entry_checks(rules, "case", key, base.entries[key], entries.get(key), labelled))
             continue
         not_comparable.add(case)
     extra_cases = sorted(set(cand.cases) - set(base.cases))
@@ -229,19 +247,20 @@ def compare(base: RunView, cand: RunView, rules: dict[str, Rule], rename: dict[s
         fail_closed(overall, "incomplete-overall", f"{len(not_comparable)} baseline case(s) not comparable, {len(extra_cases)} extra",
                     "overall")
     else:
+        labelled = any(c.get("labelled_frames", 1) > 0 for c in base.cases.values())
         for key in overall:
-            checks.extend(_entry_checks(rules, "overall", key, base.entries[key], entries.get(key)))
+            checks.extend(_entry_checks(rules, "overall", key, base.entries[key], entries.get(key), labelled))
     return checks
 
 
-def _entry_checks(rules, scope, key, b: dict, c: dict | None) -> list[Check]:
+def _entry_checks(rules, scope, key, b: dict, c: dict | None, labelled: bool) -> list[Check]:
     case, runner, pipeline = key
     if c is None:
         return [Check(scope, case, runner, pipeline, "runner-did-not-run", ERROR, f"{REASONS['runner-did-not-run']}: {runner} on {pipeline}")]
     if c["frames"] < b["frames"]:
         return [Check(scope, case, runner, pipeline, "fewer-frames", ERROR,
                       f"{REASONS['fewer-frames']}: {c['frames']} frames, the baseline {b['frames']}")]
-    return [_check_value(rule, scope, case, runner, pipeline, c[m], b[m]) for m, rule in rules.items()
+    return [_check_value(rule, scope, case, runner, pipeline, c[m], b[m], labelled) for m, rule in rules.items()
             if scope in rule.scopes and ONLY_ON.get(m, pipeline) == pipeline]
 
 
@@ -287,6 +306,7 @@ def gate(cfg: GateConfig):
     gate.md. Returns (out folder, gate document, exit code)."""
     from ..runs.inputs import new_run_id
     from .gate_outputs import junit_xml, markdown
+    from .gate_verdict import headline, reference_moved, summary_lines
 
     started = datetime.now(timezone.utc)
     base = load_baseline(cfg.baseline)
@@ -298,7 +318,8 @@ def gate(cfg: GateConfig):
     run_key = sha256_json({"kind": "gate", "baseline": sha256_file(cfg.baseline), "rules": {m: asdict(r) for m, r in rules.items()},
                            "run": str(cfg.run), "cases": cfg.cases, "checkpoint": cfg.checkpoint, "runners": cfg.runners,
                            "pipelines": cfg.pipelines, "engines": cfg.engines, "engine_as": cfg.engine_as, "rename": rename,
-                           "code": source_hash(("decisions/gate.py", "decisions/baseline.py", "decisions/gate_outputs.py"))})
+                           "code": source_hash(("decisions/gate.py", "decisions/baseline.py", "decisions/gate_outputs.py",
+                                                "decisions/gate_verdict.py"))})
     with RunFolder(out, "gate", run_key, describe={"baseline": str(cfg.baseline)}, replace=cfg.overwrite) as folder:
         if cfg.run:
             run_dir = Path(cfg.run)
@@ -326,6 +347,9 @@ def gate(cfg: GateConfig):
             "checks": [asdict(c) for c in checks],
             "files": ["gate.json", "junit.xml", "gate.md"],
         }
+        doc["headline"] = headline(doc)
+        doc["summary"] = summary_lines(doc)
+        doc["reference_moved"] = bool(reference_moved(doc["checks"]))
         atomic.write_text(out / "junit.xml", junit_xml(doc))
         atomic.write_text(out / "gate.md", markdown(doc))
         atomic.write_json(out / "gate.json", doc)

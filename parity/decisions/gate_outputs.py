@@ -82,6 +82,8 @@ def _table(head: list[str], rows: list[list[str]], more: int) -> list[str]:
 
 
 def markdown(doc: dict) -> str:
+    from .gate_verdict import describe_check, groups, provenance_lines, reference_moved
+
     checks = doc["checks"]
     n = doc["counts"]
     word = {"pass": "PASSED", "fail": "FAILED: regression", "error": "FAILED: cannot compare"}[doc["verdict"]]
@@ -91,6 +93,8 @@ def markdown(doc: dict) -> str:
     lines = [
         f"## parity gate {word} (exit {doc['exit_code']})",
         "",
+        f"**{doc.get('headline', '')}**",
+        "",
         f"Baseline `{doc['baseline']['path']}` (checkpoint `{ck.get('name')}` {str(ck.get('sha256'))[:12]}, "
         f"{len(bp.get('cases', {}))} cases); candidate run `{doc['candidate']['run']}` (checkpoint `{cp.get('name')}` "
         f"{str(cp.get('sha256'))[:12]}).",
@@ -98,41 +102,31 @@ def markdown(doc: dict) -> str:
     ]
     if doc.get("rename"):
         lines.append("Compared as: " + ", ".join(f"`{a}` as `{b}`" for a, b in doc["rename"].items()) + ".")
-    if doc.get("machine_differs"):
-        lines.append(f"Note: {doc['machine_differs']}.")
-    fails = [c for c in checks if c["status"] == "fail"]
-    if fails:
-        lines += ["", "### Regressions", ""]
-        rows = [[_where(c), c["runner"], c["pipeline"], f"`{c['rule']}`", _num(c["measured"]), _allowed(c), _num(c["baseline"]),
-                 "nondeterministic" if c.get("nondeterministic") else ""] for c in fails[:MAX_ROWS]]
-        lines += _table(["case", "runner", "pipeline", "rule", "measured", "allowed", "baseline", "note"], rows, len(fails) - len(rows))
-    errors = [c for c in checks if c["status"] == "error"]
-    if errors:
-        lines += ["", "### Could not compare (fails closed)", ""]
-        rows = [[_where(c), c["runner"], c["pipeline"], f"`{c['rule']}`", c["message"].replace("|", "\\|")] for c in errors[:MAX_ROWS]]
-        lines += _table(["case", "runner", "pipeline", "reason", "detail"], rows, len(errors) - len(rows))
+    prov = provenance_lines(bp or {}, doc["candidate"]["provenance"] or {})
+    lines += ["", "### What differs from the baseline", ""] + ([f"- {p}" for p in prov] or
+                                                               ["- nothing: same checkpoint, case bytes, pipelines, library versions and machine"])
+    moved = reference_moved(checks)
+    lines.append(f"- torch fp32 reference: **moved** on {len(moved)} check(s): the model or its inputs changed, not the engine" if moved
+                 else "- torch fp32 reference: unchanged within tolerance")
+    gs = groups(checks)
+    if gs:
+        lines += ["", "### Failures by runner x metric family", ""]
+        rows = [[g["status"], g["runner"], f"{g['family']} ({g['kind']})", str(g["checks"]), ", ".join(g["pipelines"]),
+                 describe_check(g["worst"]).replace("|", "\\|")] for g in gs[:MAX_ROWS]]
+        lines += _table(["status", "runner", "family", "checks", "pipelines", "worst"], rows, len(gs) - len(rows))
     overall = {}
+    cols = ["accuracy", "added_bend_p99_px", "added_jitter_rms_near", "dx_ref_p99_px", "bend_p99_px", "nonfinite_rate"]
     for c in checks:
-        if c["case"] == OVERALL and c["rule"] in ("accuracy", "dx_ref_p99_px", "bend_p99_px", "jitter_rms_near", "nonfinite_rate"):
+        if c["case"] == OVERALL and c["rule"] in cols:
             overall.setdefault((c["runner"], c["pipeline"]), {})[c["rule"]] = c
     if overall:
         lines += ["", "### Overall (all cases): candidate (baseline)", ""]
-        cols = ["accuracy", "dx_ref_p99_px", "bend_p99_px", "jitter_rms_near", "nonfinite_rate"]
         rows = []
         for (r, p), cs in sorted(overall.items()):
             cells = [f"{_num(cs[m]['measured'])} ({_num(cs[m]['baseline'])})" + (" **fail**" if cs[m]["status"] == "fail" else "")
                      if m in cs else "-" for m in cols]
             rows.append([r, p] + cells)
         lines += _table(["runner", "pipeline"] + [f"`{m}`" for m in cols], rows, 0)
-    lines += ["", "Rules: `parity/decisions/gate.toml` (or `--config`); exit 0 pass, 1 regression, 2 bad input, 3 cannot compare.", ""]
+    lines += ["", "Every check with its measured, allowed and baseline value: `junit.xml`, `gate.json`. "
+              "Rules: `parity/decisions/gate.toml` (or `--config`); exit 0 pass, 1 regression, 2 bad input, 3 cannot compare.", ""]
     return "\n".join(lines)
-
-
-def _where(c: dict) -> str:
-    return "all cases" if c["case"] == OVERALL else c["case"]
-
-
-def _allowed(c: dict) -> str:
-    if c.get("allowed") is None:
-        return "-"
-    return (">= " if GATED.get(c["rule"], (False,))[0] else "<= ") + _num(c["allowed"])
