@@ -30,7 +30,7 @@ from ..cases.lanes import resample_rows
 from ..metrics.tusimple import tusimple_batch
 from ..models.checkpoint import Checkpoint, save_checkpoint
 from ..models.rowanchor import RowAnchorAdapter, RowAnchorConfig
-from ..provenance import git_sha, sha256_json
+from ..provenance import git_sha, machine, sha256_json
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,7 @@ def train(
         },
         "parents": [{"path": str(parent_ck.path), "sha256": parent_ck.sha256, "method": parent_ck.meta.get("method")}] if parent_ck else [],
         "git_sha": git_sha(),
+        "trained_on": machine(),  # training is deterministic on one machine, not across CPUs: say which
         "loss_history": history,
         "timing_s": {"prepare": round(prep_s, 1), "train": round(train_s, 1)},
         "metrics": metrics,
