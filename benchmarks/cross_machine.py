@@ -33,7 +33,7 @@ from _result import write_result
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "reports" / "baselines" / "reference.json"
 WORK = ROOT / ".cache" / "bench" / "cross_machine"
-MARGIN = 3.0  # every tolerance must leave at least 3x the largest spread measured
+MARGIN = 100.0  # every tolerance leaves 100x the largest spread measured: room for the kernels a CPU cannot force on itself
 VARIANTS = {
     "as-is": ({}, []),
     "threads-1": ({}, ["--threads", "1"]),
@@ -101,15 +101,16 @@ def planted(setup_: tuple) -> dict:
     full = WORK / "planted" / "vehicle-full-range.json"
     full.write_text(json.dumps({**vehicle, "yuv_range": "full"}))
     out = {}
-    for name, args in (("fp16 activation overflow (tests/defects.py)", ["--checkpoint", overflow.path]),
-                       ("vehicle resize kernel bilinear -> nearest", ["--pipeline", f"training,{nearest}"]),
-                       ("vehicle YUV range limited -> full", ["--pipeline", f"training,{full}"])):
-        folder = WORK / ("planted-" + name.split()[0 if "overflow" in name else 2].lower())
+    for slug, name, args in (("overflow", "fp16 activation overflow (tests/defects.py)", ["--checkpoint", overflow.path]),
+                             ("resize-nearest", "vehicle resize kernel bilinear -> nearest", ["--pipeline", f"training,{nearest}"]),
+                             ("yuv-full-range", "vehicle YUV range limited -> full", ["--pipeline", f"training,{full}"])):
+        folder = WORK / f"planted-{slug}"
         t = time.perf_counter()
         g = parity("gate", "--baseline", BASELINE, "--out", folder, "--overwrite", "--no-report", "--no-progress", *args)
         first = g.stdout.splitlines()[0] if g.stdout else g.stderr.strip()[-300:]
         doc = json.loads((folder / "gate.json").read_text()) if (folder / "gate.json").is_file() else {}
-        out[name] = {"exit_code": g.returncode, "first_line": first, "counts": doc.get("counts"), "wall_s": time.perf_counter() - t}
+        out[name] = {"exit_code": g.returncode, "first_line": first, "counts": doc.get("counts"), "wall_s": time.perf_counter() - t,
+                     "summary": doc.get("summary")}
         print(f"{name}: exit {g.returncode}: {first}")
     return out
 
@@ -153,7 +154,9 @@ def main() -> None:
           "| rule @ scope | largest spread | in variant | smallest room / spread | where |", "|---|---:|---|---:|---|"]
     md += [f"| `{r['rule']}` | {r['max_spread']:.3g} | {r['variant']} | {r['min_margin']:.3g} | {r['at']} |" for r in table]
     md += ["", "Planted regressions (the same tolerances):", ""]
-    md += [f"- {n}: exit {v['exit_code']}; first line: `{v['first_line']}`" for n, v in sens.items()]
+    for n, v in sens.items():
+        md += [f"- {n}: exit {v['exit_code']}, {v['counts']['fail']} of {sum(v['counts'].values())} checks fail:", "", "```",
+               v["first_line"], *(v.get("summary") or []), "```", ""]
     md += ["", "| target | measured | goal | met |", "|---|---:|---|---|"]
     md += [f"| {t['name']} | {t['measured']} {t['unit']} | {t['target']} | {t['met']} |" for t in targets]
     (bench / "cross_machine.md").write_text("\n".join(md) + "\n")

@@ -95,7 +95,8 @@ def test_fragile_model_fails_on_its_fp16_runner_with_the_rule_named(world, tmp_p
     assert "FAILED: regression" in md and "| fail | cpu-fp16 | nonfinite (deployment) |" in md
     lines = r.stdout.splitlines()
     # The first line names the runner and the deployment delta; the changed checkpoint is said before any group line.
-    assert lines[0].startswith("gate FAIL (engine regression): cpu-fp16 on ") and "nonfinite_rate 1, allowed <= 0" in lines[0]
+    assert lines[0].startswith("gate FAIL (engine regression): model changed (checkpoint fit ") and "nonfinite_rate 1, allowed <= 0" in lines[0]
+    assert lines[0].index("model changed") < lines[0].index("cpu-fp16 on ") < lines[0].index("nonfinite_rate")
     model = next(i for i, line in enumerate(lines) if "model changed: checkpoint fit" in line)
     assert model < next(i for i, line in enumerate(lines) if line.startswith("  FAIL "))
     assert "torch fp32 reference: unchanged" in r.stdout and not doc["reference_moved"]
@@ -240,7 +241,8 @@ def test_a_moved_torch_reference_is_reported_as_a_model_change(world, tmp_path):
     r = _gate(world, tmp_path / "g", "--checkpoint", other.path)
     assert r.returncode == 1, r.stdout + r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("gate FAIL (the model or its inputs changed, not the engine): torch fp32 moved: torch on "), lines[0]
+    assert lines[0].startswith("gate FAIL (the model or its inputs changed, not the engine): model changed (checkpoint fit "), lines[0]
+    assert "torch fp32 moved: torch on " in lines[0]
     assert "deployment deltas vs that torch:" in lines[0]
     assert any(line.startswith("provenance vs the baseline: model changed: checkpoint fit") for line in lines[1:3])
     assert "torch fp32 reference: MOVED" in r.stdout and _doc(tmp_path / "g")["reference_moved"]

@@ -17,6 +17,7 @@ from .baseline import FAMILIES, GATED, OVERALL
 
 # Which failure to name first: NaN/Inf outputs make every other metric of those frames absent, so
 # they are the cause to state; then the symptoms the seeds name (bend, swing, flicker), then parity.
+MAX_GROUP_LINES = 12  # in the log; gate.md and the report list every group
 FAMILY_ORDER = ("nonfinite", "added-bend", "added-jitter", "added-flicker", "parity", "pipeline-gap", "accuracy", "bend", "jitter")
 
 
@@ -142,26 +143,40 @@ def describe_check(c: dict) -> str:
             f"(baseline {_num(c.get('baseline'))}) at {where} [{what}]")
 
 
+def _model_note(doc: dict) -> str:
+    """'model changed (checkpoint a -> b), ' when the candidate's checkpoint is not the baseline's."""
+    bc = (doc["baseline"]["provenance"] or {}).get("checkpoint") or {}
+    cc = (doc["candidate"]["provenance"] or {}).get("checkpoint") or {}
+    if bc.get("sha256") == cc.get("sha256"):
+        return ""
+    return f"model changed (checkpoint {bc.get('name')} {_short(bc.get('sha256'))} -> {cc.get('name')} {_short(cc.get('sha256'))}); "
+
+
 def headline(doc: dict) -> str:
-    """The first line: the verdict, and what failed first (a runner and the delta it failed on)."""
+    """The first line: the verdict, whether the model changed, and what failed first (a runner and
+    the delta it failed on)."""
     checks, code = doc["checks"], doc["exit_code"]
     gs = groups(checks)
     moved = reference_moved(checks)
+    note = _model_note(doc)
     if doc["verdict"] == "pass":
-        return f"gate PASS: {len(checks)} checks passed (exit {code})"
+        return f"gate PASS: {note}{len(checks)} checks passed (exit {code})"
     if doc["verdict"] == "error":
         g = gs[0]
-        return f"gate FAIL (cannot compare): {describe_check(g['worst'])}; {len(gs) - 1} more group(s) (exit {code})"
+        return f"gate FAIL (cannot compare): {note}{describe_check(g['worst'])}; {len(gs) - 1} more group(s) (exit {code})"
     if moved:
         worst = max(moved, key=_excess)
         dep = [g for g in gs if g["status"] == "fail" and g["kind"] == "deployment"]
         tail = (f"deployment deltas vs that torch: {len(dep)} failing group(s), first {describe_check(dep[0]['worst'])}" if dep
                 else "deployment deltas vs that torch: all pass")
-        return f"gate FAIL (the model or its inputs changed, not the engine): torch fp32 moved: {describe_check(worst)}; {tail} (exit {code})"
+        return (f"gate FAIL (the model or its inputs changed, not the engine): {note}torch fp32 moved: {describe_check(worst)}; "
+                f"{tail} (exit {code})")
     first = next(g for g in gs if g["status"] == "fail")
     more = sum(g["status"] == "fail" for g in gs) - 1
     label = "engine regression" if first["kind"] == "deployment" else "regression"
-    return f"gate FAIL ({label}): {describe_check(first['worst'])}" + (f"; {more} more failing group(s)" if more else "") + f" (exit {code})"
+    unchanged = "torch fp32 unchanged; " if note else ""
+    return (f"gate FAIL ({label}): {note}{unchanged}{describe_check(first['worst'])}"
+            + (f"; {more} more failing group(s)" if more else "") + f" (exit {code})")
 
 
 def summary_lines(doc: dict) -> list[str]:
@@ -179,10 +194,12 @@ def summary_lines(doc: dict) -> list[str]:
     gs = groups(doc["checks"])
     if gs:
         lines.append("failures by runner x metric family (worst case of each):")
-        for g in gs:
+        for g in gs[:MAX_GROUP_LINES]:
             word = "FAIL " if g["status"] == "fail" else "ERROR"
             lines.append(f"  {word} {g['runner']:<10} {g['family']:<13} ({g['kind']}) {g['checks']:>4} check(s) on {','.join(g['pipelines'])}; "
                          f"worst: {describe_check(g['worst'])}")
+        if len(gs) > MAX_GROUP_LINES:
+            lines.append(f"  ... and {len(gs) - MAX_GROUP_LINES} more group(s) in gate.md and gate.json")
     n = doc["counts"]
     lines.append(f"{len(doc['checks'])} checks: {n['pass']} passed, {n['fail']} regressions, {n['error']} could not be compared")
     return lines
