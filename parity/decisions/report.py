@@ -357,7 +357,7 @@ def gate_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
 
     summary = doc.get("summary") or []
     sections = [("What differs, and what failed", "<ul>" + "".join(f"<li>{_e(line.strip())}</li>" for line in summary
-                                                                   if not line.startswith("  ")) + "</ul>")]
+                                                                   if not line.startswith(("  ", "failures by"))) + "</ul>")]
     gs = groups(doc["checks"])
     rows = [[_e(g["status"]), _e(g["runner"]), _e(f"{g['family']} ({g['kind']})"), str(g["checks"]), _e(", ".join(g["pipelines"])),
              _e(describe_check(g["worst"]))] for g in gs]
