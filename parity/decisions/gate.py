@@ -306,7 +306,7 @@ def gate(cfg: GateConfig):
     gate.md. Returns (out folder, gate document, exit code)."""
     from ..runs.inputs import new_run_id
     from .gate_outputs import junit_xml, markdown
-    from .gate_verdict import headline, reference_moved, summary_lines
+    from .gate_verdict import headline, provenance_lines, reference_moved, summary_lines
 
     started = datetime.now(timezone.utc)
     base = load_baseline(cfg.baseline)
@@ -342,11 +342,13 @@ def gate(cfg: GateConfig):
             "rename": rename,
             "rules": {m: {"higher_is_better": r.higher_is_better, "scopes": {s: asdict(t) for s, t in r.scopes.items()},
                           "nondeterministic": r.nondeterministic} for m, r in rules.items()},
-            "machine_differs": _machine_note(base.provenance.get("machine"), cand.provenance.get("machine")),
             "gate_git_sha": git_sha(),
             "checks": [asdict(c) for c in checks],
             "files": ["gate.json", "junit.xml", "gate.md"],
         }
+        # What differs from the baseline, computed once: the summary, gate.md and the report read it.
+        doc["differences"] = provenance_lines(base.provenance or {}, cand.provenance or {})
+        doc["machine_differs"] = next((d for d in doc["differences"] if d.startswith("machine differs")), None)
         doc["headline"] = headline(doc)
         doc["summary"] = summary_lines(doc)
         doc["reference_moved"] = bool(reference_moved(doc["checks"]))
@@ -355,13 +357,6 @@ def gate(cfg: GateConfig):
         atomic.write_json(out / "gate.json", doc)
         folder.finish(doc["files"])
     return out, doc, code
-
-
-def _machine_note(a: dict | None, b: dict | None) -> str | None:
-    if not a or not b or a == b:
-        return None
-    return f"baseline made on {a.get('cpu')} ({a.get('cpus')} CPUs), candidate on {b.get('cpu')} ({b.get('cpus')} CPUs): " \
-           "metrics marked nondeterministic may differ by machine"
 
 
 def _replay_candidate(cfg: GateConfig, base: RunView, rename: dict, run_dir: Path) -> None:

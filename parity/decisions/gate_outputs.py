@@ -82,7 +82,7 @@ def _table(head: list[str], rows: list[list[str]], more: int) -> list[str]:
 
 
 def markdown(doc: dict) -> str:
-    from .gate_verdict import describe_check, groups, provenance_lines, reference_moved
+    from .gate_verdict import describe_check, groups, reference_moved
 
     checks = doc["checks"]
     n = doc["counts"]
@@ -102,8 +102,7 @@ def markdown(doc: dict) -> str:
     ]
     if doc.get("rename"):
         lines.append("Compared as: " + ", ".join(f"`{a}` as `{b}`" for a, b in doc["rename"].items()) + ".")
-    prov = provenance_lines(bp or {}, doc["candidate"]["provenance"] or {})
-    lines += ["", "### What differs from the baseline", ""] + ([f"- {p}" for p in prov] or
+    lines += ["", "### What differs from the baseline", ""] + ([f"- {p}" for p in doc["differences"]] or
                                                                ["- nothing: same checkpoint, case bytes, pipelines, library versions and machine"])
     moved = reference_moved(checks)
     lines.append(f"- torch fp32 reference: **moved** on {len(moved)} check(s): the model or its inputs changed, not the engine" if moved

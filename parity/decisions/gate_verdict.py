@@ -181,9 +181,7 @@ def headline(doc: dict) -> str:
 
 def summary_lines(doc: dict) -> list[str]:
     """The lines after the headline: provenance differences, the torch reference, the groups."""
-    lines = []
-    prov = provenance_lines(doc["baseline"]["provenance"] or {}, doc["candidate"]["provenance"] or {})
-    lines += [f"provenance vs the baseline: {p}" for p in prov] or \
+    lines = [f"provenance vs the baseline: {p}" for p in doc["differences"]] or \
         ["provenance vs the baseline: same checkpoint, case bytes, pipelines, library versions and machine"]
     moved = reference_moved(doc["checks"])
     if moved:
