@@ -19,7 +19,7 @@ def _cmd_replay(args) -> int:
             out=args.out, batch_size=args.batch_size, cache_dir=args.cache_dir,
             progress=not args.no_progress, argv=sys.argv[1:], engines=args.engine or [], trt_timing_cache=args.trt_timing_cache,
             resume=args.resume, overwrite=args.overwrite, executor=args.executor, workers=args.workers, threads=args.threads,
-            ray_address=args.ray_address,
+            ray_address=args.ray_address, outputs=args.outputs or [],
         )
     )
     print(format_table(res.summary))
@@ -27,6 +27,23 @@ def _cmd_replay(args) -> int:
     if args.report:
         print(f"report: {_write_report(res.out)}")
     return res.exit_code
+
+
+def _cmd_export_inputs(args) -> int:
+    from .runs.export_inputs import command_lines, export_inputs
+    from .runs.sweep import parse_severities
+
+    path = export_inputs(args.cases, args.checkpoint, args.out, fmt=args.format, pipelines=args.pipeline, batch_size=args.batch_size,
+                         perturb=args.perturb, severities=parse_severities(args.severities) if args.severities else [],
+                         seed=args.seed, invariance_probe=args.invariance_probe, onnx=args.onnx, cache_dir=args.cache_dir,
+                         argv=sys.argv[1:])
+    from .runners.captures.manifest import read_manifest
+
+    m = read_manifest(path)
+    print(f"wrote {path}: {len(m.batches)} batches ({sum(b.size for b in m.batches if b.kind == 'frames')} frames) as {args.format}")
+    for line in command_lines(path):
+        print(line)
+    return 0
 
 
 def _write_report(folder) -> str:
@@ -309,6 +326,7 @@ def _cmd_gate(args) -> int:
     out, doc, code = gate(GateConfig(
         baseline=args.baseline, out=args.out, run=args.run, config=args.config, cases=args.cases, checkpoint=args.checkpoint,
         runners=args.runners, pipelines=args.pipeline, engines=args.engine or [], engine_as=args.engine_as, rename=args.rename or [],
+        outputs=args.outputs or [],
         batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress, argv=sys.argv[1:],
         overwrite=args.overwrite,
     ))
@@ -354,6 +372,13 @@ def _executor_options(p) -> None:
     p.add_argument("--ray-address", help="an existing Ray cluster (ray://host:10001 or host:6379); default: a local instance")
 
 
+def _outputs_option(p) -> None:
+    p.add_argument("--outputs", action="append", metavar="NAME=PATH",
+                   help="outputs captured on a target, run as runner NAME (repeatable): a capture-script folder, Polygraphy "
+                        "--save-outputs JSON, trtexec raw bindings (batch_*/) or --exportOutput JSON, .npy/.npz; options "
+                        ",inputs=EXPORT_DIR ,precision=fp16 ,format=F (docs/target.md)")
+
+
 def _folder_options(p) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the killed run in --out (the same command re-run does so too); refuse if there is none")
@@ -376,11 +401,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cache-dir", help="artifact cache (default $PARITY_CACHE_DIR or ~/.cache/parity)")
     r.add_argument("--engine", action="append", help="a prebuilt TensorRT .engine/.plan to run as an extra runner (repeatable)")
     r.add_argument("--trt-timing-cache", help="TensorRT timing cache file: read if present, written after a build (reproducible rebuilds)")
+    _outputs_option(r)
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html beside summary.json")
     _folder_options(r)
     _executor_options(r)
     r.set_defaults(func=_cmd_replay)
+
+    x = sub.add_parser("export-inputs", help="write the exact input tensors a replay feeds, for an engine run on the target (docs/target.md)")
+    x.add_argument("--cases", nargs="+", required=True)
+    x.add_argument("--checkpoint", default=default_checkpoint())
+    x.add_argument("--pipeline", default="vehicle", help="vehicle, training, both comma-separated, or a pipeline file")
+    x.add_argument("--perturb", help="also the inputs under these perturbations (names or a suite; not fgsm)")
+    x.add_argument("--severities", help="with --perturb: e.g. 1,3,5 or 1..5")
+    x.add_argument("--seed", type=int, default=0, help="the perturbations' seed (a sweep's --seed)")
+    x.add_argument("--batch-size", type=int, default=16, help="the replay's --batch-size (default 16)")
+    x.add_argument("--invariance-probe", action="store_true", help="per case and pipeline, one batch of its first frame repeated (batch-invariance rule)")
+    x.add_argument("--format", default="trtexec", choices=["trtexec", "polygraphy", "npy"])
+    x.add_argument("--onnx", default="fp32,fp16", help="ONNX graphs to write beside the inputs: fp32, fp16, both or none")
+    x.add_argument("--cache-dir")
+    x.add_argument("--out", required=True)
+    x.set_defaults(func=_cmd_export_inputs)
 
     t = sub.add_parser("train", help="train the reference row-anchor lane model")
     t.add_argument("--cases", nargs="+", required=True, help="training cases (GT required)")
@@ -565,6 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     ga.add_argument("--pipeline", help="comma-separated names or pipeline files (default: the baseline's pipelines)")
     ga.add_argument("--engine", action="append", help="a prebuilt TensorRT engine to gate in place of a baseline runner")
     ga.add_argument("--engine-as", help="the baseline runner the engine is compared as (default: the baseline's only trt-* runner)")
+    _outputs_option(ga)
     ga.add_argument("--as", dest="rename", action="append", metavar="CANDIDATE=BASELINE",
                     help="compare a candidate runner or pipeline under a baseline name (repeatable)")
     ga.add_argument("--out", help="output folder (default reports/gate-<run-id>): gate.json, junit.xml, gate.md, run/")

@@ -25,3 +25,7 @@ class CheckpointError(ParityError):
 
 class RunnerUnavailable(ParityError):
     """A runner needs a package or device this machine does not have."""
+
+
+class CaptureError(ParityError):
+    """Outputs captured on a target that do not belong to these inputs (another pipeline, a changed frame)."""

@@ -54,6 +54,7 @@ def make_tensorrt(version: str = "10.9.0"):
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.log = []
+    trt.batch_variant = None  # outputs -> outputs, applied after each execution
 
     class Logger:
         WARNING = 2
@@ -179,6 +180,8 @@ def make_tensorrt(version: str = "10.9.0"):
                 shape = self.shapes[n]
                 feed[n] = np.ctypeslib.as_array((ctypes.c_float * int(np.prod(shape))).from_address(self.addresses[n])).reshape(shape).copy()
             outs = e.session.run(e.outputs, feed)
+            if trt.batch_variant is not None:  # an engine whose kernels differ by batch position (TensorRT #4813)
+                outs = [trt.batch_variant(o) for o in outs]
             for n, o in zip(e.outputs, outs):
                 o = np.ascontiguousarray(o, dtype=np.float32)
                 ctypes.memmove(self.addresses[n], o.ctypes.data, o.nbytes)

@@ -34,6 +34,7 @@ class Gated:
     family: str
     upper: float  # the largest value the metric can honestly take
     needs_gt: bool = False  # absent wherever the case has no labelled frame (then "absent in both" is no finding)
+    optional: str | None = None  # why "absent in both" is not applicable (measured only where the run has what it needs)
 
 
 PX_MAX = 1e5  # lateral px: no camera is 100,000 px wide
@@ -48,6 +49,7 @@ FAMILIES = {
     "added-flicker": ("deployment", "lane existence flicker the deployed form adds over torch fp32"),
     "parity": ("deployment", "lateral difference from torch fp32"),
     "nonfinite": ("deployment", "NaN/Inf outputs"),
+    "batch-invariance": ("deployment", "the same frame gives other outputs at other positions of a batch"),
     "pipeline-gap": ("preprocessing", "vehicle vs training preprocessing, same runner"),
     "accuracy": ("model", "accuracy vs GT"),
     "bend": ("model", "bend vs GT"),
@@ -66,7 +68,12 @@ GATED = {
     "dx_ref_p99_px": Gated(False, "px", "lateral difference vs torch fp32 on the same pipeline, p99 over points", "parity", PX_MAX),
     "dx_ref_max_px": Gated(False, "px", "lateral difference vs torch fp32 on the same pipeline, max", "parity", PX_MAX),
     "nonfinite_rate": Gated(False, "", "share of frames with NaN/Inf output", "nonfinite", 1.0),
-    "pipeline_gap_p99_px": Gated(False, "px", "the same runner on the vehicle vs the training pipeline, p99 (vehicle rows only)", "pipeline-gap", PX_MAX),
+    "batch_variance_dx_max_px": Gated(False, "px", "largest lateral spread of one frame's lanes over the rows of a batch repeating it "
+                                      "(a capture's batch-invariance probe; inf: a lane lost in some row)", "batch-invariance", PX_MAX,
+                                      optional="neither run holds a batch-invariance probe for this runner (parity export-inputs "
+                                               "--invariance-probe)"),
+    "pipeline_gap_p99_px": Gated(False, "px", "the same runner on the vehicle vs the training pipeline, p99 (vehicle rows only)", "pipeline-gap", PX_MAX,
+                                 optional="neither run has this runner on both the vehicle and the training pipeline"),
     "accuracy": Gated(True, "", "TuSimple accuracy vs GT (labelled frames)", "accuracy", 1.0, needs_gt=True),
     "f1_50": Gated(True, "", "CULane F1 at IoU 0.5 vs GT", "accuracy", 1.0, needs_gt=True),
     "bend_p99_px": Gated(False, "px", "bend (excess chord deviation over GT) p99 over lane-frames", "bend", PX_MAX),

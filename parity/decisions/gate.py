@@ -190,6 +190,8 @@ def _check_value(rule: Rule, scope, case, runner, pipeline, measured: float, bas
     kw = dict(scope=scope, case=case, runner=runner, pipeline=pipeline, rule=rule.metric, tolerance=rule.describe(scope),
               nondeterministic=rule.nondeterministic, measured=measured, baseline=base)
     needs_base = rule.scopes[scope].relative_to_baseline and rule.scopes[scope].limit is None
+    if math.isnan(measured) and math.isnan(base) and GATED[rule.metric].optional:
+        return Check(status=PASS, message=f"not applicable: {GATED[rule.metric].optional}", **kw)
     if math.isnan(base) and needs_base:
         if math.isnan(measured) and GATED[rule.metric].needs_gt and not labelled:
             return Check(status=PASS, message="not applicable: no labelled frame to score against GT", **kw)
@@ -283,6 +285,7 @@ class GateConfig:
     pipelines: str | None = None
     engines: list[str] = field(default_factory=list)
     engine_as: str | None = None
+    outputs: list[str] = field(default_factory=list)  # captures, replayed as runners (parity.runners.captures)
     rename: list[str] = field(default_factory=list)  # NEW=OLD: a candidate runner/pipeline compared as the baseline's OLD
     overwrite: bool = False
     batch_size: int = 16
@@ -313,11 +316,12 @@ def gate(cfg: GateConfig):
     rules = load_rules(cfg.config)
     rename = parse_rename(cfg.rename)
     out = Path(cfg.out) if cfg.out else Path("reports") / f"gate-{new_run_id()}"
-    if cfg.run and (cfg.engines or cfg.checkpoint or cfg.cases or cfg.runners or cfg.pipelines):
+    if cfg.run and (cfg.engines or cfg.checkpoint or cfg.cases or cfg.runners or cfg.pipelines or cfg.outputs):
         raise UsageError("--run compares a finished replay: give either --run or the replay options (--checkpoint, --engine, ...)")
     run_key = sha256_json({"kind": "gate", "baseline": sha256_file(cfg.baseline), "rules": {m: asdict(r) for m, r in rules.items()},
                            "run": str(cfg.run), "cases": cfg.cases, "checkpoint": cfg.checkpoint, "runners": cfg.runners,
                            "pipelines": cfg.pipelines, "engines": cfg.engines, "engine_as": cfg.engine_as, "rename": rename,
+                           "outputs": [_capture_key(o) for o in cfg.outputs],
                            "code": source_hash(("decisions/gate.py", "decisions/baseline.py", "decisions/gate_outputs.py",
                                                 "decisions/gate_verdict.py"))})
     with RunFolder(out, "gate", run_key, describe={"baseline": str(cfg.baseline)}, replace=cfg.overwrite) as folder:
@@ -375,11 +379,34 @@ def _replay_candidate(cfg: GateConfig, base: RunView, rename: dict, run_dir: Pat
         target = cfg.engine_as or _default_engine_target(base, cfg.baseline)
         rename.setdefault(engine_runner, target)
         runners = [r for r in runners if r != target]
+    runners = _live_runners(cfg, base, runners, rename)
     pipelines = cfg.pipelines or ",".join(base.pipelines)
     # The gate owns run/: a replay of other settings left there by an earlier gate is replaced; the same one is resumed.
     replay(ReplayConfig(cases=cases, checkpoint=ckpt, runners=",".join(runners), pipelines=pipelines, out=str(run_dir),
                         batch_size=cfg.batch_size, cache_dir=cfg.cache_dir, progress=cfg.progress, argv=cfg.argv, engines=cfg.engines,
-                        overwrite=True))
+                        outputs=cfg.outputs, overwrite=True))
+
+
+def _live_runners(cfg: GateConfig, base: RunView, runners: list[str], rename: dict) -> list[str]:
+    """The runners to run here: a baseline runner that was a capture comes back only through --outputs."""
+    from ..runners.captures import CaptureSpec
+
+    given = {CaptureSpec.parse(o).name for o in cfg.outputs}
+    given |= {rename[n] for n in given if n in rename}  # a capture compared as a baseline runner stands in for it
+    captured = {r for r, info in (base.provenance.get("runners") or {}).items() if isinstance(info, dict) and info.get("backend") == "capture"}
+    missing = sorted(captured & set(runners) - given)
+    if missing:
+        raise UsageError(f"{cfg.baseline}: runner(s) {', '.join(missing)} were captures on a target; give each with "
+                         f"--outputs NAME=CAPTURE (or --runners without them)")
+    return [r for r in runners if r not in captured | given]
+
+
+def _capture_key(spec: str) -> dict:
+    """A capture in the gate's key: its options and the content of its files, never its path alone."""
+    from ..runners.captures import CaptureSpec, load_capture
+
+    s = CaptureSpec.parse(spec)
+    return {**s.to_dict(), "path": None, "inputs": None, "content": load_capture(s.absolute()).content_sha256()}
 
 
 def _default_engine_target(base: RunView, path) -> str:

@@ -139,18 +139,24 @@ _STACK = ExitStack()
 
 
 def active_runners(checkpoint_path: str, runner_names: list[str], cache_dir: str | None, engines: list[str] = (),
-                   trt_timing_cache: str | None = None):
-    """(checkpoint, [activated runners]) for this process, made once per checkpoint x runner list."""
+                   trt_timing_cache: str | None = None, captures: list[dict] = ()):
+    """(checkpoint, [activated runners]) for this process, made once per checkpoint x runner list
+    (captures: CaptureSpec dicts, read again here: a worker gets paths, never arrays)."""
     from ..models.checkpoint import load_checkpoint
     from ..runners import create, prebuilt_engine
     from ..runners.artifacts import ArtifactCache
 
     ckpt = load_checkpoint(checkpoint_path)
-    key = (ckpt.sha256, tuple(runner_names), cache_dir, tuple(engines), trt_timing_cache)
+    key = (ckpt.sha256, tuple(runner_names), cache_dir, tuple(engines), trt_timing_cache, repr(list(captures)))
     if key not in _ACTIVE:
         cache = ArtifactCache(cache_dir)
         runners = [create(n, ckpt, cache, trt_timing_cache=trt_timing_cache) for n in runner_names]
         runners += [prebuilt_engine(p) for p in engines]
+        if captures:
+            from ..runners.captured import CaptureRunner
+            from ..runners.captures import CaptureSpec, load_capture
+
+            runners += [CaptureRunner(load_capture(CaptureSpec(**c))) for c in captures]
         for r in runners:
             _STACK.enter_context(r)
         _ACTIVE[key] = (ckpt, runners)

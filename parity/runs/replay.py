@@ -17,14 +17,16 @@ import numpy as np
 
 from .. import atomic
 from ..cases.lanes import resample_rows
-from ..errors import UsageError
+from ..errors import CaptureError, UsageError
 from ..metrics import scoring
 from ..metrics.lateral import lateral_difference, metres_per_pixel
 from ..models.checkpoint import load_checkpoint
 from ..provenance import git_sha, machine, sha256_file, sha256_json, source_hash, versions
 from ..runners import REFERENCE, create, prebuilt_engine, resolve
 from ..runners.artifacts import ArtifactCache
+from ..runners.captured import CaptureMismatch, CaptureRunner
 from .batch import RunnerBatches, nonfinite_findings
+from .capture_checks import batch_invariance, realised_precision
 from .executor import ExecutorSpec, active_runners, release_runners
 from .folder import RunFolder
 from .inputs import load_all_cases, new_run_id, resolve_pipeline
@@ -52,6 +54,7 @@ class ReplayConfig:
     workers: int | None = None
     threads: int | None = None
     ray_address: str | None = None
+    outputs: list[str] = field(default_factory=list)  # captures: NAME=PATH[,inputs=DIR][,precision=P] (parity.runners.captures)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class ReplayResult:
 
 # Modules whose source decides a replay's numbers: a change to any of them is a different run.
 CODE = ("metrics", "preprocessing", "runners", "models", "cases", "colour.py", "runs/batch.py", "runs/replay.py", "runs/tables.py",
+        "runs/capture_checks.py",
         "runs/schema.py")
 
 
@@ -86,6 +90,8 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     cache = ArtifactCache(cfg.cache_dir)
     runners = [create(n, ckpt, cache, trt_timing_cache=cfg.trt_timing_cache) for n in names]  # every runner available, up front
     runners += [prebuilt_engine(p) for p in cfg.engines]
+    captures = _captures(cfg.outputs, [r.name for r in runners], pipelines)
+    runners += [CaptureRunner(c) for c in captures]
     runner_names = [r.name for r in runners]
     spec = ExecutorSpec.from_options(cfg.executor, cfg.workers, cfg.threads, cfg.ray_address)
 
@@ -94,7 +100,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     run_key = sha256_json({
         "kind": "replay", "checkpoint": ckpt.sha256, "runners": runner_names, "engines": [sha256_file(e) for e in cfg.engines],
         "pipelines": [p.to_dict() for p in pipelines], "batch_size": cfg.batch_size, "threads": spec.threads,
-        "code": source_hash(CODE), "versions": versions(),
+        "captures": [c.content_sha256() for c in captures], "code": source_hash(CODE), "versions": versions(),
     })
     describe = {"checkpoint": ckpt.name, "runners": ",".join(runner_names), "pipelines": ",".join(pipe_names)}
     errors: list[dict] = []
@@ -107,7 +113,8 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
                    disable=None if cfg.progress else True, file=sys.stderr)
         # Absolute paths: a worker may start elsewhere (a Ray worker's folder is its session's).
         unit = {"checkpoint": os.path.abspath(ckpt.path), "runners": names, "engines": [os.path.abspath(e) for e in cfg.engines], "pipelines": [p.to_dict() for p in pipelines],
-                "batch_size": cfg.batch_size, "cache_dir": os.path.abspath(cache.root), "trt_timing_cache": cfg.trt_timing_cache and os.path.abspath(cfg.trt_timing_cache)}
+                "batch_size": cfg.batch_size, "cache_dir": os.path.abspath(cache.root), "trt_timing_cache": cfg.trt_timing_cache and os.path.abspath(cfg.trt_timing_cache),
+                "captures": [c.spec.to_dict() for c in captures]}
         try:
             errors = parts.compute(spec, replay_unit, {c.name: {**unit, "case": os.path.abspath(c.root)} for c in parts.todo},
                                    lambda case, result: bar.update(len(case) * len(pipelines)))
@@ -121,6 +128,8 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
         # Everything below reads the parts back, whether this run computed them or a killed one did.
         done, written = parts.collect("frames.parquet")
         results, per_case, gaps = _summarise([(c, read_groups(lt, jt)) for c, lt, jt in done], runner_names, pipe_names, runner_info)
+        capture_runners = [r for r in runners if isinstance(r, CaptureRunner)]
+        _add_batch_invariance(results, per_case, batch_invariance(capture_runners, adapter, pipelines))
         summary = {
             "schema": "parity.replay/1",
             "run_id": run_id,
@@ -154,7 +163,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
             "per_case": per_case,
             "errors": errors,
         }
-        summary["findings"] = nonfinite_findings(summary["results"])
+        summary["findings"] = nonfinite_findings(summary["results"]) + realised_precision(capture_runners, summary["results"])
         summary["files"] = written + ["summary.json"]
         if summary["findings"]:
             exit_code = max(exit_code, 1)
@@ -170,7 +179,7 @@ def replay_unit(payload: dict) -> dict:
     from ..preprocessing.pipeline import Pipeline
 
     ckpt, runners = active_runners(payload["checkpoint"], payload["runners"], payload["cache_dir"], payload["engines"],
-                                   payload["trt_timing_cache"])
+                                   payload["trt_timing_cache"], payload.get("captures", ()))
     pipelines = [Pipeline.from_dict(p) for p in payload["pipelines"]]
     case = load_case(payload["case"])
     tables, jitter_rows = _replay_case(case, ckpt, ckpt.adapter(), pipelines, runners, payload["batch_size"])
@@ -184,10 +193,15 @@ def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size) -> tuple[l
     mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
     outputs: dict[tuple[str, str], object] = {}
     for pipe in pipelines:
-        batches = RunnerBatches(runners, adapter, case.width)
+        spec_sha = sha256_json(pipe.to_dict())
+        fed = [r for r in runners if not isinstance(r, CaptureRunner) or spec_sha in r.pipeline_sha256]
+        batches = RunnerBatches(fed, adapter, case.width)
         for start in range(0, len(case), batch_size):
-            idx = range(start, min(start + batch_size, len(case)))
-            batches.feed(pipe.prepare(case, idx))
+            idx = np.arange(start, min(start + batch_size, len(case)))
+            try:
+                batches.feed(pipe.prepare(case, idx))
+            except CaptureMismatch as exc:
+                raise capture_mismatch(exc, next(r for r in fed if r.name == exc.capture), case, pipe.name, spec_sha, idx) from None
         for name, o in batches.outputs().items():
             outputs[(name, pipe.name)] = o
     lanes = {k: o.x for k, o in outputs.items()}
@@ -205,6 +219,50 @@ def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size) -> tuple[l
                                 "perturbation": "none", "severity": 0, "lane_name": adapter.lane_names[row["lane"]],
                                 "reference": ref_name, **row})
     return tables, jitter_rows
+
+
+def _captures(specs: list[str], taken: list[str], pipelines) -> list:
+    """Every --outputs capture, read and checked up front: names unique, each covering a pipeline of the run."""
+    from ..provenance import sha256_json
+    from ..runners.captures import CaptureSpec, load_capture
+
+    out = []
+    shas = {sha256_json(p.to_dict()) for p in pipelines}
+    for s in specs:
+        spec = CaptureSpec.parse(s).absolute()
+        if spec.name in taken or spec.name in [c.name for c in out]:
+            raise UsageError(f"--outputs {s!r}: the name {spec.name!r} is already a runner of this run")
+        cap = load_capture(spec)
+        if not shas & {b.pipeline_sha256 for b in cap.manifest.batches}:
+            have = sorted({b.pipeline for b in cap.manifest.batches})
+            raise UsageError(f"{cap.path}: made on pipeline(s) {', '.join(have)} whose spec is none of this run's "
+                             f"({', '.join(p.name for p in pipelines)}); export the inputs with this run's pipeline")
+        out.append(cap)
+    return out
+
+
+def capture_mismatch(exc, runner, case, pipeline: str, spec_sha: str, idx):
+    """The CaptureMismatch of one batch as a one-line refusal naming the case and the first frame that differs."""
+    frame = int(idx[exc.rows[0]])
+    expected = runner.capture.manifest.expected(case.name, spec_sha)
+    if frame in expected:
+        why = (f"its input differs from the one exported (sha256 {exc.hashes[0][:12]} here, {expected[frame][:12]} in "
+               f"{runner.capture.manifest.path}): the case or the pipeline changed since the export")
+    else:
+        why = f"{runner.capture.manifest.path} has no frame {frame} of {case.name} on this pipeline"
+    return CaptureError(f"capture {exc.capture!r} ({runner.capture.path}) was made from other inputs: case {case.name} frame {frame} "
+                        f"({pipeline} pipeline): {why}; export the inputs again and capture again")
+
+
+def _add_batch_invariance(results, per_case, found: dict) -> None:
+    """The probes' figures on the rows of their case x runner x pipeline, and each runner's worst over cases."""
+    for row in per_case:
+        row.update(found.get((row["case"], row["runner"], row["pipeline"]), {}))
+    for r in results:
+        vals = [v for (c, rn, pn), v in found.items() if rn == r["runner"] and pn == r["pipeline"]]
+        if vals:
+            for k in ("batch_variance_raw_max", "batch_variance_dx_max_px"):
+                r[k] = max(v[k] for v in vals)
 
 
 def _summarise(per_case_groups, runner_names, pipe_names, runner_info):
