@@ -213,7 +213,7 @@ def _cmd_sweep(args) -> int:
         perturb=args.perturb, severities=parse_severities(args.severities), window_s=args.window_s, seed=args.seed,
         out=args.out, batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress, argv=sys.argv[1:],
         resume=args.resume, overwrite=args.overwrite, executor=args.executor, workers=args.workers, threads=args.threads,
-        ray_address=args.ray_address,
+        ray_address=args.ray_address, outputs=args.outputs or [],
     ))
     for runner in dict.fromkeys(r["runner"] for r in summary["results"]):
         print(format_summary(summary, runner))
@@ -286,6 +286,10 @@ def _cmd_localize(args) -> int:
     from .runners.artifacts import ArtifactCache
     from .runs.localize import bar_chart, format_result, localize
 
+    if args.capture:
+        return _localize_capture(args)
+    if not args.case:
+        raise UsageError("localize needs --case (or --capture DIR: layer tensors from a target)")
     res = localize(load_checkpoint(args.checkpoint), load_case(args.case), runner=args.runner, pipeline=args.pipeline,
                    frames=args.frames, tolerance_px=args.tolerance_px, max_keep=args.max_keep, cache=ArtifactCache(args.cache_dir))
     print(format_result(res))
@@ -293,6 +297,21 @@ def _cmd_localize(args) -> int:
     atomic.write_json(out / "localize.json", res)
     print(f"wrote {bar_chart(res, out / 'layers.png')} and {out / 'localize.json'}")
     return 0 if res["ok"] else 1  # no set within --max-keep or the tolerance, or one the whole case does not confirm
+
+
+def _localize_capture(args) -> int:
+    from . import atomic
+    from .models.checkpoint import load_checkpoint
+    from .runners.artifacts import ArtifactCache
+    from .runs.localize_capture import format_capture_result, localize_capture
+
+    res = localize_capture(load_checkpoint(args.checkpoint), args.capture, inputs=args.inputs, batch=args.batch,
+                           tolerance_px=args.tolerance_px, max_keep=args.max_keep, search=args.search, cache=ArtifactCache(args.cache_dir))
+    print(format_capture_result(res))
+    out = Path(args.out)
+    atomic.write_json(out / "localize.json", res)
+    print(f"wrote {out / 'localize.json'}")
+    return 1 if res["first_diverging"] else 0
 
 
 def _cmd_zoo(args) -> int:
@@ -511,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", help="output folder (default reports/sweep-<run-id>)")
     sw.add_argument("--batch-size", type=int, default=16)
     sw.add_argument("--cache-dir")
+    _outputs_option(sw)
     sw.add_argument("--no-progress", action="store_true")
     _folder_options(sw)
     _executor_options(sw)
@@ -562,7 +582,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     lo = sub.add_parser("localize", help="rank nodes by what reduced precision does to the lanes; the minimal set to keep in fp32")
     lo.add_argument("--checkpoint", required=True)
-    lo.add_argument("--case", required=True)
+    lo.add_argument("--case", help="the case to localize on (not with --capture)")
+    lo.add_argument("--capture", help="layer tensors from a target: trtexec --saveAllDebugTensors folder, a capture folder with "
+                                      "debug/, or Polygraphy --onnx-outputs mark all JSON (docs/target.md)")
+    lo.add_argument("--inputs", help="with --capture: the export folder (default: found beside the capture)")
+    lo.add_argument("--batch", help="with --capture: the exported batch the tensors are of (default: the folder's name or the first)")
+    lo.add_argument("--no-search", dest="search", action="store_false", help="with --capture: skip the keep-set search")
     lo.add_argument("--runner", default="cpu-fp16", help="cpu-fp16 (real fp16, every node; default) or ort-fp16 (the fp16 ONNX graph, fp32 activations: weight rounding only)")
     lo.add_argument("--pipeline", default="vehicle")
     lo.add_argument("--frames", type=int, default=16, help="frames sampled for the node ranking and the search (the set is verified on all)")

@@ -359,3 +359,28 @@ def test_export_output_parser_reads_trtexec_text_with_nan_and_inf(tmp_path):
     got = parse_export_output((tmp_path / "o.json").read_text(), "o.json")["out/0"]
     assert got.shape == (2, 3) and np.isnan(got[0, 2]) and got[1, 0] == np.inf and got[1, 1] == -np.inf
     assert got[0, 0] == pytest.approx(1.23457, abs=1e-6) and got[0, 1] == pytest.approx(-2.5e-05)
+
+
+def test_sweep_takes_a_capture_of_perturbed_inputs(cases, cache_dir, tmp_path):
+    """export-inputs --perturb writes what the sweep feeds under each perturbation x severity; the
+    engine's outputs of them (an .npz) give the sweep the same figures as parity's own ort-fp16."""
+    exp = tmp_path / "exp"
+    res = run_cli("export-inputs", "--cases", cases, "--checkpoint", REFERENCE, "--format", "npy", "--batch-size", BATCH,
+                  "--perturb", "crop_shift_x,channel_swap", "--severities", "1,3", "--onnx", "fp16", "--cache-dir", cache_dir, "--out", exp)
+    assert res.returncode == 0, res.stderr
+    m, engine = read_manifest(exp), ort_engine(exp)
+    assert {(b.perturbation, b.severity) for b in m.batches} == {("none", 0), ("crop_shift_x", 1), ("crop_shift_x", 3),
+                                                                  ("channel_swap", 1), ("channel_swap", 3)}
+    np.savez(tmp_path / "out.npz", **{b.id: engine(np.load(exp / b.tensor["file"]))[m.output_name] for b in m.batches})
+    res = run_cli("sweep", "--cases", cases, "--checkpoint", REFERENCE, "--runners", "torch,ort-fp16", "--perturb", "crop_shift_x,channel_swap",
+                  "--severities", "1,3", "--window-s", "0", "--batch-size", BATCH, "--outputs", f"cap-fp16={tmp_path / 'out.npz'},inputs={exp}",
+                  "--cache-dir", cache_dir, "--out", tmp_path / "sweep", "--no-progress")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    rows = json.loads((tmp_path / "sweep" / "summary.json").read_text())["results"]
+    by = {(r["runner"], r["perturbation"], r["severity"]): r for r in rows}
+    keys = [k[1:] for k in by if k[0] == "ort-fp16"]
+    assert len(keys) == 5
+    for k in keys:
+        a, b = by[("ort-fp16", *k)], by[("cap-fp16", *k)]
+        for metric in ("dx_ref_mean_px", "dx_ref_p99_px", "argmax_flip_rate", "accuracy", "raw_max"):
+            assert a.get(metric) == pytest.approx(b.get(metric), abs=1e-6, nan_ok=True), (k, metric)

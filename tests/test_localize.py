@@ -5,6 +5,7 @@ its node in the exported ONNX graph."""
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -217,3 +218,95 @@ def test_ort_fp16_finds_weight_rounding_only(overflow, tiny_case, cache):
     res = localize(overflow, load_case(tiny_case), runner="ort-fp16", frames=2, cache=cache, tolerance_px=2.0)
     assert res["before"]["nonfinite_frames"] == 0 and res["keep_fp32"] == [] and res["ok"]  # the overflow is invisible there
     assert "fp16 weights, fp32 activations" in res["label"] and all(e["onnx"] for e in res["nodes"])
+
+
+# -- layer tensors from a target: `localize --capture` ------------------------------------------------
+
+def _export(ck, tiny_case, tmp_path, fmt="npy", batch=2):
+    out = tmp_path / f"export-{fmt}"
+    res = run_cli("export-inputs", "--cases", tiny_case, "--checkpoint", ck.path, "--format", fmt, "--batch-size", batch,
+                  "--onnx", "fp16" if fmt == "polygraphy" else "none", "--out", out)
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def _fp16_layer_tensors(ck, x, cache) -> dict:
+    """Every node's output of a real fp16 computation of `x` (parity's cpu-fp16: each op in fp16),
+    under the ONNX value name TensorRT gives the tensor (the output of the node's last ONNX node)."""
+    import onnx
+
+    ex = HalfExecutor(ck.build_model())
+    ex.recorded = {}
+    with torch.inference_mode():
+        ex(torch.from_numpy(x))
+    acts = ex.recorded
+    path, _ = export_onnx(ck, cache)
+    names = map_to_onnx(candidate_nodes(ex), onnx_data_nodes(path))
+    outputs = {n.name: n.output[0] for n in onnx.load(str(path)).graph.node}
+    return {outputs[names[k][-1]]: v.numpy() for k, v in acts.items() if names.get(k)}
+
+
+def test_capture_names_the_planted_overflow_layer_first(overflow, tiny_case, tmp_path, cache):
+    """trtexec's debug-tensor files (tests/trtexec_files.py) holding a real fp16 computation of the
+    overflow model: the conv where inf starts is the first diverging layer, nothing before it is over
+    fp16 rounding, and the keep-set search starting there fixes the lanes."""
+    from parity.runners.captures.manifest import read_manifest
+
+    from . import trtexec_files
+
+    exp = _export(overflow, tiny_case, tmp_path)
+    m = read_manifest(exp)
+    x = np.load(exp / m.batches[0].tensor["file"])
+    trtexec_files.debug_tensors(tmp_path / "dbg" / "batch_0000", _fp16_layer_tensors(overflow, x, cache), executions=2)
+    res = run_cli("localize", "--checkpoint", overflow.path, "--capture", tmp_path / "dbg" / "batch_0000", "--inputs", exp,
+                  "--out", tmp_path / "out")
+    assert res.returncode == 1, res.stderr  # a diverging layer was found
+    doc = json.loads((tmp_path / "out" / "localize.json").read_text())
+    assert doc["first_diverging"]["node"] == "backbone.3" and doc["first_diverging"]["nonfinite"] > 0
+    assert doc["first_diverging"]["lane_effect_px"] is None  # inf: alone, that layer's tensor loses the lanes
+    before = [r for r in doc["layers"] if r["compared"] and r["depth"] < next(r["depth"] for r in doc["layers"] if r.get("node") == "backbone.3")]
+    assert before and not any(r["exceeds"] for r in before) and all(r["rel_l2"] < r["budget_rel_l2"] for r in before)
+    assert "backbone.3" in doc["keep_fp32"] and "/backbone/backbone.3/Conv" in doc["nodes_to_exclude"] and doc["keep_within_tolerance"]
+    assert "first diverging layer: backbone.3" in res.stdout
+
+
+def test_capture_of_a_healthy_model_has_no_diverging_layer(fitted, tiny_case, tmp_path, cache):
+    """The same real fp16 computation of the healthy model stays within what fp16 rounding explains."""
+    from parity.runners.captures.manifest import read_manifest
+    from parity.runs.localize_capture import localize_capture
+
+    from . import trtexec_files
+
+    exp = _export(fitted, tiny_case, tmp_path)
+    x = np.load(exp / read_manifest(exp).batches[0].tensor["file"])
+    trtexec_files.debug_tensors(tmp_path / "batch_0000", _fp16_layer_tensors(fitted, x, cache))
+    res = localize_capture(fitted, str(tmp_path / "batch_0000"), inputs=str(exp), search=False, cache=cache)
+    assert res["first_diverging"] is None and res["compared"] >= 10
+    assert max(r["rel_l2"] for r in res["layers"] if r["compared"]) > 0  # fp16 rounding is there, and measured
+
+
+def test_polygraphy_mark_all_outputs_map_node_for_node(fitted, tiny_case, tmp_path, cache):
+    """Polygraphy's own `--onnx-outputs mark all` JSON of parity's fp16 graph: every value it saves
+    that a torch node computes is compared with that node (onnxruntime's CPU provider computes the
+    fp16 graph in fp32, so this checks the format and the mapping, not an overflow)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from parity.runs.localize_capture import localize_capture
+
+    exp = _export(fitted, tiny_case, tmp_path, fmt="polygraphy")
+    poly = shutil.which("polygraphy") or str(Path(sys.executable).with_name("polygraphy"))
+    r = subprocess.run([poly, "run", str(exp / "model.fp16.onnx"), "--onnxrt", "--onnx-outputs", "mark", "all", "--load-inputs",
+                        str(exp / "inputs.polygraphy.json"), "--save-outputs", str(exp / "layers.json")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    res = localize_capture(fitted, str(exp / "layers.json"), batch="batch_0001", search=False, cache=cache)
+    ex = HalfExecutor(fitted.build_model())
+    with torch.inference_mode():
+        ex(torch.from_numpy(np.zeros((1, 3, 112, 288), np.float32)))
+    path, _ = export_onnx(fitted, cache)
+    expected = {k for k, v in map_to_onnx(candidate_nodes(ex), onnx_data_nodes(path)).items() if v}
+    assert {r["node"] for r in res["layers"] if r["compared"]} == expected  # node for node
+    assert res["batch"] == "batch_0001" and res["frames"] == [2, 3]
+    assert res["first_diverging"] is None and all(r["rel_l2"] < 1e-2 for r in res["layers"] if r["compared"])

@@ -37,10 +37,11 @@ class CaptureRunner(Runner):
         self.rows: dict[str, tuple[str, int]] = {}
         self._gpu_ms = float("nan")
 
-    @property
-    def pipeline_sha256(self) -> set[str]:
-        """The pipeline specs the capture has frames for (a replay feeds it only those)."""
-        return {b.pipeline_sha256 for b in self.capture.manifest.batches if b.id in self.capture.outputs}
+    def covers(self, pipeline_sha256: str, perturbation: str = "none", severity: int = 0) -> bool:
+        """Whether the capture has frames of this pipeline spec under this perturbation (a run feeds it only those)."""
+        return any(b.id in self.capture.outputs and b.kind == "frames" and b.pipeline_sha256 == pipeline_sha256
+                   and b.perturbation == perturbation and (perturbation == "none" or b.severity == severity)
+                   for b in self.capture.manifest.batches)
 
     def activate_impl(self) -> None:
         self.rows = self.capture.frame_rows()

@@ -163,6 +163,8 @@ class HalfExecutor:
         self.memo = False
         self._memo_input = None
         self._runs: list[tuple[tuple, dict]] = []
+        self.override: dict = {}  # node id -> tensor put in place of that node's output (a target's layer tensor)
+        self.recorded: dict | None = None  # node id -> output of the last run, when set to {}
         self.set_memo(memo)
         self.set_keep(keep_fp32)
 
@@ -290,6 +292,11 @@ class HalfExecutor:
                         if n.op == "get_attr":
                             env[n] = self.attrs[n.target][1]
                 env[node] = self._run_node(node, env, half)
+                nid = node_id(node)
+                if nid in self.override:
+                    env[node] = self.override[nid].to(env[node].dtype)
+                if self.recorded is not None:
+                    self.recorded[nid] = env[node]
                 for n in node.all_input_nodes:
                     if n.op == "get_attr":
                         env[n] = self.attrs[n.target][0]

@@ -1,4 +1,4 @@
-"""What a run reads before it starts: every case validated up front, pipelines by name or file, a run id."""
+"""What a run reads before it starts: every case validated up front, pipelines by name or file, captures, a run id."""
 from __future__ import annotations
 
 import secrets
@@ -39,3 +39,23 @@ def load_all_cases(paths: list[str]) -> list[Case]:
     if dupes:
         raise CaseError([f"case name {n!r} is used by more than one case folder" for n in dupes])
     return cases
+
+
+def load_captures(specs: list[str], taken: list[str], pipelines) -> list:
+    """Every --outputs capture, read and checked up front: names unique, each covering a pipeline of the run."""
+    from ..provenance import sha256_json
+    from ..runners.captures import CaptureSpec, load_capture
+
+    out = []
+    shas = {sha256_json(p.to_dict()) for p in pipelines}
+    for s in specs:
+        spec = CaptureSpec.parse(s).absolute()
+        if spec.name in taken or spec.name in [c.name for c in out]:
+            raise UsageError(f"--outputs {s!r}: the name {spec.name!r} is already a runner of this run")
+        cap = load_capture(spec)
+        if not shas & {b.pipeline_sha256 for b in cap.manifest.batches}:
+            have = sorted({b.pipeline for b in cap.manifest.batches})
+            raise UsageError(f"{cap.path}: made on pipeline(s) {', '.join(have)} whose spec is none of this run's "
+                             f"({', '.join(p.name for p in pipelines)}); export the inputs with this run's pipeline")
+        out.append(cap)
+    return out

@@ -29,7 +29,7 @@ from .batch import RunnerBatches, nonfinite_findings
 from .capture_checks import batch_invariance, realised_precision
 from .executor import ExecutorSpec, active_runners, release_runners
 from .folder import RunFolder
-from .inputs import load_all_cases, new_run_id, resolve_pipeline
+from .inputs import load_all_cases, load_captures, new_run_id, resolve_pipeline
 from .tables import CaseParts, lane_table, read_groups
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     cache = ArtifactCache(cfg.cache_dir)
     runners = [create(n, ckpt, cache, trt_timing_cache=cfg.trt_timing_cache) for n in names]  # every runner available, up front
     runners += [prebuilt_engine(p) for p in cfg.engines]
-    captures = _captures(cfg.outputs, [r.name for r in runners], pipelines)
+    captures = load_captures(cfg.outputs, [r.name for r in runners], pipelines)
     runners += [CaptureRunner(c) for c in captures]
     runner_names = [r.name for r in runners]
     spec = ExecutorSpec.from_options(cfg.executor, cfg.workers, cfg.threads, cfg.ray_address)
@@ -194,7 +194,7 @@ def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size) -> tuple[l
     outputs: dict[tuple[str, str], object] = {}
     for pipe in pipelines:
         spec_sha = sha256_json(pipe.to_dict())
-        fed = [r for r in runners if not isinstance(r, CaptureRunner) or spec_sha in r.pipeline_sha256]
+        fed = [r for r in runners if not isinstance(r, CaptureRunner) or r.covers(spec_sha)]
         batches = RunnerBatches(fed, adapter, case.width)
         for start in range(0, len(case), batch_size):
             idx = np.arange(start, min(start + batch_size, len(case)))
@@ -219,26 +219,6 @@ def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size) -> tuple[l
                                 "perturbation": "none", "severity": 0, "lane_name": adapter.lane_names[row["lane"]],
                                 "reference": ref_name, **row})
     return tables, jitter_rows
-
-
-def _captures(specs: list[str], taken: list[str], pipelines) -> list:
-    """Every --outputs capture, read and checked up front: names unique, each covering a pipeline of the run."""
-    from ..provenance import sha256_json
-    from ..runners.captures import CaptureSpec, load_capture
-
-    out = []
-    shas = {sha256_json(p.to_dict()) for p in pipelines}
-    for s in specs:
-        spec = CaptureSpec.parse(s).absolute()
-        if spec.name in taken or spec.name in [c.name for c in out]:
-            raise UsageError(f"--outputs {s!r}: the name {spec.name!r} is already a runner of this run")
-        cap = load_capture(spec)
-        if not shas & {b.pipeline_sha256 for b in cap.manifest.batches}:
-            have = sorted({b.pipeline for b in cap.manifest.batches})
-            raise UsageError(f"{cap.path}: made on pipeline(s) {', '.join(have)} whose spec is none of this run's "
-                             f"({', '.join(p.name for p in pipelines)}); export the inputs with this run's pipeline")
-        out.append(cap)
-    return out
 
 
 def capture_mismatch(exc, runner, case, pipeline: str, spec_sha: str, idx):

@@ -30,7 +30,7 @@ from ..provenance import git_sha, machine, sha256_json, source_hash, versions
 from ..runners import REFERENCE, create, resolve
 from ..runners.artifacts import ArtifactCache
 from .batch import RunnerBatches, nonfinite_findings
-from .inputs import load_all_cases, new_run_id, resolve_pipeline
+from .inputs import load_all_cases, load_captures, new_run_id, resolve_pipeline
 from .executor import ExecutorSpec, active_runners, release_runners
 from .folder import RunFolder
 from .tables import CaseParts, lane_table, read_groups
@@ -60,6 +60,7 @@ class SweepConfig:
     cache_dir: str | None = None
     progress: bool = True
     argv: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # captures of `export-inputs --perturb` (parity.runners.captures)
 
 
 def parse_severities(spec: str) -> list[int]:
@@ -100,6 +101,7 @@ def sweep(cfg: SweepConfig):
         raise UsageError("--batch-size must be at least 1")
     cache = ArtifactCache(cfg.cache_dir)
     [create(n, ckpt, cache) for n in names]  # every runner available here, before anything runs
+    captures = load_captures(cfg.outputs, names, [pipe])
     spec = ExecutorSpec.from_options(cfg.executor, cfg.workers, cfg.threads, cfg.ray_address)
 
     out = Path(cfg.out) if cfg.out else Path("reports") / f"sweep-{new_run_id()}"
@@ -107,6 +109,7 @@ def sweep(cfg: SweepConfig):
         "kind": "sweep", "checkpoint": ckpt.sha256, "runners": names, "pipeline": pipe.to_dict(),
         "perturbations": [(p.name, [str(v) for v in p.values]) for p in perts], "severities": cfg.severities, "window_s": cfg.window_s,
         "seed": cfg.seed, "batch_size": cfg.batch_size, "threads": spec.threads, "code": source_hash(CODE), "versions": versions(),
+        "captures": [c.content_sha256() for c in captures],
     })
     describe = {"checkpoint": ckpt.name, "runners": ",".join(names), "perturb": cfg.perturb, "severities": cfg.severities}
     errors = []
@@ -121,7 +124,7 @@ def sweep(cfg: SweepConfig):
         # Absolute paths: a worker may start elsewhere (a Ray worker's folder is its session's).
         unit = {"checkpoint": os.path.abspath(ckpt.path), "runners": names, "pipeline": pipe.to_dict(), "perturbations": [p.name for p in perts],
                 "severities": cfg.severities, "window_s": cfg.window_s, "seed": cfg.seed, "batch_size": cfg.batch_size,
-                "cache_dir": os.path.abspath(cache.root)}
+                "cache_dir": os.path.abspath(cache.root), "captures": [c.spec.to_dict() for c in captures]}
         try:
             errors = parts.compute(spec, sweep_unit, {c.name: {**unit, "case": os.path.abspath(c.root)} for c in parts.todo},
                                    lambda case, result: bar.update(len(windows[case.name]) * per_frame))
@@ -164,8 +167,12 @@ def sweep(cfg: SweepConfig):
     return out, summary, code
 
 
-def _run(runners, adapter, feed_fn, idx, width, batch):
-    """Every runner's outputs for frames `idx`, each batch prepared once and fed to all of them."""
+def _run(runners, adapter, feed_fn, idx, width, batch, pipe=None, perturbation="none", severity=0):
+    """Every runner's outputs for frames `idx`, each batch prepared once and fed to all of them (a
+    capture only where it holds this pipeline and perturbation: export-inputs --perturb)."""
+    if pipe is not None:
+        spec = sha256_json(pipe.to_dict())
+        runners = [r for r in runners if not hasattr(r, "covers") or r.covers(spec, perturbation, severity)]
     batches = RunnerBatches(runners, adapter, width, keep_logits={REFERENCE})
     for s in range(0, len(idx), batch):
         batches.feed(feed_fn(idx[s : s + batch]))
@@ -177,7 +184,7 @@ def sweep_unit(payload: dict) -> dict:
     from ..cases.format import load_case
     from ..preprocessing.pipeline import Pipeline
 
-    ckpt, runners = active_runners(payload["checkpoint"], payload["runners"], payload["cache_dir"])
+    ckpt, runners = active_runners(payload["checkpoint"], payload["runners"], payload["cache_dir"], captures=payload.get("captures", ()))
     perts = [perturb.get(n) for n in payload["perturbations"]]
     fgsm_model = ckpt.build_model() if any(p.stage == "tensor" and p.name == "fgsm" for p in perts) else None
     case = load_case(payload["case"])
@@ -193,7 +200,7 @@ def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, perts, fgsm_
     mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
     track_gt = scoring.gt_usable_for_tracking(case, adapter)
     decoded = DecodedFrames()  # each frame decoded once for every perturbation that decodes it the same way
-    clean = _run(runners, adapter, lambda f: pipe.prepare(case, f, decoded=decoded), idx, case.width, cfg["batch_size"])
+    clean = _run(runners, adapter, lambda f: pipe.prepare(case, f, decoded=decoded), idx, case.width, cfg["batch_size"], pipe)
     # FGSM pushes away from the GT where a frame is labelled, else from the clean prediction.
     targets = {int(f): c for f, c in zip(idx, clean[REFERENCE].logits.argmax(axis=1))}
     if gt is not None:
@@ -219,7 +226,8 @@ def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, perts, fgsm_
                                 "severity": sev, "lane_name": adapter.lane_names[row["lane"]], "reference": ref_name, **row})
 
     for r in runners:
-        record("none", 0, r, clean[r.name], idx, case.timestamps[idx], clean[r.name].x)
+        if r.name in clean:
+            record("none", 0, r, clean[r.name], idx, case.timestamps[idx], clean[r.name].x)
     order = {int(f): k for k, f in enumerate(idx)}
     for p in perts:
         for sev in cfg["severities"]:
@@ -230,8 +238,9 @@ def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, perts, fgsm_
             slots, src = idx[keep], fed[idx][keep]
             ref_pos = np.array([order[int(f)] for f in slots], dtype=int)
             hooks = applied.hooks()
-            outs = _run(runners, adapter, lambda f: ppipe.prepare(case, f, hooks=hooks, decoded=decoded), src, case.width, cfg["batch_size"])
-            for r in runners:
+            outs = _run([r for r in runners if r.name in clean], adapter, lambda f: ppipe.prepare(case, f, hooks=hooks, decoded=decoded), src,
+                        case.width, cfg["batch_size"], pipe, p.name, sev)
+            for r in (r for r in runners if r.name in outs):
                 record(p.name, sev, r, outs[r.name], slots, ts[slots], clean[r.name].x[ref_pos])
     return tables, jitter_rows
 

@@ -167,13 +167,14 @@ class DebugWriter:
         self.cuda.sync()
         self.cuda.dtoh(arr, addr)
         self.cuda.sync()
-        fname = safe(name) + ".npy"
+        fname = f"{len(self.summary):04d}_{safe(name)}.npy"  # trtexec's naming: a counter, then the name
         np.save(os.path.join(self.folder, fname), arr)
-        finite = np.isfinite(arr.astype(np.float32))
-        vals = arr.astype(np.float64)[finite]
-        self.summary.append({"name": name, "file": fname, "shape": list(arr.shape), "dtype": arr.dtype.name,
-                             "min": float(vals.min()) if vals.size else None, "max": float(vals.max()) if vals.size else None,
-                             "mean": float(vals.mean()) if vals.size else None, "nonfinite": int((~finite).sum())})
+        f = arr.astype(np.float32)
+        fin = f[np.isfinite(f)]
+        stats = {k: (float(v) if fin.size else "nan") for k, v in (("min", fin.min() if fin.size else 0), ("max", fin.max() if fin.size else 0),
+                                                                  ("avg", fin.mean() if fin.size else 0))}
+        self.summary.append({"name": name, "shape": list(arr.shape), "type": {"float32": "FLOAT", "float16": "HALF"}.get(arr.dtype.name, arr.dtype.name.upper()),
+                             "statistics": {**stats, "nonfinite": int(f.size - fin.size)}, "files": {"numpy": fname}})
 
 
 def main(argv=None):
@@ -204,7 +205,10 @@ def main(argv=None):
     debug = DebugWriter(trt, cuda, None) if args.debug_tensors else None
     if debug:
         context.set_debug_listener(debug.listener)
-        context.set_all_tensors_debug_state(True)
+        # the tensors marked when building (trtexec --markDebug / --markUnfusedTensorsAsDebugTensors)
+        for setter in ("set_unfused_tensors_debug_state", "set_all_tensors_debug_state"):
+            if hasattr(context, setter):
+                getattr(context, setter)(True)
     wanted = set(args.batches.split(",")) if args.batches else None
     buffers, records = {}, []
 
@@ -258,7 +262,8 @@ def main(argv=None):
             rec["outputs"][n] = {"file": fname, "shape": list(host.shape), "dtype": host.dtype.name, "sha256": sha256_file(os.path.join(args.out, fname))}
         if debug:
             with open(os.path.join(debug.folder, "tensor_summary.json"), "w") as f:
-                json.dump({"batch": b["id"], "tensors": debug.summary}, f, indent=1)
+                json.dump({"metadata": {"title": "Tensor Summary Report", "engine": os.path.abspath(args.engine), "batch": b["id"]},
+                           "tensors": debug.summary}, f, indent=1)
             rec["debug"] = f"debug/{b['id']}"
         records.append(rec)
         print(f"{b['id']}: {len(x)} frames, {ms:.2f} ms", file=sys.stderr)

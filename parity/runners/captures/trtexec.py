@@ -104,15 +104,23 @@ def _json_number(m) -> str:
     return "NaN" if m.group(2).lower() == "nan" else m.group(1) + "Infinity"
 
 
+def _loads(text: str):
+    """JSON, or trtexec's near-JSON with bare nan/inf (only tried when the text is not JSON: a string may hold "inf")."""
+    for t in (text, None):
+        try:
+            return json.loads(text if t is not None else _BARE.sub(_json_number, text))
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
 def parse_export_output(text: str, where: str) -> dict[str, np.ndarray]:
     """One --exportOutput file: {output name: array}. trtexec writes nan/inf bare (not JSON) and
     may put a 'Final shape is ...' line inside it (outputs sized at run time): both are read."""
     text = "\n".join(line for line in text.splitlines() if not line.lstrip(" ,").startswith("Final shape"))
-    text = _BARE.sub(_json_number, text)
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{where}: not trtexec --exportOutput JSON: {exc}") from None
+    doc = _loads(text)
+    if doc is None:
+        raise UsageError(f"{where}: not trtexec --exportOutput JSON (a list of outputs)")
     if not isinstance(doc, list):
         raise UsageError(f"{where}: not trtexec --exportOutput JSON (a list of outputs)")
     out = {}
@@ -150,10 +158,7 @@ def read_debug_tensors(folder: Path) -> dict[str, np.ndarray]:
         text = p.read_text(errors="replace")
     except OSError as exc:
         raise UsageError(f"{p}: cannot read trtexec's debug tensor summary: {exc}") from None
-    try:
-        doc = json.loads(_BARE.sub(lambda m: '"nan"', text))
-    except json.JSONDecodeError:
-        doc = None
+    doc = _loads(text)
     if not isinstance(doc, dict) or not isinstance(doc.get("tensors"), list):
         raise UsageError(f"{p}: not a debug tensor summary (an object with a 'tensors' list)")
     out = {}
