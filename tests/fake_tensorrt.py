@@ -155,10 +155,34 @@ def make_tensorrt(version: str = "10.9.0"):
                       for n in self.engine.model.graph.node]
             return json.dumps({"Layers": layers})
 
+    class IDebugListener:
+        def __init__(self):
+            pass
+
     class Context:
         def __init__(self, engine):
             self.engine, self.shapes, self.addresses = engine, {}, {}
+            self.listener, self.debug_all = None, False
             trt.log.append(("context", self))
+
+        def set_debug_listener(self, listener):
+            self.listener = listener
+            return True
+
+        def set_all_tensors_debug_state(self, flag):
+            self.debug_all = bool(flag)
+            return True
+
+        def _call_back(self, feed):
+            """Every intermediate value of the graph, handed to the debug listener from device memory."""
+            session = self.engine.debug_session()
+            for name, arr in zip(self.engine.values, session.run(self.engine.values, feed)):
+                arr = np.ascontiguousarray(arr)
+                _, ptr = trt.cudart.cudaMalloc(arr.nbytes)
+                ctypes.memmove(ptr, arr.ctypes.data, arr.nbytes)
+                dtype = "HALF" if arr.dtype == np.float16 else "FLOAT"
+                self.listener.process_debug_tensor(ptr, "DEVICE", dtype, arr.shape, name, 7)
+                trt.cudart.cudaFree(ptr)
 
         def set_input_shape(self, name, shape):
             self.shapes[name] = tuple(shape)
@@ -180,6 +204,8 @@ def make_tensorrt(version: str = "10.9.0"):
                 shape = self.shapes[n]
                 feed[n] = np.ctypeslib.as_array((ctypes.c_float * int(np.prod(shape))).from_address(self.addresses[n])).reshape(shape).copy()
             outs = e.session.run(e.outputs, feed)
+            if self.debug_all and self.listener is not None:
+                self._call_back(feed)
             if trt.batch_variant is not None:  # an engine whose kernels differ by batch position (TensorRT #4813)
                 outs = [trt.batch_variant(o) for o in outs]
             for n, o in zip(e.outputs, outs):
@@ -195,6 +221,20 @@ def make_tensorrt(version: str = "10.9.0"):
             self.inputs = [i.name for i in self.session.get_inputs()]
             self.outputs = [o.name for o in self.session.get_outputs()]
             self._shapes = {i.name: tuple(d if isinstance(d, int) else -1 for d in i.shape) for i in [*self.session.get_inputs(), *self.session.get_outputs()]}
+            self.values = [o for n in self.model.graph.node if n.op_type not in ("Constant", "Shape") for o in n.output
+                           if o not in self.outputs]
+            self._debug = None
+
+        def debug_session(self):
+            """The graph with every float intermediate value made an output (what unfused debug tensors show)."""
+            if self._debug is None:
+                m = onnx.shape_inference.infer_shapes(self.model)
+                info = {v.name: v for v in m.graph.value_info}
+                keep = [v for v in self.values if v in info and info[v].type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.FLOAT16)]
+                m.graph.output.extend(info[v] for v in keep)
+                self.values = keep
+                self._debug = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+            return self._debug
 
         @property
         def num_io_tensors(self):
@@ -229,12 +269,13 @@ def make_tensorrt(version: str = "10.9.0"):
                 return None  # what TensorRT does with an engine from another version
             return Engine(header, body)
 
-    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, Parser, Runtime
+    trt.Builder, trt.OnnxParser, trt.Runtime, trt.IDebugListener = Builder, Parser, Runtime, IDebugListener
     return trt
 
 
 def install(monkeypatch, version: str = "10.9.0", gpu: str = "Fake GPU"):
     trt, rt = make_tensorrt(version), make_cudart(gpu)
+    trt.cudart = rt  # the double's device memory, for the debug tensors it hands to a listener
     cuda = types.ModuleType("cuda")
     bindings = types.ModuleType("cuda.bindings")
     bindings.runtime = rt

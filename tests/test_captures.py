@@ -95,7 +95,8 @@ def trtexec_json(export, tmp_path_factory):
     return root
 
 
-def capture_with_double(monkeypatch, export: Path, out: Path, graph="model.fp16.onnx", precision="fp16", variant=None, edit=None):
+def capture_with_double(monkeypatch, export: Path, out: Path, graph="model.fp16.onnx", precision="fp16", variant=None, edit=None,
+                        debug=False):
     """The capture script, run as the user runs it on the target, against the TensorRT test double."""
     from parity.runners.tensorrt_runner import BuildOptions, build_engine
 
@@ -112,7 +113,8 @@ def capture_with_double(monkeypatch, export: Path, out: Path, graph="model.fp16.
         edit(src)
     script = {}
     exec(compile((export / "capture_trt.py").read_text(), "capture_trt.py", "exec"), script)
-    script["main"](["--engine", str(out.parent / "model.plan"), "--inputs", str(src), "--out", str(out), "--precision", precision])
+    script["main"](["--engine", str(out.parent / "model.plan"), "--inputs", str(src), "--out", str(out), "--precision", precision]
+                   + (["--debug-tensors"] if debug else []))
     return out
 
 
@@ -215,6 +217,26 @@ def test_provenance_of_a_capture_reaches_summary_and_baseline(replayed, tmp_path
     assert doc["provenance"]["runners"]["trt-fp16"]["engine"]["sha256"] == info["engine"]["sha256"]
     probe = [e for e in doc["entries"] if e["runner"] == "trt-fp16" and e["case"] == "tiny"]
     assert probe and probe[0]["batch_variance_dx_max_px"] == 0.0
+    from parity.decisions.report import write_report
+
+    html = write_report(run).read_text()
+    assert "Captured on a target" in html and info["engine"]["sha256"][:12] in html and "Fake GPU" in html
+
+
+def test_capture_script_debug_tensors_reach_localize(monkeypatch, export, cache_dir, tmp_path):
+    """The capture script's --debug-tensors (the double hands every intermediate value to its debug
+    listener, as TensorRT does for debug tensors) writes trtexec's layout; localize --capture maps it."""
+    from parity.runners.artifacts import ArtifactCache
+    from parity.runs.localize_capture import localize_capture
+
+    cap = capture_with_double(monkeypatch, export, tmp_path / "capture", debug=True)
+    assert (cap / "debug" / "batch_0001" / "tensor_summary.json").is_file()
+    with pytest.raises(UsageError, match="give the export folder with --inputs"):  # the capture holds outputs, not the inputs
+        localize_capture(load_checkpoint(REFERENCE), str(cap), batch="batch_0001", search=False, cache=ArtifactCache(cache_dir))
+    res = localize_capture(load_checkpoint(REFERENCE), str(cap), inputs=str(export), batch="batch_0001", search=False,
+                           cache=ArtifactCache(cache_dir))
+    assert res["format"] == "trtexec-debug-tensors" and res["frames"] == [4, 5] and res["compared"] >= 10
+    assert res["first_diverging"] is None  # onnxruntime's CPU provider computes the fp16 graph in fp32: rounding only
 
 
 def test_a_changed_frame_is_refused_naming_it(cases, export, poly_out, cache_dir, tmp_path):

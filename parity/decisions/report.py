@@ -108,6 +108,30 @@ def _replay_verdict(doc: dict) -> tuple[str, str]:
     return "ok", f"OK: {n_cases} cases x {len(runners)} runners ({', '.join(runners)}), no non-finite output, no failed case"
 
 
+def _captures_section(doc: dict) -> str:
+    """Runners whose outputs came back from a target (`--outputs`): what made them, and the checks only they allow."""
+    info = {k: v for k, v in (doc["provenance"].get("runners") or {}).items() if isinstance(v, dict) and v.get("backend") == "capture"}
+    if not info:
+        return ""
+    res = {r["runner"]: r for r in doc["results"]}
+    rows = []
+    for name, v in info.items():
+        eng = (v.get("engine") or {}).get("sha256")
+        layers = v.get("layer_precisions") or {}
+        r = res.get(name, {})
+        rows.append([_e(name), _e(v.get("format")), _e(eng[:12] if eng else "-"), _e(v.get("tensorrt") or "-"), _e(v.get("gpu") or "-"),
+                     _e(f"{v.get('precision_claimed') or '-'} (by {v.get('precision_claimed_by')})"),
+                     _e(f"{layers['fp16']} of {layers['layers']}" if layers.get("layers") else "-"), _e(v.get("lossy") or "no"),
+                     _n(r.get("batch_variance_dx_max_px"), ".3f")])
+    findings = [f for f in doc.get("findings", []) if f.startswith("capture ")]
+    return (_table("captures", ["runner", "format", "engine sha256", "TensorRT", "GPU", "precision claimed", "fp16 layers", "lossy",
+                                "batch spread px"], rows, left=8)
+            + "".join(f'<p class="bad">{_e(f)}</p>' for f in findings)
+            + '<p class="note">Outputs computed on the target from parity export-inputs tensors, matched to frames by the sha256 of '
+              "each input row (docs/target.md); batch spread: the largest lane difference between rows of a batch repeating one frame "
+              "(export-inputs --invariance-probe; '-': no probe).</p>")
+
+
 def replay_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
     head = ["runner", "pipeline", "frames"] + [c for c, _, _ in REPLAY_COLUMNS]
     rows = [[_e(r["runner"]), _e(r["pipeline"]), str(r["frames"])] + [_n(r.get(k), f) for _, k, f in REPLAY_COLUMNS] for r in doc["results"]]
@@ -128,6 +152,9 @@ def replay_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
                          + '<p class="note">bend+: excess chord deviation over torch\'s, per lane-frame; kinks+: lane-frames where it exceeds '
                          "20 px at 1280 wide; jit+: RMS frame-to-frame change of x_runner - x_torch; flicker+: lane existence changes torch "
                          "does not make, per second (docs/metrics.md).</p>"))
+    captured = _captures_section(doc)
+    if captured:
+        sections.append(("Captured on a target", captured))
     per_case = doc.get("per_case", [])
     if per_case:
         cols = [("acc", "accuracy", ".4f"), ("F1", "f1_50", ".4f"), ("dx p99", "dx_ref_p99_px", ".3f"), ("dx max", "dx_ref_max_px", ".2f"),

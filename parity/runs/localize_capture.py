@@ -69,7 +69,7 @@ def load_batch_input(manifest, b) -> np.ndarray:
     """The exported tensor of batch `b`, refused unless its bytes are what inputs.json says."""
     f = manifest.folder / b.tensor["file"]
     if not f.is_file():
-        raise UsageError(f"{f}: the export's input file for {b.id} is missing")
+        raise UsageError(f"{f}: the export's input file for {b.id} is missing (give the export folder with --inputs EXPORT_DIR)")
     if f.suffix == ".npy":
         x = np.load(f, allow_pickle=False)
     elif f.suffix == ".json":
