@@ -77,3 +77,17 @@ def run_cli(*args, cwd=None):
 
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     return subprocess.run([sys.executable, "-m", "parity", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def run_main(*args):
+    """`parity ...` in this process (no interpreter start-up): the exit code, stdout and stderr, as run_cli returns them."""
+    import contextlib
+    import io
+    import subprocess
+
+    from parity.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return subprocess.CompletedProcess(["parity", *map(str, args)], code, out.getvalue(), err.getvalue())

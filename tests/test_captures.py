@@ -21,7 +21,7 @@ from parity.runners.captures import CaptureSpec, load_capture
 from parity.runners.captures.manifest import read_manifest, row_hashes
 
 from . import fake_tensorrt, trtexec_files
-from .conftest import run_cli
+from .conftest import run_cli, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "checkpoints" / "reference.pt"
@@ -130,7 +130,7 @@ def script_capture(export, tmp_path_factory):
 @pytest.fixture(scope="module")
 def replayed(cases, export, poly_out, trtexec_raw, trtexec_json, script_capture, cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("capture-run") / "run"
-    res = run_cli("replay", "--cases", cases, "--checkpoint", REFERENCE, "--runners", "torch,ort-fp16", "--batch-size", BATCH,
+    res = run_main("replay", "--cases", cases, "--checkpoint", REFERENCE, "--runners", "torch,ort-fp16", "--batch-size", BATCH,
                   "--outputs", f"poly-fp16={poly_out}", "--outputs", f"raw-fp16={trtexec_raw},inputs={export}",
                   "--outputs", f"json-fp16={trtexec_json},inputs={export}", "--outputs", f"trt-fp16={script_capture}",
                   "--cache-dir", cache_dir, "--out", out, "--no-progress")
@@ -150,7 +150,7 @@ def test_export_writes_what_replay_feeds_in_each_format(cases, cache_dir, tmp_pa
     pipe = ck.adapter().pipelines()["vehicle"]
     for fmt in ("trtexec", "npy"):
         out = tmp_path / fmt
-        res = run_cli("export-inputs", "--cases", cases, "--checkpoint", REFERENCE, "--format", fmt, "--batch-size", BATCH,
+        res = run_main("export-inputs", "--cases", cases, "--checkpoint", REFERENCE, "--format", fmt, "--batch-size", BATCH,
                       "--onnx", "none", "--cache-dir", cache_dir, "--out", out)
         assert res.returncode == 0, res.stderr
         m = read_manifest(out)
@@ -212,7 +212,7 @@ def test_provenance_of_a_capture_reaches_summary_and_baseline(replayed, tmp_path
     assert info["layer_precisions"]["fp16"] > 0
     assert summary["findings"] == []
     base = tmp_path / "base.json"
-    assert run_cli("baseline", "--run", run, "--out", base).returncode == 0
+    assert run_main("baseline", "--run", run, "--out", base).returncode == 0
     doc = json.loads(base.read_text())
     assert doc["provenance"]["runners"]["trt-fp16"]["engine"]["sha256"] == info["engine"]["sha256"]
     probe = [e for e in doc["entries"] if e["runner"] == "trt-fp16" and e["case"] == "tiny"]
@@ -246,7 +246,7 @@ def test_a_changed_frame_is_refused_naming_it(cases, export, poly_out, cache_dir
     data = bytearray(f.read_bytes())
     data[len(data) // 3 : len(data) // 3 + 4000] = bytes(4000)  # a black band in frame 3
     f.write_bytes(bytes(data))
-    res = run_cli("replay", "--cases", broken, "--checkpoint", REFERENCE, "--runners", "torch", "--batch-size", BATCH,
+    res = run_main("replay", "--cases", broken, "--checkpoint", REFERENCE, "--runners", "torch", "--batch-size", BATCH,
                   "--outputs", f"poly-fp16={poly_out}", "--cache-dir", cache_dir, "--out", tmp_path / "run", "--no-progress", "--no-report")
     assert res.returncode == 2, res.stderr
     assert "case tiny frame 3" in res.stdout and "differs from the one exported" in res.stdout, res.stdout[-1500:]
@@ -286,11 +286,11 @@ def test_batch_variant_engine_fails_the_batch_invariance_rule(monkeypatch, cases
     kernel (logits of rows >= 2 shifted by a few grid cells) moves the probe frame's lanes: the gate
     fails on batch_variance_dx_max_px and says so first."""
     healthy = tmp_path / "healthy"
-    assert run_cli("replay", "--cases", cases, "--checkpoint", REFERENCE, "--runners", "torch", "--batch-size", BATCH,
+    assert run_main("replay", "--cases", cases, "--checkpoint", REFERENCE, "--runners", "torch", "--batch-size", BATCH,
                    "--outputs", f"trt-fp16={script_capture}", "--cache-dir", cache_dir, "--out", healthy, "--no-progress",
                    "--no-report").returncode == 0
     base = tmp_path / "base.json"
-    assert run_cli("baseline", "--run", healthy, "--out", base).returncode == 0
+    assert run_main("baseline", "--run", healthy, "--out", base).returncode == 0
 
     def variant(o):
         o = o.copy()
@@ -298,7 +298,7 @@ def test_batch_variant_engine_fails_the_batch_invariance_rule(monkeypatch, cases
         return o
 
     bad = capture_with_double(monkeypatch, export, tmp_path / "variant" / "capture", variant=variant)
-    res = run_cli("gate", "--baseline", base, "--outputs", f"trt-fp16={bad}", "--cache-dir", cache_dir, "--batch-size", BATCH,
+    res = run_main("gate", "--baseline", base, "--outputs", f"trt-fp16={bad}", "--cache-dir", cache_dir, "--batch-size", BATCH,
                   "--out", tmp_path / "gate", "--no-progress", "--no-report")
     assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
     doc = json.loads((tmp_path / "gate" / "gate.json").read_text())
@@ -307,7 +307,7 @@ def test_batch_variant_engine_fails_the_batch_invariance_rule(monkeypatch, cases
     probe = next(c for c in doc["checks"] if c["rule"] == "batch_variance_dx_max_px" and c["case"] == "tiny" and c["runner"] == "trt-fp16")
     assert 1.0 < probe["measured"] < 1e3, probe["message"]
     # the same gate on the healthy capture passes: the rule is what failed, not the gate's plumbing
-    ok = run_cli("gate", "--baseline", base, "--outputs", f"trt-fp16={script_capture}", "--cache-dir", cache_dir, "--batch-size", BATCH,
+    ok = run_main("gate", "--baseline", base, "--outputs", f"trt-fp16={script_capture}", "--cache-dir", cache_dir, "--batch-size", BATCH,
                  "--out", tmp_path / "gate-ok", "--no-progress", "--no-report")
     assert ok.returncode == 0, ok.stdout[-2000:]
 
@@ -315,8 +315,8 @@ def test_batch_variant_engine_fails_the_batch_invariance_rule(monkeypatch, cases
 def test_gate_needs_the_capture_a_baseline_runner_came_from(replayed, tmp_path):
     run, _ = replayed
     base = tmp_path / "base.json"
-    assert run_cli("baseline", "--run", run, "--out", base).returncode == 0
-    res = run_cli("gate", "--baseline", base, "--out", tmp_path / "g", "--no-progress")
+    assert run_main("baseline", "--run", run, "--out", base).returncode == 0
+    res = run_main("gate", "--baseline", base, "--out", tmp_path / "g", "--no-progress")
     assert res.returncode == 2 and "were captures on a target" in res.stderr and "--outputs" in res.stderr
 
 
@@ -327,7 +327,7 @@ def test_fp16_claim_with_fp32_outputs_is_flagged(monkeypatch, cases, export, cac
     outs = {b.id: engine32(x)[m.output_name] for b, x in zip(m.batches, batch_inputs(export).values())}
     np.savez(tmp_path / "fp32.npz", **outs)
     fake16 = capture_with_double(monkeypatch, export, tmp_path / "c16" / "capture", graph="model.onnx", precision="fp16")
-    res = run_cli("replay", "--cases", cases, "--checkpoint", REFERENCE, "--runners", "torch", "--batch-size", BATCH,
+    res = run_main("replay", "--cases", cases, "--checkpoint", REFERENCE, "--runners", "torch", "--batch-size", BATCH,
                   "--outputs", f"trt-fp32={tmp_path / 'fp32.npz'},inputs={export}",
                   "--outputs", f"dup={tmp_path / 'fp32.npz'},inputs={export},precision=fp16",
                   "--outputs", f"trt-fp16={fake16}", "--cache-dir", cache_dir, "--out", tmp_path / "run", "--no-progress", "--no-report")
@@ -346,7 +346,7 @@ def test_fp16_claim_with_fp32_outputs_is_flagged(monkeypatch, cases, export, cac
     ("torch={poly}", "already a runner"),
 ])
 def test_bad_outputs_specs_get_one_line(replayed, poly_out, cases, tmp_path, spec, message):
-    res = run_cli("replay", "--cases", cases, "--checkpoint", REFERENCE, "--runners", "torch", "--outputs", spec.format(poly=poly_out),
+    res = run_main("replay", "--cases", cases, "--checkpoint", REFERENCE, "--runners", "torch", "--outputs", spec.format(poly=poly_out),
                   "--out", tmp_path / "r", "--no-progress")
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
 
@@ -387,14 +387,14 @@ def test_sweep_takes_a_capture_of_perturbed_inputs(cases, cache_dir, tmp_path):
     """export-inputs --perturb writes what the sweep feeds under each perturbation x severity; the
     engine's outputs of them (an .npz) give the sweep the same figures as parity's own ort-fp16."""
     exp = tmp_path / "exp"
-    res = run_cli("export-inputs", "--cases", cases, "--checkpoint", REFERENCE, "--format", "npy", "--batch-size", BATCH,
+    res = run_main("export-inputs", "--cases", cases, "--checkpoint", REFERENCE, "--format", "npy", "--batch-size", BATCH,
                   "--perturb", "crop_shift_x,channel_swap", "--severities", "1,3", "--onnx", "fp16", "--cache-dir", cache_dir, "--out", exp)
     assert res.returncode == 0, res.stderr
     m, engine = read_manifest(exp), ort_engine(exp)
     assert {(b.perturbation, b.severity) for b in m.batches} == {("none", 0), ("crop_shift_x", 1), ("crop_shift_x", 3),
                                                                   ("channel_swap", 1), ("channel_swap", 3)}
     np.savez(tmp_path / "out.npz", **{b.id: engine(np.load(exp / b.tensor["file"]))[m.output_name] for b in m.batches})
-    res = run_cli("sweep", "--cases", cases, "--checkpoint", REFERENCE, "--runners", "torch,ort-fp16", "--perturb", "crop_shift_x,channel_swap",
+    res = run_main("sweep", "--cases", cases, "--checkpoint", REFERENCE, "--runners", "torch,ort-fp16", "--perturb", "crop_shift_x,channel_swap",
                   "--severities", "1,3", "--window-s", "0", "--batch-size", BATCH, "--outputs", f"cap-fp16={tmp_path / 'out.npz'},inputs={exp}",
                   "--cache-dir", cache_dir, "--out", tmp_path / "sweep", "--no-progress")
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

@@ -17,7 +17,7 @@ from parity.runners.half import HalfExecutor
 from parity.runs.localize import (Reduced, candidate_nodes, lane_effect_px, localize, map_to_onnx, minimal_keep_set,
                                   onnx_data_nodes)
 
-from .conftest import run_cli
+from .conftest import run_cli, run_main
 from .defects import plant_overflow, plant_precision_loss
 
 FRAMES = 2  # sampled frames of the 6-frame case; the keep-set is then verified on all 6
@@ -224,7 +224,7 @@ def test_ort_fp16_finds_weight_rounding_only(overflow, tiny_case, cache):
 
 def _export(ck, tiny_case, tmp_path, fmt="npy", batch=2):
     out = tmp_path / f"export-{fmt}"
-    res = run_cli("export-inputs", "--cases", tiny_case, "--checkpoint", ck.path, "--format", fmt, "--batch-size", batch,
+    res = run_main("export-inputs", "--cases", tiny_case, "--checkpoint", ck.path, "--format", fmt, "--batch-size", batch,
                   "--onnx", "fp16" if fmt == "polygraphy" else "none", "--out", out)
     assert res.returncode == 0, res.stderr
     return out
@@ -258,7 +258,7 @@ def test_capture_names_the_planted_overflow_layer_first(overflow, tiny_case, tmp
     m = read_manifest(exp)
     x = np.load(exp / m.batches[0].tensor["file"])
     trtexec_files.debug_tensors(tmp_path / "dbg" / "batch_0000", _fp16_layer_tensors(overflow, x, cache), executions=2)
-    res = run_cli("localize", "--checkpoint", overflow.path, "--capture", tmp_path / "dbg" / "batch_0000", "--inputs", exp,
+    res = run_main("localize", "--checkpoint", overflow.path, "--capture", tmp_path / "dbg" / "batch_0000", "--inputs", exp,
                   "--out", tmp_path / "out")
     assert res.returncode == 1, res.stderr  # a diverging layer was found
     doc = json.loads((tmp_path / "out" / "localize.json").read_text())
