@@ -205,10 +205,11 @@ def main(argv=None):
     debug = DebugWriter(trt, cuda, None) if args.debug_tensors else None
     if debug:
         context.set_debug_listener(debug.listener)
-        # the tensors marked when building (trtexec --markDebug / --markUnfusedTensorsAsDebugTensors)
-        for setter in ("set_unfused_tensors_debug_state", "set_all_tensors_debug_state"):
-            if hasattr(context, setter):
-                getattr(context, setter)(True)
+        # the tensors marked when building (trtexec --markDebug / --markUnfusedTensorsAsDebugTensors); the
+        # unfused state is a property of the Python context from TensorRT 10.12, absent before
+        if hasattr(context, "unfused_tensors_debug_state"):
+            context.unfused_tensors_debug_state = True
+        context.set_all_tensors_debug_state(True)
     wanted = set(args.batches.split(",")) if args.batches else None
     buffers, records = {}, []
 
