@@ -46,6 +46,16 @@ def _cmd_export_inputs(args) -> int:
     return 0
 
 
+def _cmd_import_checkpoint(args) -> int:
+    from .models.foreign import import_checkpoint
+
+    config = {"name": args.config} if args.config else {}
+    ck = import_checkpoint(args.adapter, config, args.weights, args.out)
+    print(f"wrote {ck.path} and {ck.path.with_suffix('.json')} ({args.adapter} {ck.meta['config'].get('name', '')}, "
+          f"sha256 {ck.sha256[:12]}, from {args.weights})")
+    return 0
+
+
 def _write_report(folder) -> str:
     """The HTML report of a finished folder; a report that cannot be drawn never fails the run it describes."""
     from .decisions.report import write_report
@@ -426,6 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
     _folder_options(r)
     _executor_options(r)
     r.set_defaults(func=_cmd_replay)
+
+    ic = sub.add_parser("import-checkpoint", help="make a checkpoint trained elsewhere (the authors' .pth) a parity checkpoint")
+    ic.add_argument("--adapter", required=True, help="the model family: ufld (Ultra-Fast-Lane-Detection v1), rowanchor, or an adapter package's")
+    ic.add_argument("--config", help="the adapter's named configuration (ufld: culane-r18, culane-r34, tusimple-r18, tusimple-r34)")
+    ic.add_argument("--weights", required=True, help="the foreign weights file (.pth)")
+    ic.add_argument("--out", required=True, help="the parity checkpoint (.pt); its .json sidecar is written beside it")
+    ic.set_defaults(func=_cmd_import_checkpoint)
 
     x = sub.add_parser("export-inputs", help="write the exact input tensors a replay feeds, for an engine run on the target (docs/target.md)")
     x.add_argument("--cases", nargs="+", required=True)

@@ -39,7 +39,8 @@ class Camera:
         on = denom > 1e-6
         depth = np.where(on, self.height_m / np.where(on, denom, 1.0), np.inf)
         z = np.where(on, depth * (math.cos(th) - b * math.sin(th)), np.inf)
-        return on, np.where(on, a * depth, 0.0), z, depth
+        with np.errstate(invalid="ignore"):  # rows above the horizon: inf depth, masked out by `on`
+            return on, np.where(on, a * depth, 0.0), z, depth
 
     def ray(self, u, v):
         """Pixels -> ray direction (x right, y down, z forward) in the level vehicle frame."""

@@ -36,6 +36,7 @@ import hashlib
 import io
 import logging
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -127,7 +128,9 @@ def map_to_onnx(nodes: list[dict], onnx_nodes: list) -> dict[str, list[str]]:
     out = {}
     for c in nodes:
         if c["kind"] == "call_module":
-            out[c["node"]] = [n.name for n in onnx_nodes if n.name.startswith(c["scope"])]
+            # a module called twice (a ResNet block's one ReLU) is exported once per call: relu/, relu_1/, ...
+            again = re.compile(re.escape(c["scope"][:-1]) + r"(_\d+)?/")
+            out[c["node"]] = [n.name for n in onnx_nodes if again.match(n.name)]
             continue
         op = FUNCTIONAL_ONNX.get(c["op"].strip("_"), c["op"].strip("_").capitalize())
         key = (c["scope"], op)
