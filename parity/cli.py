@@ -89,6 +89,7 @@ def _cmd_train(args) -> int:
         eval_cases=[str(p) for p in find_cases(args.eval_cases)] if args.eval_cases else [],
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
         progress=not args.no_progress, method=args.method, parent=args.parent, settings=settings,
+        adapter_name=args.adapter, adapter_config={"name": args.config} if args.config else None,
     )
     print(f"wrote {ck.path} and {ck.path.with_suffix('.json')} (sha256 {ck.sha256[:12]})")
     for name, m in ck.meta.get("metrics", {}).items():
@@ -471,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", default="erm", help="training recipe (`parity methods list`)")
     t.add_argument("--from", dest="parent", help="checkpoint to fine-tune from (fine-tuning recipes need it)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="a recipe setting (repeatable)")
+    t.add_argument("--adapter", help="the model family to train from scratch (default rowanchor; with --from: the parent's)")
+    t.add_argument("--config", help="the adapter's named configuration (ufld: culane-r18, tusimple-r18, ...)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
 

@@ -162,3 +162,21 @@ def test_same_keys_and_outputs_as_torchvision_where_it_imports():
         x = torch.randn(1, 3, 288, 800)
         with torch.inference_mode():
             np.testing.assert_allclose(mine(x).numpy(), theirs(x).numpy(), atol=1e-6, rtol=0)
+
+
+def test_a_few_training_steps_of_ufld_from_scratch_and_from_an_import(imported, two_frames, tmp_path):
+    """The training loop and a recipe with the ufld adapter: its targets and the loop's cross-entropy,
+    from scratch (--adapter ufld --config) and fine-tuning an imported checkpoint (--from)."""
+    res = run_main("train", "--cases", two_frames, "--adapter", "ufld", "--config", "tusimple-r18", "--epochs", "1", "--batch-size", "2",
+                   "--threads", "2", "--no-progress", "--out", tmp_path / "scratch.pt")
+    assert res.returncode == 0, res.stderr
+    ck = load_checkpoint(tmp_path / "scratch.pt")
+    assert ck.meta["adapter"] == "ufld" and ck.meta["config"]["griding"] == 100 and len(ck.meta["loss_history"]) >= 1
+    assert all(np.isfinite(h) for h in ck.meta["loss_history"])
+    _, parent = imported
+    res = run_main("train", "--cases", two_frames, "--method", "l2-sp", "--from", parent.path, "--epochs", "1", "--batch-size", "2",
+                   "--no-progress", "--out", tmp_path / "tuned.pt")
+    assert res.returncode == 0, res.stderr
+    tuned = load_checkpoint(tmp_path / "tuned.pt")
+    assert tuned.meta["adapter"] == "ufld" and tuned.meta["config"]["name"] == "culane-r18"
+    tuned.build_model()  # the sidecar names the family its weights belong to

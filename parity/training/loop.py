@@ -131,6 +131,20 @@ def laziness(model, start: dict) -> dict[str, float]:
     return out
 
 
+def _adapter(parent_ck, name, config_dict, config, out):
+    """(adapter name, adapter) to train: the parent's when fine-tuning, else the one named, else the reference family."""
+    from ..errors import UsageError
+    from ..models.checkpoint import make_adapter
+
+    if parent_ck is not None:
+        if name and name != parent_ck.meta["adapter"]:
+            raise UsageError(f"--adapter {name}: the parent {parent_ck.path} is a {parent_ck.meta['adapter']} model")
+        return parent_ck.meta["adapter"], parent_ck.adapter()
+    if name:
+        return name, make_adapter(name, config_dict or {}, Path(out))
+    return "rowanchor", RowAnchorAdapter(config or RowAnchorConfig())
+
+
 def train(
     train_cases: list[str | Path],
     out: str | Path,
@@ -147,6 +161,8 @@ def train(
     parent: str | Path | None = None,
     settings: dict | None = None,
     extra_meta: dict | None = None,
+    adapter_name: str | None = None,
+    adapter_config: dict | None = None,
 ) -> Checkpoint:
     import torch
     import torch.nn.functional as F
@@ -162,7 +178,7 @@ def train(
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     parent_ck = load_checkpoint(parent) if parent else None
-    adapter = parent_ck.adapter() if parent_ck else RowAnchorAdapter(config or RowAnchorConfig())
+    adapter_name, adapter = _adapter(parent_ck, adapter_name, adapter_config, config, out)
     cases = [load_case(p) for p in train_cases]
     held_out = [load_case(p) for p in eval_cases]
     t0 = time.perf_counter()
@@ -245,6 +261,7 @@ def train(
         metrics["held_out_vehicle_pipeline"] = evaluate(model, adapter, held_out, "vehicle")
     meta = {
         "method": method,
+        "adapter": adapter_name,
         "config": adapter.config.to_dict(),
         "hyperparameters": {
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
