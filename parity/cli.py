@@ -13,13 +13,14 @@ from .errors import CaseError, ParityError, UsageError
 def _cmd_replay(args) -> int:
     from .runs.replay import ReplayConfig, format_table, replay
 
+    onnx_spec = _onnx_spec(args)  # first: an ONNX-only model takes --checkpoint's place
     res = replay(
         ReplayConfig(
             cases=args.cases, checkpoint=args.checkpoint, runners=args.runners, pipelines=args.pipeline,
             out=args.out, batch_size=args.batch_size, cache_dir=args.cache_dir,
             progress=not args.no_progress, argv=sys.argv[1:], engines=args.engine or [], trt_timing_cache=args.trt_timing_cache,
             resume=args.resume, overwrite=args.overwrite, executor=args.executor, workers=args.workers, threads=args.threads,
-            ray_address=args.ray_address, outputs=args.outputs or [],
+            ray_address=args.ray_address, outputs=args.outputs or [], onnx_spec=onnx_spec,
         )
     )
     print(format_table(res.summary))
@@ -33,9 +34,11 @@ def _cmd_export_inputs(args) -> int:
     from .runs.export_inputs import command_lines, export_inputs
     from .runs.sweep import parse_severities
 
+    onnx_spec = _onnx_spec(args)
     path = export_inputs(args.cases, args.checkpoint, args.out, fmt=args.format, pipelines=args.pipeline, batch_size=args.batch_size,
                          perturb=args.perturb, severities=parse_severities(args.severities) if args.severities else [],
-                         seed=args.seed, invariance_probe=args.invariance_probe, onnx=args.onnx, cache_dir=args.cache_dir,
+                         seed=args.seed, invariance_probe=args.invariance_probe, graphs=args.graphs, cache_dir=args.cache_dir,
+                         onnx_spec=onnx_spec,
                          argv=sys.argv[1:])
     from .runners.captures.manifest import read_manifest
 
@@ -54,6 +57,16 @@ def _cmd_import_checkpoint(args) -> int:
     print(f"wrote {ck.path} and {ck.path.with_suffix('.json')} ({args.adapter} {ck.meta['config'].get('name', '')}, "
           f"sha256 {ck.sha256[:12]}, from {args.weights})")
     return 0
+
+
+def _onnx_spec(args) -> dict | None:
+    """--onnx FILE --adapter NAME [--config NAME]: an ONNX-only model (replaces --checkpoint)."""
+    if not getattr(args, "onnx", None):
+        if getattr(args, "adapter", None):
+            raise UsageError("--adapter names the family of an --onnx model; a checkpoint's sidecar names its own")
+        return None
+    args.checkpoint = args.onnx
+    return {"adapter": args.adapter, "config": {"name": args.config} if args.config else {}}
 
 
 def _write_report(folder) -> str:
@@ -402,6 +415,12 @@ def _executor_options(p) -> None:
     p.add_argument("--ray-address", help="an existing Ray cluster (ray://host:10001 or host:6379); default: a local instance")
 
 
+def _onnx_options(p) -> None:
+    p.add_argument("--onnx", help="an ONNX-only model (no PyTorch weights): the reference becomes ONNX Runtime fp32 on it; needs --adapter")
+    p.add_argument("--adapter", help="with --onnx: the model family that prepares its input and decodes its output (ufld, rowanchor, ...)")
+    p.add_argument("--config", help="with --onnx: the adapter's named configuration (ufld: culane-r18, tusimple-r18, ...)")
+
+
 def _outputs_option(p) -> None:
     p.add_argument("--outputs", action="append", metavar="NAME=PATH",
                    help="outputs captured on a target, run as runner NAME (repeatable): a capture-script folder, Polygraphy "
@@ -432,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--engine", action="append", help="a prebuilt TensorRT .engine/.plan to run as an extra runner (repeatable)")
     r.add_argument("--trt-timing-cache", help="TensorRT timing cache file: read if present, written after a build (reproducible rebuilds)")
     _outputs_option(r)
+    _onnx_options(r)
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html beside summary.json")
     _folder_options(r)
@@ -455,7 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--batch-size", type=int, default=16, help="the replay's --batch-size (default 16)")
     x.add_argument("--invariance-probe", action="store_true", help="per case and pipeline, one batch of its first frame repeated (batch-invariance rule)")
     x.add_argument("--format", default="trtexec", choices=["trtexec", "polygraphy", "npy"])
-    x.add_argument("--onnx", default="fp32,fp16", help="ONNX graphs to write beside the inputs: fp32, fp16, both or none")
+    x.add_argument("--graphs", default="fp32,fp16", help="ONNX graphs to write beside the inputs: fp32, fp16, both or none")
+    _onnx_options(x)
     x.add_argument("--cache-dir")
     x.add_argument("--out", required=True)
     x.set_defaults(func=_cmd_export_inputs)

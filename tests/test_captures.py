@@ -151,7 +151,7 @@ def test_export_writes_what_replay_feeds_in_each_format(cases, cache_dir, tmp_pa
     for fmt in ("trtexec", "npy"):
         out = tmp_path / fmt
         res = run_main("export-inputs", "--cases", cases, "--checkpoint", REFERENCE, "--format", fmt, "--batch-size", BATCH,
-                      "--onnx", "none", "--cache-dir", cache_dir, "--out", out)
+                      "--graphs", "none", "--cache-dir", cache_dir, "--out", out)
         assert res.returncode == 0, res.stderr
         m = read_manifest(out)
         assert [b.frames for b in m.batches] == [[0, 1, 2, 3], [4, 5]]
@@ -388,7 +388,7 @@ def test_sweep_takes_a_capture_of_perturbed_inputs(cases, cache_dir, tmp_path):
     engine's outputs of them (an .npz) give the sweep the same figures as parity's own ort-fp16."""
     exp = tmp_path / "exp"
     res = run_main("export-inputs", "--cases", cases, "--checkpoint", REFERENCE, "--format", "npy", "--batch-size", BATCH,
-                  "--perturb", "crop_shift_x,channel_swap", "--severities", "1,3", "--onnx", "fp16", "--cache-dir", cache_dir, "--out", exp)
+                  "--perturb", "crop_shift_x,channel_swap", "--severities", "1,3", "--graphs", "fp16", "--cache-dir", cache_dir, "--out", exp)
     assert res.returncode == 0, res.stderr
     m, engine = read_manifest(exp), ort_engine(exp)
     assert {(b.perturbation, b.severity) for b in m.batches} == {("none", 0), ("crop_shift_x", 1), ("crop_shift_x", 3),

@@ -229,7 +229,7 @@ def test_ort_fp16_finds_weight_rounding_only(overflow, tiny_case, cache):
 def _export(ck, tiny_case, tmp_path, fmt="npy", batch=2):
     out = tmp_path / f"export-{fmt}"
     res = run_main("export-inputs", "--cases", tiny_case, "--checkpoint", ck.path, "--format", fmt, "--batch-size", batch,
-                  "--onnx", "fp16" if fmt == "polygraphy" else "none", "--out", out)
+                  "--graphs", "fp16" if fmt == "polygraphy" else "none", "--out", out)
     assert res.returncode == 0, res.stderr
     return out
 

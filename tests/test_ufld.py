@@ -180,3 +180,37 @@ def test_a_few_training_steps_of_ufld_from_scratch_and_from_an_import(imported, 
     tuned = load_checkpoint(tmp_path / "tuned.pt")
     assert tuned.meta["adapter"] == "ufld" and tuned.meta["config"]["name"] == "culane-r18"
     tuned.build_model()  # the sidecar names the family its weights belong to
+
+
+def test_an_onnx_only_model_replays_with_onnxruntime_as_its_reference(imported, two_frames, cache_dir, tmp_path):
+    """The graph a deployment team is handed (exported with batch 1 fixed and its own tensor names, as
+    community exports of UFLD are): replayed with the ufld adapter's pipeline and decoding; the reference
+    is ONNX Runtime fp32 on it, labelled so; what needs PyTorch says so in one line."""
+    net, ck = imported
+    theirs = ufld_authors.parsingNet(pretrained=False, backbone="18", cls_dim=(201, 18, 4), use_aux=False)
+    theirs.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("aux")})
+    torch.onnx.export(theirs.eval(), (torch.zeros(1, 3, 288, 800),), str(tmp_path / "ufld.onnx"), input_names=["input"], output_names=["output"],
+                      opset_version=17, dynamo=False)
+    base = ["--cases", two_frames, "--pipeline", "vehicle", "--cache-dir", cache_dir, "--no-progress", "--no-report"]
+    res = run_main("replay", "--onnx", tmp_path / "ufld.onnx", "--adapter", "ufld", "--config", "culane-r18", "--runners", "torch,ort-fp16",
+                   "--out", tmp_path / "onnx-run", *base)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    doc = json.loads((tmp_path / "onnx-run" / "summary.json").read_text())
+    r = {x["runner"]: x for x in doc["results"]}
+    assert "ONNX-only model" in r["torch"]["label"] and doc["provenance"]["checkpoint"]["method"] == "onnx-only"
+    assert r["ort-fp16"]["frames"] == 2 and r["ort-fp16"]["raw_max"] > 0
+    import pandas as pd
+
+    from parity.cases.format import load_case
+
+    case = load_case(two_frames)  # the authors' module on the same pipeline input, decoded by the adapter
+    with torch.inference_mode():
+        want = ck.adapter().decode(theirs(torch.from_numpy(ck.adapter().pipelines()["vehicle"].prepare(case, [0, 1]))).numpy(), case.width)
+    got = pd.read_parquet(tmp_path / "onnx-run" / "frames.parquet").query("runner == 'torch'").sort_values(["frame", "lane"])
+    np.testing.assert_allclose(np.stack(got["x"].to_numpy()).astype(float).reshape(want.shape), want, atol=0.05, equal_nan=True)
+    res = run_main("replay", "--onnx", tmp_path / "ufld.onnx", "--adapter", "ufld", "--runners", "cpu-fp16", "--out", tmp_path / "x", *base)
+    assert res.returncode == 2 and "runs the PyTorch module" in res.stderr and "ONNX-only" in res.stderr
+    res = run_main("localize", "--checkpoint", tmp_path / "ufld.onnx", "--case", two_frames, "--out", tmp_path / "loc")
+    assert res.returncode == 2 and "an ONNX file, not a checkpoint" in res.stderr
+    res = run_main("replay", "--onnx", tmp_path / "ufld.onnx", "--adapter", "rowanchor", "--out", tmp_path / "y", *base)
+    assert res.returncode == 2 and "the rowanchor adapter feeds N x 3 x 112 x 288" in res.stderr

@@ -103,6 +103,9 @@ def save_checkpoint(path: str | os.PathLike, model, meta: dict) -> Checkpoint:
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Accepts the .pt file or its .json sidecar."""
     p = Path(path)
+    if p.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{p}: an ONNX file, not a checkpoint: an ONNX-only model runs with --onnx FILE --adapter NAME "
+                              "(replay, export-inputs); localize, cpu-fp16 and training need its PyTorch weights (parity import-checkpoint)")
     pt = p.with_suffix(".pt") if p.suffix == ".json" else p
     side = sidecar_path(pt)
     if not pt.is_file():

@@ -33,6 +33,7 @@ class RunnerEntry:
     install_hint: str
     factory: Callable
     probe: Callable[[], str | None] | None = None  # a reason the machine cannot run it (no GPU), else None
+    needs_weights: bool = False  # runs the PyTorch module (an ONNX-only model cannot)
 
     def missing(self) -> list[str]:
         return [m for m in self.requires if importlib.util.find_spec(m) is None]
@@ -67,6 +68,12 @@ def _torch(name, checkpoint, cache, **_):
     from .torch_runner import TorchRunner
 
     adapter = checkpoint.adapter()
+    if not getattr(checkpoint, "has_weights", True):  # ONNX-only: the reference is ONNX Runtime fp32 on the user's graph
+        from .onnxrt import OnnxRuntimeRunner
+
+        label = (f"reference: fp32 on onnxruntime's CPU provider, the user's graph {checkpoint.path.name} "
+                 "(an ONNX-only model: no PyTorch weights)")
+        return OnnxRuntimeRunner(name, checkpoint.onnx_path, label, ["CPUExecutionProvider"], {"artifact_sha256": checkpoint.sha256})
     return TorchRunner(name, checkpoint.build_model, adapter.input_name, adapter.output_name, adapter.input_shape())
 
 
@@ -145,11 +152,13 @@ RUNNERS: dict[str, RunnerEntry] = {
             ("onnxruntime", "onnx", "onnxconverter_common"), "pip install onnxruntime onnx onnxconverter-common", _ort("fp16"),
         ),
         RunnerEntry("cpu-fp16", "PyTorch on CPU in real fp16 arithmetic: weights and every op's output fp16, fp32 accumulation inside conv/linear (shows activation overflow)",
-                    ("torch",), "pip install torch", _half),
-        RunnerEntry("emu-fp16", "PyTorch on CPU, conv/linear weights, inputs and outputs rounded to fp16, fp32 arithmetic, other ops fp32 (emulation)", ("torch",), "pip install torch", _emu("fp16")),
-        RunnerEntry("emu-tf32", "PyTorch on CPU, conv/linear weights and inputs rounded to TF32, fp32 accumulation and outputs, other ops fp32 (emulation)", ("torch",), "pip install torch", _emu("tf32")),
+                    ("torch",), "pip install torch", _half, needs_weights=True),
+        RunnerEntry("emu-fp16", "PyTorch on CPU, conv/linear weights, inputs and outputs rounded to fp16, fp32 arithmetic, other ops fp32 (emulation)", ("torch",), "pip install torch", _emu("fp16"),
+                    needs_weights=True),
+        RunnerEntry("emu-tf32", "PyTorch on CPU, conv/linear weights and inputs rounded to TF32, fp32 accumulation and outputs, other ops fp32 (emulation)", ("torch",), "pip install torch", _emu("tf32"),
+                    needs_weights=True),
         *(
-            RunnerEntry(f"torch-cuda-{p}", f"PyTorch on CUDA, {p}", ("torch",), "a CUDA build of torch (see README)", _torch_cuda(p), _no_cuda)
+            RunnerEntry(f"torch-cuda-{p}", f"PyTorch on CUDA, {p}", ("torch",), "a CUDA build of torch (see README)", _torch_cuda(p), _no_cuda, needs_weights=True)
             for p in ("fp32", "tf32", "fp16")
         ),
         *(
@@ -185,6 +194,8 @@ def resolve(spec: str | list[str]) -> list[str]:
 def create(name: str, checkpoint, cache, **options) -> Runner:
     """Options reach the factories that take them (`trt_timing_cache` for the TensorRT runners)."""
     entry = RUNNERS[resolve([name])[0]]
+    if entry.needs_weights and not getattr(checkpoint, "has_weights", True):
+        raise UsageError(f"runner {name!r} runs the PyTorch module; {checkpoint.path} is an ONNX-only model (no PyTorch weights)")
     reason = entry.unavailable_reason()
     if reason:
         raise RunnerUnavailable(f"runner {name!r} {reason}")

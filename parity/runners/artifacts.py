@@ -58,6 +58,8 @@ class ArtifactCache:
 
 def export_onnx(checkpoint, cache: ArtifactCache) -> tuple[Path, dict]:
     """fp32 ONNX of the checkpoint's model with a dynamic batch dimension."""
+    if getattr(checkpoint, "onnx_path", None) is not None:  # an ONNX-only model: the graph is the model
+        return Path(checkpoint.onnx_path), {"sha256": checkpoint.sha256, "key": {"onnx_only": checkpoint.sha256}, "precision": "fp32"}
     import torch
 
     adapter = checkpoint.adapter()

@@ -38,16 +38,23 @@ class OnnxRuntimeRunner(Runner):
             opts.intra_op_num_threads = compute_threads()
             opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(self.onnx_path), sess_options=opts, providers=self.providers)
+        first = self.session.get_inputs()[0].shape[0]
+        self.one_at_a_time = first == 1  # a graph exported with batch 1 fixed (the authors' export.py): fed frame by frame
 
     def io_spec_impl(self) -> dict[str, TensorSpec]:
         spec = {}
         for i in self.session.get_inputs():
             shape = tuple(d if isinstance(d, int) else None for d in i.shape)
+            if self.one_at_a_time:
+                shape = (None, *shape[1:])
             spec[i.name] = TensorSpec(shape, _ORT_TYPES.get(i.type, i.type))
         return spec
 
     def infer_impl(self, feed):
         names = [o.name for o in self.session.get_outputs()]
+        if self.one_at_a_time and len(next(iter(feed.values()))) > 1:
+            rows = [self.session.run(names, {k: v[i : i + 1] for k, v in feed.items()}) for i in range(len(next(iter(feed.values()))))]
+            return {n: np.concatenate([r[j] for r in rows]) for j, n in enumerate(names)}
         outs = self.session.run(names, feed)
         return {n: np.asarray(o) for n, o in zip(names, outs)}
 

@@ -139,14 +139,14 @@ _STACK = ExitStack()
 
 
 def active_runners(checkpoint_path: str, runner_names: list[str], cache_dir: str | None, engines: list[str] = (),
-                   trt_timing_cache: str | None = None, captures: list[dict] = ()):
+                   trt_timing_cache: str | None = None, captures: list[dict] = (), onnx_spec: dict | None = None):
     """(checkpoint, [activated runners]) for this process, made once per checkpoint x runner list
     (captures: CaptureSpec dicts, read again here: a worker gets paths, never arrays)."""
-    from ..models.checkpoint import load_checkpoint
+    from ..models.onnx_only import load_model
     from ..runners import create, prebuilt_engine
     from ..runners.artifacts import ArtifactCache
 
-    ckpt = load_checkpoint(checkpoint_path)
+    ckpt = load_model(checkpoint_path, onnx_spec)
     key = (ckpt.sha256, tuple(runner_names), cache_dir, tuple(engines), trt_timing_cache, repr(list(captures)))
     if key not in _ACTIVE:
         cache = ArtifactCache(cache_dir)

@@ -45,8 +45,8 @@ def _batches(case, pipe, batch_size, applied=None):
 
 def export_inputs(cases: list[str], checkpoint: str, out: str, fmt: str = "trtexec", pipelines: str = "vehicle",
                   batch_size: int = 16, perturb: str | None = None, severities=(), seed: int = 0, invariance_probe: bool = False,
-                  onnx: str = "fp32,fp16", cache_dir: str | None = None, argv=()) -> Path:
-    from ..models.checkpoint import load_checkpoint
+                  graphs: str = "fp32,fp16", cache_dir: str | None = None, argv=(), onnx_spec: dict | None = None) -> Path:
+    from ..models.onnx_only import load_model
     from ..preprocessing import perturb as P
     from ..runners.artifacts import ArtifactCache, export_onnx, fp16_onnx
 
@@ -54,11 +54,12 @@ def export_inputs(cases: list[str], checkpoint: str, out: str, fmt: str = "trtex
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    graphs = [g.strip() for g in onnx.split(",") if g.strip() and g.strip() != "none"]
+    spec = graphs
+    graphs = [g.strip() for g in spec.split(",") if g.strip() and g.strip() != "none"]
     if set(graphs) - {"fp32", "fp16"}:
-        raise UsageError(f"--onnx takes fp32, fp16 or none, not {onnx!r}")
+        raise UsageError(f"--graphs takes fp32, fp16 or none, not {spec!r}")
     loaded = load_all_cases(cases)
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_model(checkpoint, onnx_spec)
     adapter = ckpt.adapter()
     pipes = [resolve_pipeline(p.strip(), adapter.pipelines()) for p in pipelines.split(",") if p.strip()]
     perts = [P.get(n) for n in P.resolve(perturb)] if perturb else []

@@ -20,9 +20,9 @@ from ..cases.lanes import resample_rows
 from ..errors import CaptureError, UsageError
 from ..metrics import scoring
 from ..metrics.lateral import lateral_difference, metres_per_pixel
-from ..models.checkpoint import load_checkpoint
+from ..models.onnx_only import load_model
 from ..provenance import git_sha, machine, sha256_file, sha256_json, source_hash, versions
-from ..runners import REFERENCE, create, prebuilt_engine, resolve
+from ..runners import REFERENCE, RUNNERS, create, prebuilt_engine, resolve
 from ..runners.artifacts import ArtifactCache
 from ..runners.captured import CaptureMismatch, CaptureRunner
 from .batch import RunnerBatches, nonfinite_findings
@@ -55,6 +55,7 @@ class ReplayConfig:
     threads: int | None = None
     ray_address: str | None = None
     outputs: list[str] = field(default_factory=list)  # captures: NAME=PATH[,inputs=DIR][,precision=P] (parity.runners.captures)
+    onnx_spec: dict | None = None  # {"adapter", "config"}: `checkpoint` is an ONNX-only model (parity.models.onnx_only)
 
 
 @dataclass
@@ -73,7 +74,7 @@ CODE = ("metrics", "preprocessing", "runners", "models", "cases", "colour.py", "
 def replay(cfg: ReplayConfig) -> ReplayResult:
     started = datetime.now(timezone.utc)
     cases = load_all_cases(cfg.cases)
-    ckpt = load_checkpoint(cfg.checkpoint)
+    ckpt = load_model(cfg.checkpoint, cfg.onnx_spec)
     adapter = ckpt.adapter()
     available = adapter.pipelines()
     pipe_names = cfg.pipelines if isinstance(cfg.pipelines, list) else [p.strip() for p in cfg.pipelines.split(",") if p.strip()]
@@ -84,6 +85,8 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     if len(set(pipe_names)) < len(pipe_names):
         raise UsageError(f"--pipeline: two pipelines share a name ({', '.join(pipe_names)}); results are keyed by it")
     names = resolve(cfg.runners)
+    if cfg.runners == "auto" and not getattr(ckpt, "has_weights", True):  # what an ONNX-only model can run
+        names = [n for n in names if not RUNNERS[n].needs_weights]
     names = [REFERENCE] + [n for n in names if n != REFERENCE]  # parity is measured against it: it runs first
     if cfg.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
@@ -114,7 +117,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
         # Absolute paths: a worker may start elsewhere (a Ray worker's folder is its session's).
         unit = {"checkpoint": os.path.abspath(ckpt.path), "runners": names, "engines": [os.path.abspath(e) for e in cfg.engines], "pipelines": [p.to_dict() for p in pipelines],
                 "batch_size": cfg.batch_size, "cache_dir": os.path.abspath(cache.root), "trt_timing_cache": cfg.trt_timing_cache and os.path.abspath(cfg.trt_timing_cache),
-                "captures": [c.spec.to_dict() for c in captures]}
+                "captures": [c.spec.to_dict() for c in captures], "onnx_spec": cfg.onnx_spec}
         try:
             errors = parts.compute(spec, replay_unit, {c.name: {**unit, "case": os.path.abspath(c.root)} for c in parts.todo},
                                    lambda case, result: bar.update(len(case) * len(pipelines)))
@@ -179,7 +182,7 @@ def replay_unit(payload: dict) -> dict:
     from ..preprocessing.pipeline import Pipeline
 
     ckpt, runners = active_runners(payload["checkpoint"], payload["runners"], payload["cache_dir"], payload["engines"],
-                                   payload["trt_timing_cache"], payload.get("captures", ()))
+                                   payload["trt_timing_cache"], payload.get("captures", ()), payload.get("onnx_spec"))
     pipelines = [Pipeline.from_dict(p) for p in payload["pipelines"]]
     case = load_case(payload["case"])
     tables, jitter_rows = _replay_case(case, ckpt, ckpt.adapter(), pipelines, runners, payload["batch_size"])

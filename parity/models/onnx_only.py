@@ -1,0 +1,82 @@
+"""A model that exists only as an ONNX file (what a deployment team is often handed): no PyTorch weights.
+
+`OnnxModel` stands where a Checkpoint stands for what needs no PyTorch: its adapter (named by the
+user, with the graph's own input and output names), its pipelines and decoding, the ONNX graph itself
+for the ONNX Runtime runners, the fp16 conversion and captures. The parity reference becomes ONNX
+Runtime fp32 on that graph, and the runner's label says so. What needs the PyTorch module (cpu-fp16,
+the emulations, torch on CUDA, localize, training) is refused in one line.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CheckpointError, UsageError
+from ..provenance import sha256_file
+
+
+@dataclass
+class OnnxModel:
+    path: Path
+    meta: dict
+    sha256: str
+    has_weights = False
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path
+
+    def adapter(self):
+        from .checkpoint import make_adapter
+
+        adapter = make_adapter(self.meta["adapter"], self.meta.get("config", {}), self.path)
+        adapter.input_name, adapter.output_name = self.meta["input_name"], self.meta["output_name"]
+        return adapter
+
+    def build_model(self):
+        raise UsageError(f"{self.path} is an ONNX-only model: this needs its PyTorch weights (parity import-checkpoint "
+                         "turns the weights file into a checkpoint)")
+
+
+def load_onnx_model(path: str | os.PathLike, adapter: str | None, config: dict | None = None) -> OnnxModel:
+    """The graph checked against the adapter before anything runs: one float input of the adapter's
+    input shape (any batch), one output."""
+    import onnx
+
+    from .checkpoint import make_adapter
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{p}: no such ONNX file")
+    if not adapter:
+        raise UsageError(f"{p}: an ONNX-only model needs --adapter (the model family that decodes its outputs, e.g. ufld)")
+    try:
+        graph = onnx.load(str(p), load_external_data=False).graph
+    except Exception as exc:  # protobuf raises its own DecodeError types
+        raise CheckpointError(f"{p}: not a readable ONNX model: {type(exc).__name__}: {exc}") from None
+    inits = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise CheckpointError(f"{p}: {len(inputs)} inputs and {len(graph.output)} outputs; parity runs one-input, one-output lane models here")
+    want = make_adapter(adapter, config or {}, p).input_shape()
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 1 + len(want) or any(d is not None and d != w for d, w in zip(dims[1:], want)):
+        raise CheckpointError(f"{p}: input {inputs[0].name!r} has shape {['?' if d is None else d for d in dims]}; the {adapter} adapter "
+                              f"feeds N x {' x '.join(map(str, want))}")
+    meta = {"adapter": adapter, "config": dict(config or {}), "method": "onnx-only", "name": p.stem,
+            "input_name": inputs[0].name, "output_name": graph.output[0].name, "fixed_batch": dims[0]}
+    return OnnxModel(p, meta, sha256_file(p))
+
+
+def load_model(path: str | os.PathLike, onnx_spec: dict | None = None):
+    """A Checkpoint, or an OnnxModel when `onnx_spec` ({"adapter", "config"}) says the path is an ONNX-only model."""
+    from .checkpoint import load_checkpoint
+
+    if onnx_spec is not None:
+        return load_onnx_model(path, onnx_spec.get("adapter"), onnx_spec.get("config"))
+    return load_checkpoint(path)
