@@ -87,8 +87,9 @@ def test_healthy_model_needs_nothing(fitted, tiny_case, cache):
 
 
 def _expected_onnx_op(c):
-    module_ops = {"Conv2d": "Conv", "ReLU": "Relu", "Linear": "Gemm", "AdaptiveAvgPool2d": "GlobalAveragePool", "MaxPool2d": "MaxPool"}
-    functional = {"flatten": "Flatten", "view": "Reshape", "add": "Add", "iadd": "Add", "relu": "Relu", "cat": "Concat", "sigmoid": "Sigmoid",
+    module_ops = {"Conv2d": "Conv", "ReLU": "Relu", "Linear": "Gemm", "AdaptiveAvgPool2d": "GlobalAveragePool", "MaxPool2d": "MaxPool",
+                  "LayerNorm": "LayerNormalization"}
+    functional = {"flatten": "Flatten", "view": "Reshape", "add": "Add", "iadd": "Add", "relu": "Relu", "cat": "Concat", "sigmoid": "Sigmoid", "getitem": "Slice",
                   "mul": "Mul"}
     return module_ops[c["op"]] if c["kind"] == "call_module" else functional[c["op"]]
 

@@ -246,3 +246,79 @@ def demo_points(out, griding_num, row_anchor, cls_num_per_lane, img_w, img_h):
                     points[(i, cls_num_per_lane - 1 - k)] = (out_j[k, i] * col_sample_w * img_w / 800 - 1,
                                                              img_h * (row_anchor[cls_num_per_lane - 1 - k] / 288) - 1)
     return points
+
+
+# -- Ultra-Fast-Lane-Detection-v2 (cfzd/Ultra-Fast-Lane-Detection-v2 at c903880): model/model_culane.py, demo.py ---
+
+class parsingNetV2(torch.nn.Module):
+    def __init__(self, pretrained=True, backbone='50', num_grid_row=None, num_cls_row=None, num_grid_col=None, num_cls_col=None,
+                 num_lane_on_row=None, num_lane_on_col=None, use_aux=False, input_height=None, input_width=None, fc_norm=False):
+        super(parsingNetV2, self).__init__()
+        self.num_grid_row = num_grid_row
+        self.num_cls_row = num_cls_row
+        self.num_grid_col = num_grid_col
+        self.num_cls_col = num_cls_col
+        self.num_lane_on_row = num_lane_on_row
+        self.num_lane_on_col = num_lane_on_col
+        self.use_aux = use_aux
+        self.dim1 = self.num_grid_row * self.num_cls_row * self.num_lane_on_row
+        self.dim2 = self.num_grid_col * self.num_cls_col * self.num_lane_on_col
+        self.dim3 = 2 * self.num_cls_row * self.num_lane_on_row
+        self.dim4 = 2 * self.num_cls_col * self.num_lane_on_col
+        self.total_dim = self.dim1 + self.dim2 + self.dim3 + self.dim4
+        mlp_mid_dim = 2048
+        self.input_dim = input_height // 32 * input_width // 32 * 8
+        self.model = resnet(backbone, pretrained=pretrained)
+        self.cls = torch.nn.Sequential(
+            torch.nn.LayerNorm(self.input_dim) if fc_norm else torch.nn.Identity(),
+            torch.nn.Linear(self.input_dim, mlp_mid_dim),
+            torch.nn.ReLU(),
+            torch.nn.Linear(mlp_mid_dim, self.total_dim),
+        )
+        self.pool = torch.nn.Conv2d(512, 8, 1) if backbone in ['34', '18', '34fca'] else torch.nn.Conv2d(2048, 8, 1)
+        initialize_weights(self.cls)
+
+    def forward(self, x):
+        x2, x3, fea = self.model(x)
+        fea = self.pool(fea)
+        fea = fea.view(-1, self.input_dim)
+        out = self.cls(fea)
+        return {'loc_row': out[:, :self.dim1].view(-1, self.num_grid_row, self.num_cls_row, self.num_lane_on_row),
+                'loc_col': out[:, self.dim1:self.dim1 + self.dim2].view(-1, self.num_grid_col, self.num_cls_col, self.num_lane_on_col),
+                'exist_row': out[:, self.dim1 + self.dim2:self.dim1 + self.dim2 + self.dim3].view(-1, 2, self.num_cls_row, self.num_lane_on_row),
+                'exist_col': out[:, -self.dim4:].view(-1, 2, self.num_cls_col, self.num_lane_on_col)}
+
+
+def pred2coords(pred, row_anchor, col_anchor, local_width=1, original_image_width=1640, original_image_height=590):
+    """demo.py's pred2coords for image 0, its int() left out (so sub-pixel agreement can be checked);
+    returns {lane index: [(x, y), ...]} instead of a list in row-lanes-then-column-lanes order."""
+    batch_size, num_grid_row, num_cls_row, num_lane_row = pred['loc_row'].shape
+    batch_size, num_grid_col, num_cls_col, num_lane_col = pred['loc_col'].shape
+    max_indices_row = pred['loc_row'].argmax(1).cpu()
+    valid_row = pred['exist_row'].argmax(1).cpu()
+    max_indices_col = pred['loc_col'].argmax(1).cpu()
+    valid_col = pred['exist_col'].argmax(1).cpu()
+    coords = {}
+    row_lane_idx = [1, 2]
+    col_lane_idx = [0, 3]
+    for i in row_lane_idx:
+        tmp = []
+        if valid_row[0, :, i].sum() > num_cls_row / 2:
+            for k in range(valid_row.shape[1]):
+                if valid_row[0, k, i]:
+                    all_ind = torch.tensor(list(range(max(0, max_indices_row[0, k, i] - local_width), min(num_grid_row - 1, max_indices_row[0, k, i] + local_width) + 1)))
+                    out_tmp = (pred['loc_row'][0, all_ind, k, i].softmax(0) * all_ind.float()).sum() + 0.5
+                    out_tmp = out_tmp / (num_grid_row - 1) * original_image_width
+                    tmp.append((float(out_tmp), float(row_anchor[k] * original_image_height)))
+            coords[i] = tmp
+    for i in col_lane_idx:
+        tmp = []
+        if valid_col[0, :, i].sum() > num_cls_col / 4:
+            for k in range(valid_col.shape[1]):
+                if valid_col[0, k, i]:
+                    all_ind = torch.tensor(list(range(max(0, max_indices_col[0, k, i] - local_width), min(num_grid_col - 1, max_indices_col[0, k, i] + local_width) + 1)))
+                    out_tmp = (pred['loc_col'][0, all_ind, k, i].softmax(0) * all_ind.float()).sum() + 0.5
+                    out_tmp = out_tmp / (num_grid_col - 1) * original_image_height
+                    tmp.append((float(col_anchor[k] * original_image_width), float(out_tmp)))
+            coords[i] = tmp
+    return coords

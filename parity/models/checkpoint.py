@@ -51,7 +51,8 @@ def sidecar_path(pt: Path) -> Path:
 # Adapters come from this registry (a name -> module:object inside parity) or from an installed
 # package's `parity.adapters` entry point, never from a module path written in a data file: a
 # checkpoint folder that shipped a module of that name would otherwise run its code.
-ADAPTERS = {"rowanchor": "parity.models.rowanchor:RowAnchorAdapter", "ufld": "parity.models.ufld:UfldAdapter"}
+ADAPTERS = {"rowanchor": "parity.models.rowanchor:RowAnchorAdapter", "ufld": "parity.models.ufld:UfldAdapter",
+            "ufldv2": "parity.models.ufldv2:UfldV2Adapter"}
 ALIASES = {"parity.models.rowanchor:RowAnchorAdapter": "rowanchor"}  # what sidecars said before the registry
 ENTRY_POINT_GROUP = "parity.adapters"
 

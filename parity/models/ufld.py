@@ -84,7 +84,8 @@ class UfldConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def build_network(cfg: UfldConfig):
+def resnet_backbone(depth: str):
+    """The authors' backbone.resnet(depth): torchvision's ResNet-18/34 stem and layers under their names (layer4's output)."""
     from torch import nn
 
     def conv3x3(cin, cout, stride=1):
@@ -120,11 +121,17 @@ def build_network(cfg: UfldConfig):
             x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
             return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
+    return ResNet(BLOCKS[depth])
+
+
+def build_network(cfg: UfldConfig):
+    from torch import nn
+
     class ParsingNet(nn.Module):
         def __init__(self):
             super().__init__()
             self.cls_dim = cfg.cls_dim
-            self.model = ResNet(BLOCKS[cfg.backbone])
+            self.model = resnet_backbone(cfg.backbone)
             # in the authors' order (cls before pool), so the state dict lists the keys as theirs does
             self.cls = nn.Sequential(nn.Linear(1800, 2048), nn.ReLU(), nn.Linear(2048, int(np.prod(self.cls_dim))))
             self.pool = nn.Conv2d(512, 8, 1)
@@ -185,13 +192,19 @@ class UfldAdapter:
         return np.where(ok, np.nan_to_num(cell), G).astype(np.int64).transpose(0, 2, 1)
 
     def import_state_dict(self, state: dict) -> dict:
-        """The authors' checkpoint as this network's state dict: `{'model': ...}` unwrapped, DDP's
-        `module.` prefix removed, the training-only auxiliary head dropped."""
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]
-        out = {}
-        for k, v in state.items():
-            k = k[7:] if k.startswith("module.") else k
-            if not k.startswith(AUX_PREFIXES):
-                out[k] = v
-        return out
+        return authors_state_dict(state, AUX_PREFIXES)
+
+
+def authors_state_dict(state, drop: tuple[str, ...]) -> dict:
+    """The authors' checkpoint (utils/common.py save_model) as a network's state dict: `{'model': ...}`
+    unwrapped, DDP's `module.` prefix removed, the training-only heads under `drop` left out."""
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        return state
+    out = {}
+    for k, v in state.items():
+        k = k[7:] if isinstance(k, str) and k.startswith("module.") else k
+        if not (isinstance(k, str) and k.startswith(drop)):
+            out[k] = v
+    return out

@@ -64,6 +64,14 @@ def _no_ort_provider(provider: str):
     return probe
 
 
+def _outs(adapter):
+    """The output's name, or the tuple of them for a model with several (parity.models.outputs)."""
+    from ..models.outputs import output_names
+
+    names = output_names(adapter)
+    return names[0] if len(names) == 1 else names
+
+
 def _torch(name, checkpoint, cache, **_):
     from .torch_runner import TorchRunner
 
@@ -74,7 +82,7 @@ def _torch(name, checkpoint, cache, **_):
         label = (f"reference: fp32 on onnxruntime's CPU provider, the user's graph {checkpoint.path.name} "
                  "(an ONNX-only model: no PyTorch weights)")
         return OnnxRuntimeRunner(name, checkpoint.onnx_path, label, ["CPUExecutionProvider"], {"artifact_sha256": checkpoint.sha256})
-    return TorchRunner(name, checkpoint.build_model, adapter.input_name, adapter.output_name, adapter.input_shape())
+    return TorchRunner(name, checkpoint.build_model, adapter.input_name, _outs(adapter), adapter.input_shape())
 
 
 def _emu(precision: str):
@@ -82,7 +90,7 @@ def _emu(precision: str):
         from .emulation import EmulatedPrecisionRunner
 
         adapter = checkpoint.adapter()
-        return EmulatedPrecisionRunner(name, checkpoint.build_model, adapter.input_name, adapter.output_name, adapter.input_shape(), precision)
+        return EmulatedPrecisionRunner(name, checkpoint.build_model, adapter.input_name, _outs(adapter), adapter.input_shape(), precision)
 
     return make
 
@@ -91,7 +99,7 @@ def _half(name, checkpoint, cache, **_):
     from .half import HalfPrecisionRunner
 
     adapter = checkpoint.adapter()
-    return HalfPrecisionRunner(name, checkpoint.build_model, adapter.input_name, adapter.output_name, adapter.input_shape())
+    return HalfPrecisionRunner(name, checkpoint.build_model, adapter.input_name, _outs(adapter), adapter.input_shape())
 
 
 def _torch_cuda(precision: str):
@@ -99,7 +107,7 @@ def _torch_cuda(precision: str):
         from .torch_cuda import TorchCudaRunner
 
         adapter = checkpoint.adapter()
-        return TorchCudaRunner(name, checkpoint.build_model, adapter.input_name, adapter.output_name, adapter.input_shape(), precision)
+        return TorchCudaRunner(name, checkpoint.build_model, adapter.input_name, _outs(adapter), adapter.input_shape(), precision)
 
     return make
 

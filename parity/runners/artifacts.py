@@ -62,7 +62,10 @@ def export_onnx(checkpoint, cache: ArtifactCache) -> tuple[Path, dict]:
         return Path(checkpoint.onnx_path), {"sha256": checkpoint.sha256, "key": {"onnx_only": checkpoint.sha256}, "precision": "fp32"}
     import torch
 
+    from ..models.outputs import output_names
+
     adapter = checkpoint.adapter()
+    outputs = list(output_names(adapter))
     key = {
         "weights_sha256": checkpoint.sha256,
         "adapter": checkpoint.meta["adapter"],
@@ -81,8 +84,8 @@ def export_onnx(checkpoint, cache: ArtifactCache) -> tuple[Path, dict]:
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model, (dummy,), str(path),
-                input_names=[adapter.input_name], output_names=[adapter.output_name],
-                dynamic_axes={adapter.input_name: {0: "batch"}, adapter.output_name: {0: "batch"}},
+                input_names=[adapter.input_name], output_names=outputs,
+                dynamic_axes={adapter.input_name: {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
                 opset_version=OPSET, dynamo=False, do_constant_folding=True,
             )
         return {"precision": "fp32"}

@@ -48,12 +48,14 @@ class TorchCudaRunner(Runner):
         tf32 = self.precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         try:
+            from ..models.outputs import named_outputs
+
             with torch.inference_mode():
                 out = self.model(x)
-            out = out.float().cpu().numpy()  # .cpu() synchronises, so the timing covers the kernels
+            out = [o.float().cpu() for o in out] if isinstance(out, (tuple, list)) else out.float().cpu()  # .cpu() synchronises
         finally:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-        return {self.output_name: out.astype(np.float32, copy=False)}
+        return named_outputs(self.output_name, out)
 
     def deactivate_impl(self) -> None:
         import torch

@@ -1,15 +1,14 @@
 """PyTorch runner: the reference (fp32 on CPU)."""
 from __future__ import annotations
 
-import numpy as np
-
 from .base import Runner, TensorSpec
 
 
 class TorchRunner(Runner):
     label = "fp32 (PyTorch, CPU)"
 
-    def __init__(self, name: str, build_model, input_name: str, output_name: str, input_shape: tuple[int, ...]):
+    def __init__(self, name: str, build_model, input_name: str, output_name, input_shape: tuple[int, ...]):
+        """`output_name`: the output's name, or a tuple of names for a model returning several."""
         super().__init__(name)
         self._build_model = build_model
         self.input_name, self.output_name = input_name, output_name
@@ -25,9 +24,11 @@ class TorchRunner(Runner):
     def infer_impl(self, feed):
         import torch
 
+        from ..models.outputs import named_outputs
+
         with torch.inference_mode():
             out = self.model(torch.from_numpy(feed[self.input_name]))
-        return {self.output_name: out.numpy().astype(np.float32, copy=False)}
+        return named_outputs(self.output_name, out)
 
     def deactivate_impl(self) -> None:
         self.model = None

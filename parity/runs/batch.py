@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..metrics.tensors import argmax_flips, tensor_parity
+from ..models.outputs import decode_outputs, output_names
 from ..runners.base import RunnerError
 
 RAW_PARITY = ("raw_max", "raw_p99", "raw_mean", "raw_cosine", "argmax_flip_rate")
@@ -23,6 +24,17 @@ def raw_parity(logits: np.ndarray, ref: np.ndarray) -> dict[str, np.ndarray]:
     p = tensor_parity(logits, ref)
     return {"raw_max": p["max"], "raw_p99": p["p99"], "raw_mean": p["mean"], "raw_cosine": p["cosine"],
             "argmax_flip_rate": argmax_flips(logits, ref)}
+
+
+def raw_parity_outputs(outs: dict, ref: dict) -> dict[str, np.ndarray]:
+    """Per frame, over every named output: the worst of each output's parity (largest differences and
+    flip rate, smallest cosine), so no output's divergence is averaged away by another's agreement."""
+    per = [raw_parity(outs[n], ref[n]) for n in outs]
+    if len(per) == 1:
+        return per[0]
+    worst = {k: np.max(np.stack([p[k] for p in per]), axis=0) for k in RAW_PARITY if k != "raw_cosine"}
+    worst["raw_cosine"] = np.min(np.stack([p["raw_cosine"] for p in per]), axis=0)
+    return worst
 
 
 @dataclass
@@ -47,26 +59,29 @@ class RunnerBatches:
     def feed(self, batch: np.ndarray) -> None:
         feed = {self.adapter.input_name: batch}
         n = len(batch)
+        names = output_names(self.adapter)
         ref = None
         for r in self.runners:
             out = r.infer(feed)
-            if self.adapter.output_name not in out:
-                raise RunnerError(f"runner {r.name} returned {sorted(out)}, not {self.adapter.output_name!r}")
-            logits = out[self.adapter.output_name]
-            if ref is not None and logits.shape != ref.shape:
-                raise RunnerError(f"runner {r.name} returned shape {logits.shape}, the reference {ref.shape}")
-            ref = logits if ref is None else ref
+            missing = [k for k in names if k not in out]
+            if missing:
+                raise RunnerError(f"runner {r.name} returned {sorted(out)}, not {', '.join(map(repr, missing))}")
+            outs = {k: out[k] for k in names}
+            if ref is not None and any(outs[k].shape != ref[k].shape for k in names):
+                k = next(k for k in names if outs[k].shape != ref[k].shape)
+                raise RunnerError(f"runner {r.name} returned {k} of shape {outs[k].shape}, the reference {ref[k].shape}")
+            ref = outs if ref is None else ref
             p = self._parts[r.name]
-            nonfinite = (~np.isfinite(logits)).reshape(n, -1).mean(axis=1)
+            nonfinite = np.concatenate([(~np.isfinite(outs[k])).reshape(n, -1) for k in names], axis=1).mean(axis=1)
             p["nonfinite"].append(nonfinite)
             with np.errstate(invalid="ignore", over="ignore"):
-                p["raw"].append(raw_parity(logits, ref))
-                x = self.adapter.decode(logits, self.width)
+                p["raw"].append(raw_parity_outputs(outs, ref))
+                x = decode_outputs(self.adapter, outs, self.width)
             x[nonfinite > 0] = np.nan  # a decoder fed NaN/Inf may still return numbers: those lanes are failed
             p["x"].append(x)
             p["ms"].append(np.full(n, r.last_inference_time * 1e3 / n))
             if r.name in self.keep_logits:
-                p["logits"].append(logits)
+                p["logits"].append(outs[names[0]])
 
     def outputs(self) -> dict[str, RunnerOutputs]:
         out = {}

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from ..metrics.lateral import lateral_difference
+from ..models.outputs import decode_outputs, output_names
 
 WIDE = ("fp32", "tf32")
 
@@ -26,7 +27,6 @@ def batch_invariance(runners, adapter, pipelines) -> dict[tuple[str, str, str], 
     from ..provenance import sha256_json
 
     names = {sha256_json(p.to_dict()): p.name for p in pipelines}
-    cases = {}
     out = {}
     for r in runners:
         if not hasattr(r, "invariance"):
@@ -35,17 +35,18 @@ def batch_invariance(runners, adapter, pipelines) -> dict[tuple[str, str, str], 
         for b, outs in r.invariance():
             if b.pipeline_sha256 not in names:
                 continue
-            logits = outs[adapter.output_name]
+            outs = {n: outs[n] for n in output_names(adapter)}
             with np.errstate(invalid="ignore", over="ignore"):
-                raw = float(np.nanmax(np.abs(logits.astype(np.float64) - logits[:1].astype(np.float64))))
+                raw = max(float(np.nanmax(np.abs(o.astype(np.float64) - o[:1].astype(np.float64)))) for o in outs.values())
             width = int(cases.get(b.case, {}).get("width", 0)) or None
             dx = math.nan
             if width:
-                x = adapter.decode(logits, width)
+                x = decode_outputs(adapter, outs, width)
                 ref = np.repeat(x[:1], len(x), axis=0)
                 present = np.isfinite(x).any(axis=-1) != np.isfinite(ref).any(axis=-1)
                 d = lateral_difference(x, ref)["max_px"]
-                dx = math.inf if present.any() or not np.isfinite(logits).all() else (d if np.isfinite(d) else 0.0)
+                finite = all(np.isfinite(o).all() for o in outs.values())
+                dx = math.inf if present.any() or not finite else (d if np.isfinite(d) else 0.0)
             out[(b.case, r.name, names[b.pipeline_sha256])] = {"batch_variance_raw_max": raw, "batch_variance_dx_max_px": dx}
     return out
 
@@ -80,9 +81,8 @@ def identical_outputs(a, b) -> int:
     """Frames both captures have, if every one of their outputs is bitwise equal; else 0."""
     ra, rb = a.frame_rows(), b.frame_rows()
     shared = [h for h in ra if h in rb]
-    name = a.manifest.output_name
     for h in shared:
         (ba, ka), (bb, kb) = ra[h], rb[h]
-        if not np.array_equal(a.outputs[ba][name][ka], b.outputs[bb][name][kb]):
+        if any(not np.array_equal(a.outputs[ba][n][ka], b.outputs[bb][n][kb]) for n in a.manifest.output_names):
             return 0
     return len(shared)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from ..models.outputs import output_names
 from ..provenance import git_sha, sha256_file, sha256_json
 from ..runners.captures import manifest as M
 from ..runners.captures import numpy_files, polygraphy_json, trtexec
@@ -117,7 +118,8 @@ def export_inputs(cases: list[str], checkpoint: str, out: str, fmt: str = "trtex
     doc = {
         "created": datetime.now(timezone.utc).isoformat(), "command": list(argv), "git_sha": git_sha(), "format": fmt,
         "checkpoint": {"path": os.path.abspath(ckpt.path), "sha256": ckpt.sha256, "name": ckpt.name},
-        "input_name": adapter.input_name, "output_name": adapter.output_name, "batch_size": batch_size,
+        "input_name": adapter.input_name, "output_name": output_names(adapter)[0], "output_names": list(output_names(adapter)),
+        "batch_size": batch_size,
         "cases": {c.name: {"sha256": c.content_hash(), "frames": len(c), "width": c.width, "height": c.height} for c in loaded},
         "pipelines": {p.name: {"sha256": sha256_json(p.to_dict()), "spec": p.to_dict()} for p in pipes},
         "perturbations": {p.name: [int(s) for s in severities] for p in perts}, "seed": seed,

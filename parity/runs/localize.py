@@ -60,7 +60,7 @@ FUNCTIONAL_ONNX = {
     "truediv": "Div", "div": "Div", "cat": "Concat", "concat": "Concat", "matmul": "MatMul", "bmm": "MatMul",
     "adaptive_avg_pool2d": "GlobalAveragePool", "avg_pool2d": "AveragePool", "max_pool2d": "MaxPool",
     "interpolate": "Resize", "permute": "Transpose", "transpose": "Transpose", "softmax": "Softmax", "log_softmax": "LogSoftmax",
-    "mean": "ReduceMean", "sum": "ReduceSum", "linear": "Gemm", "conv2d": "Conv", "hardtanh": "Clip", "clamp": "Clip",
+    "mean": "ReduceMean", "sum": "ReduceSum", "linear": "Gemm", "conv2d": "Conv", "hardtanh": "Clip", "clamp": "Clip", "getitem": "Slice",
 }
 FORWARD_BUDGET_MIN = 8  # forward steps before falling back to "everything fp32" (at least 2 x max_keep)
 
@@ -196,11 +196,14 @@ class Reduced:
             self.nodes = [c for c in self.nodes if self.onnx.get(c["node"])]
             for k, c in enumerate(self.nodes):
                 c["order"] = k
-        self.reference = _Reference("torch", checkpoint.build_model, a.input_name, a.output_name, a.input_shape())
+        from ..models.outputs import output_names
+
+        outs = output_names(a) if len(output_names(a)) > 1 else a.output_name
+        self.reference = _Reference("torch", checkpoint.build_model, a.input_name, outs, a.input_shape())
         self.reference.activate()
         self.half, self.clamped = None, 0
         if runner == "cpu-fp16":
-            self.half = HalfPrecisionRunner(runner, checkpoint.build_model, a.input_name, a.output_name, a.input_shape(), memo=True)
+            self.half = HalfPrecisionRunner(runner, checkpoint.build_model, a.input_name, outs, a.input_shape(), memo=True)
             self.half.activate()
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from ..models.outputs import decode_outputs
 from ..runners.captures import manifest as Mf
 from ..runners.captures import polygraphy_json, trtexec
 from .localize import lane_effect_px, map_to_onnx, minimal_keep_set, onnx_data_nodes
@@ -100,24 +101,30 @@ class Torch:
     def __init__(self, checkpoint):
         import torch
 
+        from ..models.outputs import output_names
         from ..runners.half import HalfExecutor
 
         self.torch = torch
+        self.names = output_names(checkpoint.adapter())
         self.ex = HalfExecutor(checkpoint.build_model())
         self.ex.set_keep(self.ex.ids)
 
-    def activations(self, x: np.ndarray) -> tuple[dict, np.ndarray]:
-        self.ex.recorded = {}
-        with self.torch.inference_mode():
-            out = self.ex(self.torch.from_numpy(x))
-        acts, self.ex.recorded = self.ex.recorded, None
-        return {k: v.float().numpy() for k, v in acts.items() if isinstance(v, self.torch.Tensor)}, out.numpy()
+    def _run(self, x: np.ndarray) -> dict:
+        from ..models.outputs import named_outputs
 
-    def with_layer(self, x: np.ndarray, node: str, value: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            return named_outputs(self.names, self.ex(self.torch.from_numpy(x)))
+
+    def activations(self, x: np.ndarray) -> tuple[dict, dict]:
+        self.ex.recorded = {}
+        out = self._run(x)
+        acts, self.ex.recorded = self.ex.recorded, None
+        return {k: v.float().numpy() for k, v in acts.items() if isinstance(v, self.torch.Tensor)}, out
+
+    def with_layer(self, x: np.ndarray, node: str, value: np.ndarray) -> dict:
         self.ex.override = {node: self.torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))}
         try:
-            with self.torch.inference_mode():
-                return self.ex(self.torch.from_numpy(x)).numpy()
+            return self._run(x)
         finally:
             self.ex.override = {}
 
@@ -158,7 +165,7 @@ def localize_capture(checkpoint, capture: str, inputs: str | None = None, batch:
     nodes = _candidates(torch_ref, x)
     fx_onnx = map_to_onnx(nodes, onnx_data_nodes(onnx_path))
     last_of = {names[-1]: c["node"] for c in nodes for names in [fx_onnx.get(c["node"]) or []] if names}
-    ref_lanes = adapter.decode(ref_out, width)
+    ref_lanes = decode_outputs(adapter, ref_out, width)
     layers, depth = [], 0
     for name in sorted(tensors, key=lambda t: topo.index(producer[t]) if t in producer else len(topo)):
         onnx_node = producer.get(name)
@@ -204,13 +211,13 @@ def _candidates(torch_ref: Torch, x: np.ndarray) -> list[dict]:
     return candidate_nodes(torch_ref.ex)
 
 
-def _lane_effect(adapter, out, ref_out, ref_lanes, width) -> float:
+def _lane_effect(adapter, out: dict, ref_out, ref_lanes, width) -> float:
     from .batch import RunnerOutputs
 
-    n = len(out)
-    nonfinite = (~np.isfinite(out)).reshape(n, -1).mean(axis=1)
+    n = len(next(iter(out.values())))
+    nonfinite = np.concatenate([(~np.isfinite(o)).reshape(n, -1) for o in out.values()], axis=1).mean(axis=1)
     with np.errstate(invalid="ignore", over="ignore"):
-        lanes = adapter.decode(out, width)
+        lanes = decode_outputs(adapter, out, width)
     lanes[nonfinite > 0] = np.nan
 
     def wrap(xs, nf):

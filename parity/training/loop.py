@@ -179,6 +179,9 @@ def train(
     torch.set_num_threads(threads)
     parent_ck = load_checkpoint(parent) if parent else None
     adapter_name, adapter = _adapter(parent_ck, adapter_name, adapter_config, config, out)
+    if not hasattr(adapter, "targets"):
+        raise UsageError(f"the {adapter_name} adapter provides no training targets and loss (parity trains models whose adapter does); "
+                         "it can be imported, replayed, captured and localized")
     cases = [load_case(p) for p in train_cases]
     held_out = [load_case(p) for p in eval_cases]
     t0 = time.perf_counter()

@@ -192,8 +192,9 @@ def _check_outputs(path: Path, manifest: Manifest, outputs: dict) -> None:
         b = by_id.get(bid)
         if b is None:
             raise UsageError(f"{path}: batch {bid!r} is not in {manifest.path}")
-        if manifest.output_name not in outs:
-            raise UsageError(f"{path}: batch {bid} has outputs {sorted(outs)}, not the model's {manifest.output_name!r}")
+        lacking = [n for n in manifest.output_names if n not in outs]
+        if lacking:
+            raise UsageError(f"{path}: batch {bid} has outputs {sorted(outs)}, not the model's {', '.join(map(repr, lacking))}")
         for name, arr in outs.items():
             if not isinstance(arr, np.ndarray) or arr.ndim < 1 or len(arr) != b.size:
                 shape = getattr(arr, "shape", None)

@@ -67,6 +67,12 @@ class Manifest:
     def output_name(self) -> str:
         return self.doc["output_name"]
 
+    @property
+    def output_names(self) -> list[str]:
+        """Every named output of the model (one, or several: UFLDv2's four)."""
+        names = self.doc.get("output_names")
+        return list(names) if isinstance(names, list) and names else [self.output_name]
+
     def by_id(self) -> dict[str, Batch]:
         return {b.id: b for b in self.batches}
 

@@ -29,6 +29,8 @@ def read_npy(path: Path, manifest) -> dict[str, dict[str, np.ndarray]]:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise UsageError(f"{path}: not a readable .npy file: {exc}") from None
+    if len(manifest.output_names) > 1:
+        raise UsageError(f"{path}: the model has {len(manifest.output_names)} outputs; give them in an .npz keyed batch_NNNN/<output>")
     frames = [b for b in manifest.batches if b.kind == "frames"]
     n = sum(b.size for b in frames)
     if arr.ndim < 1 or len(arr) != n:

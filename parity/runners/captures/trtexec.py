@@ -87,7 +87,8 @@ def read_raw_bindings(root: Path, manifest) -> dict[str, dict[str, np.ndarray]]:
                                  f"(case {b.case} frame {frame}) differs from inputs.json")
         outs = {}
         for f in sorted(folder.glob("*.output.*.raw")):
-            name = manifest.output_name if f.name.startswith(safe_filename(manifest.output_name) + ".output.") else f.name.split(".output.")[0]
+            # the file name holds the tensor name only as trtexec sanitised it: match it back to the model's outputs
+            name = next((n for n in manifest.output_names if f.name.startswith(safe_filename(n) + ".output.")), f.name.split(".output.")[0])
             outs[name] = _parse_raw(f, name, "output")
         if not outs:
             raise UsageError(f"{folder}: no output dump (<name>.output.<dims>.<dtype>.raw)")
