@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["cross_machine", "scale", "polygraphy_compare", "perturb_cost", "full_sweep", "rank_time", "rank_memory", "replay_memory", "metrics_speed"]
+ORDER = ["cross_machine", "scale", "ufld_cost", "polygraphy_compare", "perturb_cost", "full_sweep", "rank_time", "rank_memory", "replay_memory", "metrics_speed"]
 
 
 def main() -> None:
