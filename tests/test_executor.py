@@ -10,7 +10,7 @@ import pytest
 from parity.errors import UsageError
 from parity.runs.executor import ExecutorSpec
 
-from .conftest import _tiny_scenario, assert_same_run_tables, run_cli
+from .conftest import _tiny_scenario, assert_same_run_tables, run_cli, run_main
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +22,15 @@ def three_cases(tmp_path_factory):
 
 
 def _sweep(cases, ckpt, out, cache, *extra):
-    return run_cli("sweep", "--cases", *cases, "--checkpoint", ckpt.path, "--runners", "torch,ort-fp16", "--perturb",
+    run = run_main if "--workers" not in extra else run_cli  # the serial reference in this process; pools as commands
+    return run("sweep", "--cases", *cases, "--checkpoint", ckpt.path, "--runners", "torch,ort-fp16", "--perturb",
                    "crop_shift_x,roll", "--severities", "5", "--window-s", "0.5", "--cache-dir", cache,
                    "--no-progress", "--out", out, *extra)
 
 
 def _replay(cases, ckpt, out, cache, *extra):
-    return run_cli("replay", "--cases", *cases, "--checkpoint", ckpt.path, "--runners", "torch,ort-fp16", "--pipeline", "vehicle,training",
+    run = run_main if "--workers" not in extra else run_cli
+    return run("replay", "--cases", *cases, "--checkpoint", ckpt.path, "--runners", "torch,ort-fp16", "--pipeline", "vehicle,training",
                    "--cache-dir", cache, "--no-progress", "--no-report", "--out", out, *extra)
 
 

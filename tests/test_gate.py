@@ -14,7 +14,7 @@ from parity.decisions import gate as G
 from parity.decisions.baseline import load_baseline, read_replay
 from parity.errors import UsageError
 
-from .conftest import _tiny_scenario, run_cli
+from .conftest import _tiny_scenario, run_cli, run_main
 from .defects import plant_overflow
 
 XSD = Path(__file__).with_name("junit.xsd")
@@ -32,17 +32,18 @@ def world(tmp_path_factory):
     fitted = train([str(c) for c in cases], root / "fit.pt", epochs=12, batch_size=6, lr=3e-3, progress=False)
     cache = root / "cache"
     run = root / "base-run"
-    r = run_cli("replay", "--cases", *cases, "--checkpoint", fitted.path, "--runners", RUNNERS, "--pipeline", "vehicle,training",
-                "--out", run, "--cache-dir", cache, "--no-progress", "--no-report")
+    r = run_main("replay", "--cases", *cases, "--checkpoint", fitted.path, "--runners", RUNNERS, "--pipeline", "vehicle,training",
+                 "--out", run, "--cache-dir", cache, "--no-progress", "--no-report")
     assert r.returncode == 0, r.stderr
     baseline = root / "baseline.json"
-    r = run_cli("baseline", "--run", run, "--out", baseline)
+    r = run_main("baseline", "--run", run, "--out", baseline)
     assert r.returncode == 0, r.stderr
     return {"root": root, "cases": cases, "fitted": fitted, "cache": cache, "run": run, "baseline": baseline}
 
 
 def _gate(world, out, *args):
-    return run_cli("gate", "--baseline", world["baseline"], "--out", out, "--cache-dir", world["cache"], "--no-progress", "--no-report", *args)
+    """parity gate in this process (the candidate's replay included); one test runs it as a command (exit code, stderr)."""
+    return run_main("gate", "--baseline", world["baseline"], "--out", out, "--cache-dir", world["cache"], "--no-progress", "--no-report", *args)
 
 
 def _doc(out) -> dict:
@@ -330,16 +331,16 @@ def test_a_baseline_value_outside_its_metric_is_refused(world, tmp_path, value, 
 def test_baseline_and_gate_input_errors(world, tmp_path):
     bad = tmp_path / "b.json"
     bad.write_text("{not json")
-    r = run_cli("gate", "--baseline", bad, "--run", world["run"], "--out", tmp_path / "o")
+    r = run_main("gate", "--baseline", bad, "--run", world["run"], "--out", tmp_path / "o")
     assert r.returncode == 2 and "unreadable baseline" in r.stderr and str(bad) in r.stderr and "Traceback" not in r.stderr
     bad.write_text(json.dumps({"schema": "parity.baseline/1", "provenance": {"cases": {}}, "entries": [{"case": "x"}]}))
-    r = run_cli("gate", "--baseline", bad, "--run", world["run"], "--out", tmp_path / "o")
+    r = run_main("gate", "--baseline", bad, "--run", world["run"], "--out", tmp_path / "o")
     assert r.returncode == 2 and "entries[0]" in r.stderr
-    r = run_cli("gate", "--baseline", tmp_path / "none.json", "--run", world["run"], "--out", tmp_path / "o")
+    r = run_main("gate", "--baseline", tmp_path / "none.json", "--run", world["run"], "--out", tmp_path / "o")
     assert r.returncode == 2 and "no such baseline" in r.stderr
-    r = run_cli("gate", "--baseline", world["baseline"], "--run", tmp_path / "nowhere", "--out", tmp_path / "o")
+    r = run_main("gate", "--baseline", world["baseline"], "--run", tmp_path / "nowhere", "--out", tmp_path / "o")
     assert r.returncode == 2 and "no such run folder" in r.stderr
-    r = run_cli("gate", "--baseline", world["baseline"], "--run", world["run"], "--checkpoint", "x.pt", "--out", tmp_path / "o")
+    r = run_main("gate", "--baseline", world["baseline"], "--run", world["run"], "--checkpoint", "x.pt", "--out", tmp_path / "o")
     assert r.returncode == 2 and "either --run or" in r.stderr
     failed = _edited_run(world, tmp_path, lambda d: d.update(errors=[{"case": "g0", "error": "boom"}]))
     r = run_cli("baseline", "--run", failed, "--out", tmp_path / "nb.json")

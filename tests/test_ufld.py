@@ -192,13 +192,13 @@ def test_an_onnx_only_model_replays_with_onnxruntime_as_its_reference(imported, 
     torch.onnx.export(theirs.eval(), (torch.zeros(1, 3, 288, 800),), str(tmp_path / "ufld.onnx"), input_names=["input"], output_names=["output"],
                       opset_version=17, dynamo=False)
     base = ["--cases", two_frames, "--pipeline", "vehicle", "--cache-dir", cache_dir, "--no-progress", "--no-report"]
-    res = run_main("replay", "--onnx", tmp_path / "ufld.onnx", "--adapter", "ufld", "--config", "culane-r18", "--runners", "torch,ort-fp16",
-                   "--out", tmp_path / "onnx-run", *base)
+    res = run_main("replay", "--onnx", tmp_path / "ufld.onnx", "--adapter", "ufld", "--config", "culane-r18", "--runners", "torch",
+                   "--out", tmp_path / "onnx-run", *base)  # ort-fp16 on an ONNX-only model: tests/test_ufldv2.py
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     doc = json.loads((tmp_path / "onnx-run" / "summary.json").read_text())
     r = {x["runner"]: x for x in doc["results"]}
     assert "ONNX-only model" in r["torch"]["label"] and doc["provenance"]["checkpoint"]["method"] == "onnx-only"
-    assert r["ort-fp16"]["frames"] == 2 and r["ort-fp16"]["raw_max"] > 0
+    assert r["torch"]["frames"] == 2
     import pandas as pd
 
     from parity.cases.format import load_case

@@ -122,3 +122,30 @@ def test_training_a_model_without_targets_is_refused(imported, tiny_case, tmp_pa
     _, ck = imported
     res = run_main("train", "--cases", tiny_case, "--from", ck.path, "--epochs", "1", "--batch-size", "3", "--no-progress", "--out", tmp_path / "t.pt")
     assert res.returncode == 2 and "provides no training targets" in res.stderr
+
+
+def test_an_onnx_only_v2_model_with_its_four_named_outputs(imported, tiny_case, cache_dir, tmp_path):
+    net, _ = imported
+
+    class Tupled(torch.nn.Module):  # the authors' ONNX export names the dict's four values
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            d = self.net(x)
+            return tuple(d[k] for k in OUTPUTS)
+
+    torch.onnx.export(Tupled().eval(), (torch.zeros(1, 3, 160, 320),), str(tmp_path / "v2.onnx"), input_names=["input"],
+                      output_names=list(OUTPUTS), opset_version=17, dynamo=False)
+    res = run_main("replay", "--onnx", tmp_path / "v2.onnx", "--adapter", "ufldv2", "--config", "culane-r18", "--cases", tiny_case,
+                   "--runners", "torch", "--out", tmp_path / "r0", "--no-progress", "--no-report")
+    assert res.returncode == 2 and "the ufldv2 adapter feeds N x 3 x 320 x 1600" in res.stderr  # the config decides the input
+    from parity.runs.replay import ReplayConfig, replay
+
+    out = replay(ReplayConfig(cases=[str(tiny_case)], checkpoint=str(tmp_path / "v2.onnx"), runners="torch,ort-fp16", pipelines="vehicle",
+                              out=str(tmp_path / "r1"), batch_size=3, cache_dir=str(cache_dir), progress=False,
+                              onnx_spec={"adapter": "ufldv2", "config": SMALL}))
+    assert out.exit_code == 0
+    r = {x["runner"]: x for x in out.summary["results"]}
+    assert "ONNX-only" in r["torch"]["label"] and r["ort-fp16"]["frames"] == 6 and np.isfinite(r["torch"]["bend_mean_px"])

@@ -36,6 +36,8 @@ class OnnxModel:
 
         adapter = make_adapter(self.meta["adapter"], self.meta.get("config", {}), self.path)
         adapter.input_name, adapter.output_name = self.meta["input_name"], self.meta["output_name"]
+        if len(self.meta["output_names"]) > 1:
+            adapter.output_names = tuple(self.meta["output_names"])
         return adapter
 
     def build_model(self):
@@ -45,7 +47,7 @@ class OnnxModel:
 
 def load_onnx_model(path: str | os.PathLike, adapter: str | None, config: dict | None = None) -> OnnxModel:
     """The graph checked against the adapter before anything runs: one float input of the adapter's
-    input shape (any batch), one output."""
+    input shape (any batch), and the adapter's outputs: one (any name), or all of its named ones."""
     import onnx
 
     from .checkpoint import make_adapter
@@ -59,17 +61,27 @@ def load_onnx_model(path: str | os.PathLike, adapter: str | None, config: dict |
         graph = onnx.load(str(p), load_external_data=False).graph
     except Exception as exc:  # protobuf raises its own DecodeError types
         raise CheckpointError(f"{p}: not a readable ONNX model: {type(exc).__name__}: {exc}") from None
+    from .outputs import output_names
+
     inits = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in inits]
-    if len(inputs) != 1 or len(graph.output) != 1:
-        raise CheckpointError(f"{p}: {len(inputs)} inputs and {len(graph.output)} outputs; parity runs one-input, one-output lane models here")
-    want = make_adapter(adapter, config or {}, p).input_shape()
+    family = make_adapter(adapter, config or {}, p)
+    expected = output_names(family)
+    outputs = [o.name for o in graph.output]
+    if len(inputs) != 1 or len(outputs) != len(expected):
+        raise CheckpointError(f"{p}: {len(inputs)} input(s) and {len(outputs)} output(s) ({', '.join(outputs)}); the {adapter} adapter "
+                              f"reads one input and {len(expected)} output(s) ({', '.join(expected)})")
+    if len(expected) > 1:  # several outputs are told apart by name only: the names the model's authors export
+        if set(outputs) != set(expected):
+            raise CheckpointError(f"{p}: outputs {', '.join(outputs)}; the {adapter} adapter reads {', '.join(expected)} by name")
+        outputs = list(expected)
+    want = family.input_shape()
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
     if len(dims) != 1 + len(want) or any(d is not None and d != w for d, w in zip(dims[1:], want)):
         raise CheckpointError(f"{p}: input {inputs[0].name!r} has shape {['?' if d is None else d for d in dims]}; the {adapter} adapter "
                               f"feeds N x {' x '.join(map(str, want))}")
     meta = {"adapter": adapter, "config": dict(config or {}), "method": "onnx-only", "name": p.stem,
-            "input_name": inputs[0].name, "output_name": graph.output[0].name, "fixed_batch": dims[0]}
+            "input_name": inputs[0].name, "output_name": outputs[0], "output_names": outputs, "fixed_batch": dims[0]}
     return OnnxModel(p, meta, sha256_file(p))
 
 
