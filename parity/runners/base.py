@@ -119,17 +119,21 @@ class Runner(ABC):
 
 
 _THREADS: int | None = None
+_TORCH_DEFAULT: int | None = None  # torch's own thread count, before any run set one
 
 
 def set_compute_threads(n: int | None) -> None:
     """Threads every backend of this process may use (a worker of a pool of N gets cores / N, so
-    torch and ONNX Runtime do not oversubscribe the machine). None: each library's default."""
-    global _THREADS
-    _THREADS = n
-    if n is not None:
-        import torch
+    torch and ONNX Runtime do not oversubscribe the machine). None: each library's default, restored
+    if an earlier run in this process set another (the thread count changes torch's sums, and a run
+    with threads=None must compute what a fresh process computes)."""
+    global _THREADS, _TORCH_DEFAULT
+    import torch
 
-        torch.set_num_threads(n)
+    if _TORCH_DEFAULT is None:
+        _TORCH_DEFAULT = torch.get_num_threads()
+    _THREADS = n
+    torch.set_num_threads(n if n is not None else _TORCH_DEFAULT)
 
 
 def compute_threads() -> int | None:

@@ -64,7 +64,11 @@ def run_units(spec: ExecutorSpec, fn, payloads: list, on_result):
     if not payloads:
         return
     if spec.kind == "serial":
-        _init_worker(spec.threads)
+        from ..runners.base import set_compute_threads
+
+        # in this process: no OMP_NUM_THREADS (too late for the libraries loaded here, and inherited by
+        # every process started after, which would then compute with other thread counts)
+        set_compute_threads(spec.threads)
         for i, p in enumerate(payloads):
             on_result(i, *_call(fn, p))
         return
