@@ -31,7 +31,7 @@ from ..errors import UsageError
 from ..models.outputs import decode_outputs
 from ..runners.captures import manifest as Mf
 from ..runners.captures import polygraphy_json, trtexec
-from .localize import lane_effect_px, map_to_onnx, minimal_keep_set, onnx_data_nodes
+from .localize import candidate_nodes, lane_effect_px, map_to_onnx, minimal_keep_set, onnx_data_nodes
 
 FP16_UNIT_ROUNDOFF = 2.0**-11
 BUDGET_FACTOR = 8.0
@@ -162,7 +162,7 @@ def localize_capture(checkpoint, capture: str, inputs: str | None = None, batch:
     adapter = checkpoint.adapter()
     onnx_path, _ = export_onnx(checkpoint, cache)
     producer, topo = tensor_to_node(onnx_path)
-    nodes = _candidates(torch_ref, x)
+    nodes = candidate_nodes(torch_ref.ex)  # after a run: which nodes compute floating tensors
     fx_onnx = map_to_onnx(nodes, onnx_data_nodes(onnx_path))
     last_of = {names[-1]: c["node"] for c in nodes for names in [fx_onnx.get(c["node"]) or []] if names}
     ref_lanes = decode_outputs(adapter, ref_out, width)
@@ -203,12 +203,6 @@ def localize_capture(checkpoint, capture: str, inputs: str | None = None, batch:
 _LEGEND = ("rel_l2: ||captured - torch|| / ||torch|| over finite values; budget: what fp16 rounding alone explains at that depth "
            "(8 u sqrt(depth), u = 2^-11); lane_effect_px: max lane difference from torch fp32 with only this layer's captured "
            "tensor in place of torch's (inf: a lane lost or NaN/Inf)")
-
-
-def _candidates(torch_ref: Torch, x: np.ndarray) -> list[dict]:
-    from .localize import candidate_nodes
-
-    return candidate_nodes(torch_ref.ex)
 
 
 def _lane_effect(adapter, out: dict, ref_out, ref_lanes, width) -> float:

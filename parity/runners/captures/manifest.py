@@ -76,15 +76,6 @@ class Manifest:
     def by_id(self) -> dict[str, Batch]:
         return {b.id: b for b in self.batches}
 
-    def frame_index(self) -> dict[str, tuple[Batch, int]]:
-        """row sha256 -> (batch, row) of its first occurrence in a frames batch."""
-        out: dict[str, tuple[Batch, int]] = {}
-        for b in self.batches:
-            if b.kind == "frames":
-                for k, h in enumerate(b.frame_sha256):
-                    out.setdefault(h, (b, k))
-        return out
-
     def expected(self, case: str, pipeline_sha256: str) -> dict[int, str]:
         """frame -> row sha256 of one case under one pipeline spec (unperturbed frames batches)."""
         out = {}

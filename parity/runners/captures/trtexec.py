@@ -107,12 +107,14 @@ def _json_number(m) -> str:
 
 def _loads(text: str):
     """JSON, or trtexec's near-JSON with bare nan/inf (only tried when the text is not JSON: a string may hold "inf")."""
-    for t in (text, None):
-        try:
-            return json.loads(text if t is not None else _BARE.sub(_json_number, text))
-        except json.JSONDecodeError:
-            continue
-    return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return json.loads(_BARE.sub(_json_number, text))
+    except json.JSONDecodeError:
+        return None
 
 
 def parse_export_output(text: str, where: str) -> dict[str, np.ndarray]:
