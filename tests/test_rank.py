@@ -12,7 +12,7 @@ from parity.errors import UsageError
 from parity.decisions import leaderboard as LB
 from parity.runs.units import RATIO_METRICS
 
-from .conftest import _tiny_scenario, run_cli
+from .conftest import _tiny_scenario, run_cli, run_main
 
 CASES = [f"case{i}" for i in range(9)]
 PERTS = [("crop_shift_y", 1), ("crop_shift_y", 5), ("yuv_range", 1), ("yuv_range", 5)]
@@ -154,7 +154,7 @@ def _perturbed(ckpt, folder, name, scale):
 
 
 def _rank(args, out, cache):
-    return run_cli("rank", *args, "--runners", "torch,ort-fp32", "--perturb", "crop_shift_y", "--severities", "5",
+    return run_main("rank", *args, "--runners", "torch,ort-fp32", "--perturb", "crop_shift_y", "--severities", "5",
                    "--window-s", "0.5", "--n-boot", "300", "--no-progress", "--cache-dir", cache, "--out", out)
 
 
@@ -218,7 +218,7 @@ def test_rank_usage_errors(six_cases, random_checkpoint, tmp_path):
         (["--checkpoints", str(random_checkpoint.path), "--window-s", "-1"], "--window-s"),
         (["--checkpoints", str(random_checkpoint.path), "--perturb", "fgsm"], "fgsm"),
     ):
-        r = run_cli("rank", *args, "--cases", *cases, "--out", tmp_path / "o", "--no-progress")
+        r = run_main("rank", *args, "--cases", *cases, "--out", tmp_path / "o", "--no-progress")
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
 
 
@@ -228,7 +228,7 @@ def test_soup_by_deployment_criterion(six_cases, random_checkpoint, tmp_path):
     folder = tmp_path / "ing"
     ings = [_twin(random_checkpoint, folder, "a"), _perturbed(random_checkpoint, folder, "b", 0.05), _perturbed(random_checkpoint, folder, "c", 0.5)]
     out = tmp_path / "soup.pt"
-    r = run_cli("soup", "--ingredients", *ings, "--cases", *map(str, six_cases[:2]), "--criterion", "deployed-jitter", "--runner", "ort-fp32",
+    r = run_main("soup", "--ingredients", *ings, "--cases", *map(str, six_cases[:2]), "--criterion", "deployed-jitter", "--runner", "ort-fp32",
                 "--window-s", "0.5", "--cache-dir", tmp_path / "cache", "--out", out, "--no-progress")
     assert r.returncode == 0, r.stderr
     ck = load_checkpoint(out)

@@ -10,7 +10,7 @@ from parity.models.checkpoint import load_checkpoint
 from parity.training.loop import train
 from parity.training.recipes import all_recipes, get_recipe
 
-from .conftest import run_cli
+from .conftest import run_cli, run_main
 
 
 @pytest.fixture(scope="module")
@@ -170,9 +170,9 @@ def test_cli_train_method_from_and_set(parent, tiny_case, tmp_path):
     assert load_checkpoint(tmp_path / "f.pt").build_model() is not None
     for args, message in ((["--method", "wise-ft"], "needs"), (["--method", "nope"], "unknown method"),
                           (["--set", "alpha"], "key=value"), (["--batch-size", "64"], "fewer than one batch")):
-        bad = run_cli("train", "--cases", tiny_case, "--out", tmp_path / "g.pt", "--epochs", "1", "--no-progress", *args)
+        bad = run_main("train", "--cases", tiny_case, "--out", tmp_path / "g.pt", "--epochs", "1", "--no-progress", *args)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr, (args, bad.stderr)
-    listed = run_cli("methods", "list")
+    listed = run_main("methods", "list")
     assert listed.returncode == 0 and "wise-ft" in listed.stdout and "[needs --from]" in listed.stdout
 
 
