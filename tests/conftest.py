@@ -56,7 +56,7 @@ def cache_dir(tmp_path_factory) -> Path:
 
 def assert_same_run_tables(a, b, table="frames.parquet") -> None:
     """Two run folders hold the same computed results: the lane table, jitter.parquet and the summary's
-    results (and, for replays, per-case results and the pipeline gap). Timings are measured, not
+    results, each output's raw parity (outputs.parquet) (and, for replays, per-case results and the pipeline gap). Timings are measured, not
     computed: infer_ms and fps are left out."""
     import json
 
@@ -64,7 +64,8 @@ def assert_same_run_tables(a, b, table="frames.parquet") -> None:
 
     ta, tb = pd.read_parquet(a / table), pd.read_parquet(b / table)
     pd.testing.assert_frame_equal(ta.drop(columns=["infer_ms"]), tb.drop(columns=["infer_ms"]))
-    pd.testing.assert_frame_equal(pd.read_parquet(a / "jitter.parquet"), pd.read_parquet(b / "jitter.parquet"))
+    for name in ("jitter.parquet", "outputs.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(a / name), pd.read_parquet(b / name))
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
     strip = lambda rs: [{k: v for k, v in r.items() if k != "fps"} for r in rs]  # noqa: E731
     assert strip(sa["results"]) == strip(sb["results"])

@@ -4,6 +4,7 @@ localize's mapping and a capture."""
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -92,7 +93,7 @@ def test_four_outputs_through_every_cpu_runner_localize_and_a_capture(imported, 
 
     from .test_localize import _check_mapping
 
-    _, ck = imported
+    net, ck = imported
     base = ["--cases", tiny_case, "--checkpoint", ck.path, "--pipeline", "vehicle", "--batch-size", "3", "--cache-dir", cache_dir]
     exp = tmp_path / "exp"
     assert run_main("export-inputs", *base, "--format", "npy", "--graphs", "fp32", "--out", exp).returncode == 0
@@ -102,8 +103,8 @@ def test_four_outputs_through_every_cpu_runner_localize_and_a_capture(imported, 
 
     sess = ort.InferenceSession(str(exp / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in sess.get_outputs()] == list(OUTPUTS)
-    np.savez(tmp_path / "cap.npz", **{f"{b.id}/{n}": o for b in m.batches
-                                      for n, o in zip(OUTPUTS, sess.run(None, {m.input_name: np.load(exp / b.tensor["file"])}))})
+    captured = {b.id: dict(zip(OUTPUTS, sess.run(None, {m.input_name: np.load(exp / b.tensor["file"])}))) for b in m.batches}
+    np.savez(tmp_path / "cap.npz", **{f"{bid}/{n}": o for bid, outs in captured.items() for n, o in outs.items()})
     res = run_main("replay", *base, "--runners", "torch,ort-fp32,ort-fp16,cpu-fp16", "--outputs", f"cap-fp32={tmp_path / 'cap.npz'},inputs={exp}",
                    "--out", tmp_path / "run", "--no-progress", "--no-report")
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
@@ -113,6 +114,26 @@ def test_four_outputs_through_every_cpu_runner_localize_and_a_capture(imported, 
     for k in ("dx_ref_mean_px", "raw_max", "argmax_flip_rate"):
         assert r["cap-fp32"][k] == pytest.approx(r["ort-fp32"][k], abs=1e-6, nan_ok=True), k
     assert np.isfinite(r["torch"]["bend_mean_px"])  # lanes were decoded from the four outputs
+    # Each output's parity on its own, against a plain recomputation: the authors' module on the exported tensors vs the capture.
+    per = pd.read_parquet(tmp_path / "run" / "outputs.parquet")
+    assert set(per["output"]) == set(OUTPUTS) and len(per[per.runner == "cap-fp32"]) == 6 * len(OUTPUTS)
+    cap = per[per.runner == "cap-fp32"].set_index(["frame", "output"])
+    for b in m.batches:
+        with torch.inference_mode():
+            theirs = net(torch.from_numpy(np.load(exp / b.tensor["file"])))
+        for name in OUTPUTS:
+            diff = np.abs(captured[b.id][name].astype(np.float64) - theirs[name].numpy()).reshape(b.size, -1)
+            flips = (captured[b.id][name].argmax(1) != theirs[name].numpy().argmax(1)).reshape(b.size, -1).mean(1)
+            for k, f in enumerate(b.frames):
+                row = cap.loc[(f, name)]
+                assert row["raw_max"] == pytest.approx(diff[k].max(), rel=1e-3, abs=1e-7), (f, name)
+                assert row["raw_mean"] == pytest.approx(diff[k].mean(), rel=1e-3, abs=1e-8) and row["argmax_flip_rate"] == pytest.approx(flips[k])
+    lanes = pd.read_parquet(tmp_path / "run" / "frames.parquet").groupby(["runner", "frame"]).raw_max.first()
+    worst = per.groupby(["runner", "frame"]).raw_max.max()
+    np.testing.assert_allclose(lanes.loc[worst.index].to_numpy(), worst.to_numpy(), rtol=0, atol=0)  # the lane table: the worst output
+    by_out = r["cpu-fp16"]["raw_by_output"]
+    assert set(by_out) == set(OUTPUTS) and max(o["raw_max"] for o in by_out.values()) == pytest.approx(r["cpu-fp16"]["raw_max"])
+    assert "raw parity per output" in res.stdout and "exist_col" in res.stdout
     path, _ = export_onnx(ck, ArtifactCache(cache_dir))
     nodes, _ = _check_mapping(ck.build_model(), path, torch.zeros(1, 3, 160, 320))
     assert {"Conv2d", "MaxPool2d", "add", "LayerNorm", "Linear"} <= {c["op"] for c in nodes}

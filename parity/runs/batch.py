@@ -26,12 +26,12 @@ def raw_parity(logits: np.ndarray, ref: np.ndarray) -> dict[str, np.ndarray]:
             "argmax_flip_rate": argmax_flips(logits, ref)}
 
 
-def raw_parity_outputs(outs: dict, ref: dict) -> dict[str, np.ndarray]:
-    """Per frame, over every named output: the worst of each output's parity (largest differences and
+def worst_over_outputs(per: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per frame, over every named output's parity: the worst of each figure (largest differences and
     flip rate, smallest cosine), so no output's divergence is averaged away by another's agreement."""
-    per = [raw_parity(outs[n], ref[n]) for n in outs]
+    per = list(per.values())
     if len(per) == 1:
-        return per[0]
+        return {k: per[0][k] for k in RAW_PARITY}
     worst = {k: np.max(np.stack([p[k] for p in per]), axis=0) for k in RAW_PARITY if k != "raw_cosine"}
     worst["raw_cosine"] = np.min(np.stack([p["raw_cosine"] for p in per]), axis=0)
     return worst
@@ -43,7 +43,8 @@ class RunnerOutputs:
 
     x: np.ndarray  # decoded lanes [T, L, R], source pixels, NaN = absent
     ms: np.ndarray  # inference time per frame (batch time / batch size)
-    raw: dict[str, np.ndarray]  # RAW_PARITY name -> [T], against the reference runner
+    raw: dict[str, np.ndarray]  # RAW_PARITY name -> [T], against the reference runner: the worst over outputs
+    raw_by_output: dict[str, dict[str, np.ndarray]]  # output name -> RAW_PARITY name and "nonfinite" -> [T]
     nonfinite: np.ndarray  # share of the frame's output values that are NaN/Inf (> 0: the frame's lanes are failed)
     logits: np.ndarray | None  # kept only for the runners asked for
 
@@ -75,7 +76,8 @@ class RunnerBatches:
             nonfinite = np.concatenate([(~np.isfinite(outs[k])).reshape(n, -1) for k in names], axis=1).mean(axis=1)
             p["nonfinite"].append(nonfinite)
             with np.errstate(invalid="ignore", over="ignore"):
-                p["raw"].append(raw_parity_outputs(outs, ref))
+                per = {k: {**raw_parity(outs[k], ref[k]), "nonfinite": (~np.isfinite(outs[k])).reshape(n, -1).mean(axis=1)} for k in names}
+                p["raw"].append(per)
                 x = decode_outputs(self.adapter, outs, self.width)
             x[nonfinite > 0] = np.nan  # a decoder fed NaN/Inf may still return numbers: those lanes are failed
             p["x"].append(x)
@@ -88,9 +90,10 @@ class RunnerBatches:
         for name, p in self._parts.items():
             if not p["x"]:
                 continue
+            by_output = {k: {m: np.concatenate([b[k][m] for b in p["raw"]]) for m in p["raw"][0][k]} for k in p["raw"][0]}
             out[name] = RunnerOutputs(
                 x=np.concatenate(p["x"]), ms=np.concatenate(p["ms"]),
-                raw={k: np.concatenate([b[k] for b in p["raw"]]) for k in RAW_PARITY},
+                raw=worst_over_outputs(by_output), raw_by_output=by_output,
                 nonfinite=np.concatenate(p["nonfinite"]),
                 logits=np.concatenate(p["logits"]) if p["logits"] else None,
             )

@@ -215,7 +215,7 @@ def _lane_effect(adapter, out: dict, ref_out, ref_lanes, width) -> float:
     lanes[nonfinite > 0] = np.nan
 
     def wrap(xs, nf):
-        return RunnerOutputs(x=xs, ms=np.zeros(n), raw={}, nonfinite=nf, logits=None)
+        return RunnerOutputs(x=xs, ms=np.zeros(n), raw={}, raw_by_output={}, nonfinite=nf, logits=None)
 
     return lane_effect_px(wrap(ref_lanes, np.zeros(n)), wrap(lanes, nonfinite))
 

@@ -30,7 +30,7 @@ from .capture_checks import batch_invariance, realised_precision
 from .executor import ExecutorSpec, active_runners, release_runners
 from .folder import RunFolder
 from .inputs import load_all_cases, load_captures, new_run_id, resolve_pipeline
-from .tables import CaseParts, lane_table, read_groups
+from .tables import CaseParts, lane_table, output_parity, output_table, read_groups
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,11 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
         bar.close()
         exit_code = max([e["exit_code"] for e in errors], default=0)
         # Everything below reads the parts back, whether this run computed them or a killed one did.
-        done, written = parts.collect("frames.parquet")
+        done, by_output, written = parts.collect("frames.parquet")
         results, per_case, gaps = _summarise([(c, read_groups(lt, jt)) for c, lt, jt in done], runner_names, pipe_names, runner_info)
+        per_output = output_parity(by_output, ("runner", "pipeline"))
+        for r in results:
+            r["raw_by_output"] = per_output.get((r["runner"], r["pipeline"]), {})
         capture_runners = [r for r in runners if isinstance(r, CaptureRunner)]
         _add_batch_invariance(results, per_case, batch_invariance(capture_runners, adapter, pipelines))
         summary = {
@@ -141,7 +144,8 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
             "command": cfg.argv,
             "reused_cases": parts.reused,  # parts a killed or earlier run finished
             "reference": {
-                "parity": "dx_*, raw_*, argmax_flip_rate: the runner vs torch fp32 on the same pipeline and input",
+                "parity": "dx_*, raw_*, argmax_flip_rate: the runner vs torch fp32 on the same pipeline and input (raw_*: the worst over "
+                          "the model's outputs; raw_by_output and outputs.parquet: each output's own)",
                 "accuracy": "ground truth on labelled frames (TuSimple accuracy/FP/FN; CULane-style F1 at IoU 0.5 and 0.3)",
                 "bending_jitter": "gt where a case has GT on every frame in the model's lane slots, else torch fp32 on the training pipeline if run, else on the same pipeline (per result: bending_jitter_reference)",
             },
@@ -185,12 +189,12 @@ def replay_unit(payload: dict) -> dict:
                                    payload["trt_timing_cache"], payload.get("captures", ()), payload.get("onnx_spec"))
     pipelines = [Pipeline.from_dict(p) for p in payload["pipelines"]]
     case = load_case(payload["case"])
-    tables, jitter_rows = _replay_case(case, ckpt, ckpt.adapter(), pipelines, runners, payload["batch_size"])
-    return {"tables": tables, "jitter": jitter_rows, "runners": {r.name: r.describe() for r in runners}}
+    tables, jitter_rows, outputs = _replay_case(case, ckpt, ckpt.adapter(), pipelines, runners, payload["batch_size"])
+    return {"tables": tables, "jitter": jitter_rows, "outputs": outputs, "runners": {r.name: r.describe() for r in runners}}
 
 
-def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size) -> tuple[list, list[dict]]:
-    """Every runner on every pipeline for one case: its lane tables and jitter rows."""
+def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size) -> tuple[list, list[dict], list]:
+    """Every runner on every pipeline for one case: its lane tables, jitter rows and per-output parity tables."""
     rows = adapter.anchor_rows(case.height)
     gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None  # as a bending/jitter reference
     mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
@@ -208,9 +212,10 @@ def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size) -> tuple[l
         for name, o in batches.outputs().items():
             outputs[(name, pipe.name)] = o
     lanes = {k: o.x for k, o in outputs.items()}
-    tables, jitter_rows = [], []
+    tables, jitter_rows, by_output = [], [], []
     frames_all = np.arange(len(case))
     for (rname, pname), o in outputs.items():
+        by_output.append(output_table(case.name, frames_all, case.timestamps, rname, pname, ckpt.name, o.raw_by_output))
         ref_name, metric_ref = scoring.metric_reference(case, adapter, lanes, rname, pname, gt)
         sc = scoring.score(case, o.x, frames_all, case.timestamps, lanes[(REFERENCE, pname)], metric_ref, ref_name, rows, mpp)
         sc.frame_cols.update(o.raw, nonfinite=o.nonfinite)
@@ -221,7 +226,7 @@ def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size) -> tuple[l
             jitter_rows.append({"checkpoint": ckpt.name, "case": case.name, "runner": rname, "pipeline": pname,
                                 "perturbation": "none", "severity": 0, "lane_name": adapter.lane_names[row["lane"]],
                                 "reference": ref_name, **row})
-    return tables, jitter_rows
+    return tables, jitter_rows, by_output
 
 
 def capture_mismatch(exc, runner, case, pipeline: str, spec_sha: str, idx):
@@ -338,6 +343,24 @@ def format_deltas(summary: dict) -> list[str]:
     return lines
 
 
+def format_outputs(summary: dict) -> list[str]:
+    """Raw parity of each named output on its own, for models with more than one (the main table's
+    flips and the raw_* figures are the worst over outputs)."""
+    rows = [(r, name, o) for r in summary["results"] if r["runner"] != REFERENCE and len(r.get("raw_by_output", {})) > 1
+            for name, o in r["raw_by_output"].items()]
+    if not rows:
+        return []
+
+    def f(v, fmt):
+        return "-" if v is None or not np.isfinite(v) else format(v, fmt)
+
+    lines = ["raw parity per output vs torch fp32 (same pipeline and input): max / p99 (mean over frames) / cosine min / argmax flips / NaN frames"]
+    for r, name, o in rows:
+        lines.append(f"  {r['runner']:<10} {r['pipeline']:<9} {name:<12} max {f(o['raw_max'], '.3g'):>8}  p99 {f(o['raw_p99'], '.3g'):>8}  "
+                     f"cos {f(o['raw_cosine_min'], '.6f'):>8}  flips {f(o['argmax_flip_rate'], '.5f'):>7}  nonfin {o['nonfinite_frames']}")
+    return lines
+
+
 def format_table(summary: dict) -> str:
     """The per-runner table printed at the end of a replay."""
     cols = [
@@ -369,6 +392,8 @@ def format_table(summary: dict) -> str:
         "fps: runner inference alone (no preprocessing), batches of the run's --batch-size",
     ]
     lines += ["", *format_deltas(summary), ""]
+    if per_output := format_outputs(summary):
+        lines += [*per_output, ""]
     labels = {r["runner"]: r["label"] for r in summary["results"]}
     for name, label in labels.items():
         lines.append(f"  {name}: {label}")

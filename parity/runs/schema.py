@@ -2,7 +2,8 @@
 
 `frames.parquet` (replay) and `sweep.parquet` (sweep) share the lane table: one row per checkpoint
 x case x frame x runner x pipeline x perturbation x severity x lane. `jitter.parquet` has one row
-per case x runner x pipeline x perturbation x severity x lane x look-ahead row. Writers build their
+per case x runner x pipeline x perturbation x severity x lane x look-ahead row; `outputs.parquet` one
+row per case x frame x runner x pipeline x perturbation x severity x named output. Writers build their
 tables through `arrow_table`, which refuses an undeclared column and fills a declared one that does
 not apply with nulls, so every table of a kind has the same columns and types; reports/README.md
 shows `markdown()` of each (a test keeps them equal).
@@ -86,7 +87,18 @@ JITTER = tuple(_SHARED[n] for n in ("checkpoint", "case", "runner", "pipeline", 
     ("added_flicker_hz", "float64", "Hz", "deployment delta: existence changes the parity reference does not make, per second"),
 )
 
-TABLES = {"frames.parquet / sweep.parquet": LANES, "jitter.parquet": JITTER}
+# Raw-output parity of each named output on its own (the lane table's raw_* are the worst over them).
+OUTPUTS = tuple(_SHARED[n] for n in ("checkpoint", "case", "frame", "t", "runner", "pipeline", "perturbation", "severity")) + _cols(
+    ("output", "string", "", "the model's output tensor name (the adapter's output_names: one for the reference model, four for ufldv2)"),
+    ("raw_max", "float64", "logit", "max |output - torch's same output on the same input| over the frame"),
+    ("raw_p99", "float64", "logit", "99th percentile of that difference"),
+    ("raw_mean", "float64", "logit", "mean of that difference"),
+    ("raw_cosine", "float64", "", "cosine similarity of the frame's flattened output with torch's"),
+    ("argmax_flip_rate", "float64", "", "share of the output's classifications (argmax over its axis 1) that differ from torch's"),
+    ("nonfinite", "float64", "", "share of this output's values that are NaN/Inf"),
+)
+
+TABLES = {"frames.parquet / sweep.parquet": LANES, "jitter.parquet": JITTER, "outputs.parquet": OUTPUTS}
 
 
 def arrow_type(col: Column, rows: int | None = None):

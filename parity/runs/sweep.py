@@ -33,7 +33,7 @@ from .batch import RunnerBatches, nonfinite_findings
 from .inputs import load_all_cases, load_captures, new_run_id, resolve_pipeline
 from .executor import ExecutorSpec, active_runners, release_runners
 from .folder import RunFolder
-from .tables import CaseParts, lane_table, read_groups
+from .tables import CaseParts, lane_table, output_parity, output_table, read_groups
 from .windows import DEFAULT_WINDOW_S, check_window, window_frames
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,11 @@ def sweep(cfg: SweepConfig):
             runner_info = parts.runner_info
             folder.remember("runners", runner_info)
         bar.close()
-        done, written = parts.collect("sweep.parquet")
+        done, by_output, written = parts.collect("sweep.parquet")
         results = _summarise(_items(read_groups(lt, jt)) for _, lt, jt in done)
+        per_output = output_parity(by_output, ("perturbation", "severity", "runner"))
+        for r in results:
+            r["raw_by_output"] = per_output.get((r["perturbation"], r["severity"], r["runner"]), {})
         summary = {
             "schema": "parity.sweep/1",
             "started": started.isoformat(),
@@ -189,12 +192,12 @@ def sweep_unit(payload: dict) -> dict:
     fgsm_model = ckpt.build_model() if any(p.stage == "tensor" and p.name == "fgsm" for p in perts) else None
     case = load_case(payload["case"])
     idx = window_frames(case.timestamps, payload["window_s"])
-    tables, jitter_rows = _sweep_case(case, idx, payload, ckpt, ckpt.adapter(), Pipeline.from_dict(payload["pipeline"]), runners, perts,
-                                      fgsm_model)
-    return {"tables": tables, "jitter": jitter_rows, "runners": {r.name: r.describe() for r in runners}}
+    tables, jitter_rows, outputs = _sweep_case(case, idx, payload, ckpt, ckpt.adapter(), Pipeline.from_dict(payload["pipeline"]), runners,
+                                               perts, fgsm_model)
+    return {"tables": tables, "jitter": jitter_rows, "outputs": outputs, "runners": {r.name: r.describe() for r in runners}}
 
 
-def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, perts, fgsm_model) -> tuple[list, list[dict]]:
+def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, perts, fgsm_model) -> tuple[list, list[dict], list]:
     rows = adapter.anchor_rows(case.height)
     gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None
     mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
@@ -212,9 +215,10 @@ def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, perts, fgsm_
     def tensor_context(frames):
         return {"model": fgsm_model, "targets": np.stack([targets[int(f)] for f in frames]), "std": pipe.std}
 
-    tables, jitter_rows = [], []
+    tables, jitter_rows, by_output = [], [], []
 
     def record(pname, sev, r, o, frames, t, ref):
+        by_output.append(output_table(case.name, frames, t, r.name, pipe.name, ckpt.name, o.raw_by_output, pname, sev))
         metric_ref, ref_name = (gt[frames], "gt") if track_gt else (ref, f"{r.name} unperturbed")
         sc = scoring.score(case, o.x, frames, t, ref, metric_ref, ref_name, rows, mpp)
         sc.frame_cols.update(o.raw, nonfinite=o.nonfinite)
@@ -242,7 +246,7 @@ def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, perts, fgsm_
                         case.width, cfg["batch_size"], pipe, p.name, sev)
             for r in (r for r in runners if r.name in outs):
                 record(p.name, sev, r, outs[r.name], slots, ts[slots], clean[r.name].x[ref_pos])
-    return tables, jitter_rows
+    return tables, jitter_rows, by_output
 
 
 def _items(groups: dict) -> dict[tuple, list[dict]]:
@@ -281,7 +285,7 @@ def _write_csv(results, path) -> None:
     import pandas as pd
 
     with atomic.atomic_path(path) as tmp:
-        pd.DataFrame(results).to_csv(tmp, index=False, float_format="%.5g")
+        pd.DataFrame([{k: v for k, v in r.items() if k != "raw_by_output"} for r in results]).to_csv(tmp, index=False, float_format="%.5g")
 
 
 def format_summary(summary: dict, runner: str = REFERENCE) -> str:

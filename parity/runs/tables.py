@@ -54,6 +54,49 @@ def lane_table(case_name, frames, t, runner, pipeline, ckpt_name, lane_names, x,
     return schema.arrow_table(schema.LANES, data, n, rows=R)
 
 
+def output_table(case_name, frames, t, runner, pipeline, ckpt_name, by_output: dict, perturbation="none", severity=0):
+    """schema.OUTPUTS rows for one case x runner x pipeline x perturbation x severity: each named
+    output's raw parity per frame (by_output: output name -> figure -> [T])."""
+    import pyarrow as pa
+
+    names = list(by_output)
+    T = len(frames)
+    n = T * len(names)
+    slot = np.tile(np.arange(T), len(names))
+    data = {
+        "checkpoint": _constant(ckpt_name, n), "case": _constant(case_name, n),
+        "frame": np.asarray(frames)[slot], "t": np.asarray(t, dtype=np.float64)[slot],
+        "runner": _constant(runner, n), "pipeline": _constant(pipeline, n),
+        "perturbation": _constant(perturbation, n), "severity": np.full(n, severity),
+        "output": pa.DictionaryArray.from_arrays(pa.array(np.repeat(np.arange(len(names), dtype=np.int32), T)), pa.array(names)),
+    }
+    for col in schema.OUTPUTS[len(data):]:
+        data[col.name] = np.concatenate([np.asarray(by_output[k][col.name], np.float64) for k in names])
+    return schema.arrow_table(schema.OUTPUTS, data, n)
+
+
+def output_parity(df, keys: tuple[str, ...]) -> dict[tuple, dict[str, dict]]:
+    """From an outputs table (pandas): per `keys` group, each output's run-level raw parity, aggregated
+    as the lane table's raw_* are (max of max, mean of p99 and mean, min cosine, mean flip rate)."""
+    import warnings
+
+    out: dict[tuple, dict[str, dict]] = {}
+    if df is None or not len(df):
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for key, g in df.groupby(list(keys) + ["output"], observed=True, sort=False):
+            *k, name = key
+            out.setdefault(tuple(k), {})[str(name)] = {
+                "raw_max": float(np.nanmax(g["raw_max"])) if g["raw_max"].notna().any() else float("nan"),
+                "raw_p99": float(np.nanmean(g["raw_p99"])), "raw_mean": float(np.nanmean(g["raw_mean"])),
+                "raw_cosine_min": float(np.nanmin(g["raw_cosine"])) if g["raw_cosine"].notna().any() else float("nan"),
+                "argmax_flip_rate": float(np.nanmean(g["argmax_flip_rate"])),
+                "nonfinite_frames": int((g["nonfinite"] > 0).sum()),
+            }
+    return out
+
+
 def jitter_table(rows: list[dict]):
     """schema.JITTER rows from per lane x look-ahead dicts."""
     names = [c.name for c in schema.JITTER]
@@ -197,12 +240,12 @@ def read_groups(lanes, jitter=None) -> dict[tuple, dict]:
 
 
 class CaseParts:
-    """A run's per-case parts in its RunFolder (parity.runs.folder): each case's lane table and jitter
-    table, written the moment the case finishes and recorded in the manifest under a content key (the
+    """A run's per-case parts in its RunFolder (parity.runs.folder): each case's lane table, jitter
+    table and per-output parity table, written the moment the case finishes and recorded in the manifest under a content key (the
     run key, the case's name and the hash of its bytes). The final tables are always made by reading
     every part back, whoever computed it, so a resumed run and an uninterrupted one agree."""
 
-    SUFFIXES = (".parquet", ".jitter.parquet")
+    SUFFIXES = (".parquet", ".jitter.parquet", ".outputs.parquet")
 
     def __init__(self, folder, run_key: str, cases: list):
         from ..provenance import sha256_json
@@ -219,7 +262,7 @@ class CaseParts:
 
     def compute(self, spec, unit, payloads: dict, on_done=None) -> list[dict]:
         """Run `unit(payload)` for every case still to do on the executor `spec`
-        (parity.runs.executor); each result ({"tables", "jitter", "runners"}) is written as that
+        (parity.runs.executor); each result ({"tables", "jitter", "outputs", "runners"}) is written as that
         case's part the moment it arrives. A case that fails is recorded (error, exit code,
         traceback) and the others go on."""
         import logging
@@ -238,6 +281,7 @@ class CaseParts:
                     files = self.folder.part_files(case.name, self.SUFFIXES)
                     write_table(pa.concat_tables(result["tables"]), files[".parquet"])
                     write_table(jitter_table(result["jitter"]), files[".jitter.parquet"])
+                    write_table(pa.concat_tables(result["outputs"]), files[".outputs.parquet"])
                     self.folder.add(case.name, self.keys[case.name], files)
                     self.runner_info = self.runner_info or result.get("runners", {})
                 except OSError as exc:  # a full disk fails this case, said with the file
@@ -251,9 +295,10 @@ class CaseParts:
         run_units(spec, unit, [payloads[c.name] for c in todo], done)
         return errors
 
-    def collect(self, lanes_name: str) -> tuple[list, list[str]]:
-        """[(case, lane table, jitter DataFrame)] of every finished part, and the run's merged tables
-        (`lanes_name`, jitter.parquet) written beside them."""
+    def collect(self, lanes_name: str) -> tuple[list, object, list[str]]:
+        """[(case, lane table, jitter DataFrame)] of every finished part, the merged per-output parity
+        (a DataFrame, None when no part finished), and the run's merged tables (`lanes_name`,
+        jitter.parquet, outputs.parquet) written beside them."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -261,10 +306,11 @@ class CaseParts:
         for c in self.cases:
             files = self.folder.finished(c.name, self.keys[c.name])
             if files is not None:
-                done.append((c, pq.read_table(files[".parquet"]), pq.read_table(files[".jitter.parquet"])))
-        written = []
-        if done:
-            write_table(pa.concat_tables([d[1] for d in done]), self.folder.path / lanes_name)
-            write_table(pa.concat_tables([d[2] for d in done]), self.folder.path / "jitter.parquet")
-            written = [lanes_name, "jitter.parquet"]
-        return [(c, lt, jt.to_pandas()) for c, lt, jt in done], written
+                done.append((c, *(pq.read_table(files[s]) for s in self.SUFFIXES)))
+        if not done:
+            return [], None, []
+        merged = [pa.concat_tables([d[i] for d in done]) for i in (1, 2, 3)]
+        written = [lanes_name, "jitter.parquet", "outputs.parquet"]
+        for table, name in zip(merged, written):
+            write_table(table, self.folder.path / name)
+        return [(c, lt, jt.to_pandas()) for c, lt, jt, _ in done], merged[2].to_pandas(), written
