@@ -99,7 +99,7 @@ clean-cache:
 # reports/bench/summary.md. The rank benchmarks rank the zoo, so bench builds it first; Polygraphy
 # comes from the bench extra. BENCH=name,... runs only those (the summary is always rewritten).
 BENCH ?=
-BENCH_ALL := cross_machine scale ufld_cost polygraphy_compare perturb_cost full_sweep rank_time rank_memory replay_memory metrics_speed
+BENCH_ALL := cross_machine scale ufld_cost drive_log polygraphy_compare perturb_cost full_sweep rank_time rank_memory replay_memory metrics_speed
 bench: zoo
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 	@for b in $(if $(BENCH),$(subst $(comma), ,$(BENCH)),$(BENCH_ALL)); do echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py || exit 1; done

@@ -147,18 +147,42 @@ def _cmd_cases_preview(args) -> int:
 def _cmd_cases_import(args) -> int:
     from .cases import importers
 
+    if args.format == "bag":
+        return _import_bag(args)
     if args.format == "tusimple":
-        paths = importers.import_tusimple(args.labels, args.root, args.out, fps=args.fps or 20.0)
+        paths = importers.import_tusimple(args.labels, args.root, args.out, fps=args.fps)
     elif args.format == "culane":
-        paths = [importers.import_culane(args.folder, args.out, fps=args.fps or 30.0, name=args.name)]
+        paths = [importers.import_culane(args.folder, args.out, fps=args.fps, name=args.name)]
     elif args.format == "images":
-        if not args.fps:
-            raise UsageError("images import needs --fps")
         paths = [importers.import_images(args.folder, args.camera, args.out, fps=args.fps, name=args.name)]
     else:
         paths = [importers.import_video(args.video, args.camera, args.out, max_frames=args.max_frames, name=args.name)]
     for p in paths:
         print(f"wrote {p}")
+    return 0
+
+
+def _import_bag(args) -> int:
+    from .cases.logs.importer import import_log, list_topics
+
+    if args.list:
+        rows = list_topics(args.path)
+        print(f"{'topic':<40} {'type':<28} {'messages':>8} {'rate Hz':>8}  encoding  size")
+        for r in rows:
+            print(f"{r['topic']:<40} {r['type']:<28} {r['messages']:>8} {r['rate_hz']:>8.2f}  {r.get('encoding', ''):<8}  {r.get('size', '')}")
+        print("rate: messages per second over the topic's span (a ROS bag's: the log's span)")
+        return 0
+    if not args.topic or not args.out:
+        raise UsageError("cases import bag needs --topic and --out (or --list to see the topics)")
+    root, n = import_log(args.path, args.topic, args.out, camera_info=args.camera_info, camera=args.camera, start_s=args.start,
+                         end_s=args.end, every=args.every, name=args.name, yuv=args.yuv, time_source=args.time)
+    print(f"wrote {root}: {n['frames']} frames of {args.topic} ({n['stream']} {n['size'][0]}x{n['size'][1]}, {n['fps']:.3g} fps), "
+          f"kept in {args.path} (not copied); times from {n['time_source']} stamps")
+    if n["dropped"] or n["gaps"]:
+        print(f"  {n['dropped']} message(s) dropped (stamp repeats or goes back), {n['gaps']} gap(s) longer than 1.5 frame periods: "
+              f"listed in {root / 'case.json'} source.dropped / source.gaps")
+    if n["yuv_assumed"] and n["stream"] in ("nv12", "rgb"):
+        print("  note: the log does not record the YUV matrix and range; assumed bt601-limited (the case's isp.assumed); give --yuv if the camera differs")
     return 0
 
 
@@ -519,18 +543,44 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--frame", type=int, help="frame index (default: the middle frame)")
     pv.add_argument("--columns", type=int, default=3)
     pv.set_defaults(func=_cmd_cases_preview)
-    im = csub.add_parser("import", help="import TuSimple, CULane, a folder of images or a video")
-    im.add_argument("format", choices=["tusimple", "culane", "images", "video"])
-    im.add_argument("--out", required=True, help="folder the case(s) are written under")
-    im.add_argument("--labels", nargs="+", help="tusimple: label JSON-lines files")
-    im.add_argument("--root", help="tusimple: dataset root holding the clips/ folders")
-    im.add_argument("--folder", help="culane/images: folder of frames")
-    im.add_argument("--video", help="video: the video file")
-    im.add_argument("--camera", help="images/video: camera JSON (fx, fy, cx, cy[, height_m, pitch_deg, roll_deg])")
-    im.add_argument("--fps", type=float)
-    im.add_argument("--max-frames", type=int)
-    im.add_argument("--name", help="case name (default: folder or file name)")
-    im.set_defaults(func=_cmd_cases_import)
+    im = csub.add_parser("import", help="import TuSimple, CULane, a folder of images, a video or a drive log (ROS bag, MCAP)")
+    isub = im.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    fmts = {
+        "tusimple": "TuSimple label JSON lines + clip folders: one case per clip",
+        "culane": "a CULane folder of *.jpg with *.lines.txt beside them",
+        "images": "a folder of JPEG/PNG frames",
+        "video": "a video file (OpenCV decodes it)",
+        "bag": "one image topic of a ROS 1 .bag, a ROS 2 bag folder or an .mcap file; frames stay in the log",
+    }
+    fp = {k: isub.add_parser(k, help=h, description=h) for k, h in fmts.items()}
+    for k, fmt_parser in fp.items():
+        fmt_parser.add_argument("--out", required=k != "bag", help="folder the case(s) are written under")
+        fmt_parser.set_defaults(func=_cmd_cases_import)
+    fp["tusimple"].add_argument("--labels", nargs="+", required=True, help="label JSON-lines files")
+    fp["tusimple"].add_argument("--root", required=True, help="dataset root holding the clips/ folders")
+    fp["tusimple"].add_argument("--fps", type=float, default=20.0)
+    fp["culane"].add_argument("--folder", required=True, help="folder of frames")
+    fp["culane"].add_argument("--fps", type=float, default=30.0)
+    fp["images"].add_argument("--folder", required=True, help="folder of frames")
+    fp["images"].add_argument("--fps", type=float, required=True)
+    fp["video"].add_argument("--video", required=True, help="the video file")
+    fp["video"].add_argument("--max-frames", type=int)
+    for k in ("images", "video", "bag"):
+        fp[k].add_argument("--camera", help="camera JSON (fx, fy, cx, cy[, height_m, pitch_deg, roll_deg])")
+    for k in ("culane", "images", "video", "bag"):
+        fp[k].add_argument("--name", help="case name (default: the folder, file or log and topic name)")
+    bag = fp["bag"]
+    bag.add_argument("path", help="a ROS 1 .bag, a ROS 2 bag folder (metadata.yaml) or a .mcap file")
+    bag.add_argument("--list", action="store_true", help="print the log's topics (image topics with encoding, size, rate) and stop")
+    bag.add_argument("--topic", help="the image topic (sensor_msgs/Image or CompressedImage, foxglove RawImage or CompressedImage)")
+    bag.add_argument("--camera-info", help="a sensor_msgs/CameraInfo topic whose first message becomes the case's camera")
+    bag.add_argument("--start", type=float, help="seconds after the topic's first message to start at")
+    bag.add_argument("--end", type=float, help="seconds after the topic's first message to stop before")
+    bag.add_argument("--every", type=int, default=1, help="keep every N-th message")
+    bag.add_argument("--yuv", help="the camera's YUV matrix and range, which logs do not record: bt601-limited (assumed if not given), "
+                                   "bt601-full, bt709-limited, bt709-full")
+    bag.add_argument("--time", default="auto", choices=["auto", "header", "log"],
+                     help="frame times from header stamps, log (receive) times, or auto: header stamps where every message has one")
     v = csub.add_parser("validate", help="check case folders; exit 1 if any problem")
     v.add_argument("paths", nargs="+")
     v.set_defaults(func=_cmd_cases_validate)

@@ -117,6 +117,23 @@ def nv12_to_rgb(nv12: np.ndarray, matrix="bt601", yuv_range="limited", chroma: s
     return cv2.merge([np.ascontiguousarray(planes[k].reshape(2 * n, w)[sl]) for k in range(3)])  # interleaving: 30x numpy's transpose
 
 
+def yuv422_to_rgb(packed: np.ndarray, layout: str, matrix="bt601", yuv_range="limited") -> np.ndarray:
+    """Packed 4:2:2 YUV, H x 2W uint8 (`uyvy`: U Y0 V Y1 per pixel pair; `yuyv`: Y0 U Y1 V), -> uint8
+    HxWx3 RGB, each chroma pair shared by its two pixels (what OpenCV's COLOR_YUV2RGB_UYVY does)."""
+    _check(matrix, yuv_range)
+    if layout not in ("uyvy", "yuyv"):
+        raise UsageError(f"unknown 4:2:2 layout {layout!r}; expected 'uyvy' or 'yuyv'")
+    q = packed.reshape(packed.shape[0], -1, 4).astype(np.float32)
+    y = q[..., [1, 3]] if layout == "uyvy" else q[..., [0, 2]]
+    u, v = (q[..., 0], q[..., 2]) if layout == "uyvy" else (q[..., 1], q[..., 3])
+    off, ys, cs = range_scale(yuv_range)
+    inv = _inverse(matrix)
+    y = (y - off) * np.float32(255.0 / ys)
+    u, v = (u - 128.0) * np.float32(255.0 / cs), (v - 128.0) * np.float32(255.0 / cs)
+    rgb = np.stack([y * inv[k, 0] + (u * inv[k, 1] + v * inv[k, 2])[..., None] for k in range(3)], axis=-1)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8).reshape(packed.shape[0], -1, 3)
+
+
 def _inverse(matrix) -> np.ndarray:
     key = matrix if isinstance(matrix, str) else tuple(float(v) for v in matrix)
     if key not in _INVERSES:

@@ -5,7 +5,8 @@ or shows them.
 writer; `discovery` turns paths, globs and suite names into case folders; `camera` is the pinhole
 model of case.json's camera; `lanes` moves lane arrays between sets of anchor rows; `synth` is the
 procedural recorder and `suites` its named scenarios; `importers` and `exporters` speak TuSimple,
-CULane, image folders and video; `preview` draws contact sheets.
+CULane, image folders and video; `logs` reads drive logs (ROS 1/2 bags, MCAP) and keeps a case's
+frames inside them; `preview` draws contact sheets.
 
 This package is the start of the flow: it may import only the shared top-level modules
 (`parity.errors`, `parity.atomic`, `parity.provenance`, `parity.colour`).

@@ -25,8 +25,8 @@ from ..errors import CaseError
 
 SCHEMA_VERSION = 1
 CASE_FILE = "case.json"
-STREAMS = ("nv12", "jpeg", "png")
-RGB_STREAMS = ("jpeg", "png")
+STREAMS = ("nv12", "jpeg", "png", "rgb")
+RGB_STREAMS = ("jpeg", "png", "rgb")  # rgb: raw RGB frames kept in a drive log (rgb8, bgr8, mono8, 4:2:2 YUV)
 DATASET_SOURCES = ("tusimple", "culane")  # imports whose frame paths are the names the official GT files use
 MAX_CASE_JSON_BYTES = 64 << 20  # a case.json of 10,000 frames is ~2 MB
 # A case name becomes part of file names (run parts, exports): one path component, nothing hidden.
@@ -66,6 +66,7 @@ class Case:
     lane_names: list[str] = field(default_factory=list)
     gt_points: np.ndarray | None = None  # [frame, lane, row, 3] metres, ISO 8855 vehicle frame
     labelled: np.ndarray | None = None  # bool [frame]: which frames carry GT (all when GT exists)
+    log: object = None  # logs.frames.LogFrames: the frames live in the drive log case.json names
     _content_hash: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -108,6 +109,8 @@ class Case:
 
     def read(self, index: int, stream: str) -> np.ndarray:
         """Frame `index` of `stream`: NV12 as a (H*3/2)xW uint8 array, RGB streams as HxWx3 uint8."""
+        if self.log is not None and stream in self.streams:
+            return self.log.read(index)
         rel = self.frame_files[index].get(stream)
         if rel is None:
             raise CaseError([f"{self.root / CASE_FILE}: frame {index} has no {stream!r} stream"])
@@ -143,7 +146,9 @@ class Case:
                     files.append(lanes["points_file"])
             for entry in self.frame_files:
                 files.extend(entry[s] for s in STREAMS if s in entry)
-            digests = _file_digests(self.root, files)
+            files.extend(self._log_files())
+            digests = file_digests(self.root, files)
+            self._check_log(digests)
             h = hashlib.sha256()
             h.update((self.root / CASE_FILE).read_bytes())
             for rel in files:
@@ -153,7 +158,26 @@ class Case:
         return self._content_hash
 
 
-def _file_digests(root: Path, files: list[str]) -> dict[str, str]:
+    def _log_files(self) -> list[str]:
+        if self.log is None:
+            return []
+        from .logs.frames import log_file_paths
+
+        return [str(p) for p in log_file_paths(self.log.path, self.meta["log"])]
+
+    def _check_log(self, digests: dict[str, str]) -> None:
+        """The log's bytes are the ones imported: a changed bag is refused, never replayed under the old case's name."""
+        if self.log is None:
+            return
+        from .logs.frames import log_file_paths
+
+        for path, rec in zip(log_file_paths(self.log.path, self.meta["log"]), self.meta["log"]["files"]):
+            if digests[str(path)] != rec["sha256"]:
+                raise CaseError([f"{path}: sha256 {digests[str(path)][:12]}..., the case was imported from {rec['sha256'][:12]}...: "
+                                 f"the drive log changed since `parity cases import bag`; import it again"])
+
+
+def file_digests(root: Path, files: list[str]) -> dict[str, str]:
     from ..provenance import default_cache_dir, sha256_file
 
     where = default_cache_dir() / "hashes" / f"{hashlib.sha256(os.path.abspath(root).encode()).hexdigest()[:32]}.json"
@@ -271,6 +295,11 @@ def load_case(path: str | os.PathLike) -> Case:
     if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not fps > 0:
         bad("fps", f"must be a positive number, got {fps!r}")
 
+    log = meta.get("log")
+    if log is not None:
+        from .logs.frames import log_problems
+
+        problems.extend(f"{cj}: {p}" for p in log_problems(root, log, streams))
     frames = meta.get("frames")
     timestamps: list[float] = []
     frame_files: list[dict[str, str]] = []
@@ -296,6 +325,12 @@ def load_case(path: str | os.PathLike) -> Case:
             why = relative_path_problem(entry["source_file"])
             if why:
                 bad(f"{where}.source_file", why)
+        if log is not None:
+            ref = entry.get("log")
+            if not (isinstance(ref, dict) and _is_int(ref.get("ns")) and ref["ns"] >= 0 and _is_int(ref.get("k", 0)) and ref.get("k", 0) >= 0):
+                bad(f"{where}.log", f"must be {{ns: log time in ns, k: earlier messages at that time}}, got {ref!r}")
+            frame_files.append(files)
+            continue
         for s in streams:
             rel = entry.get(s)
             if not isinstance(rel, str) or not rel:
@@ -355,6 +390,8 @@ def load_case(path: str | os.PathLike) -> Case:
     problems.extend(_extra_files(root, frame_files, streams))
     if problems:
         raise CaseError(problems)
+    from .logs.frames import LogFrames
+
     return Case(
         root=root,
         meta=meta,
@@ -365,7 +402,12 @@ def load_case(path: str | os.PathLike) -> Case:
         lane_names=lane_names,
         gt_points=points,
         labelled=labelled,
+        log=LogFrames(root, log, frames, meta.get("isp") or {}) if log is not None else None,
     )
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _image_size_problems(path: Path, width: int, height: int, where: str) -> list[str]:
@@ -405,7 +447,7 @@ def _load_array(root, lanes, key, want, what, bad, problems, required=False):
     return arr.astype(np.float32)
 
 
-_STREAM_SUFFIXES = {"nv12": (".nv12", ".yuv"), "jpeg": (".jpg", ".jpeg"), "png": (".png",)}
+_STREAM_SUFFIXES = {"nv12": (".nv12", ".yuv"), "jpeg": (".jpg", ".jpeg"), "png": (".png",), "rgb": ()}
 
 
 def _extra_files(root: Path, frame_files: list[dict[str, str]], streams: list[str]) -> list[str]:

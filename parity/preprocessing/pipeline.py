@@ -157,6 +157,9 @@ class Pipeline:
         for s in self.streams:
             if s in case.streams:
                 return s
+        # Raw RGB kept in a drive log is read by any pipeline that reads an RGB stream, after the ones it names.
+        if "rgb" in case.streams and any(s in ("jpeg", "png") for s in self.streams):
+            return "rgb"
         raise CaseError([f"{case.root}: case has streams {case.streams}, pipeline {self.name!r} reads one of {list(self.streams)}"])
 
     def decode(self, case: Case, index: int, stream: str, rows=None) -> np.ndarray:
