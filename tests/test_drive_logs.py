@@ -126,7 +126,11 @@ def test_a_bag_case_replays_lazily_and_a_changed_bag_is_refused(random_checkpoin
     res = {(x["runner"], x["pipeline"]): x for x in s["results"]}
     assert all(x["frames"] == 24 for x in res.values())
     assert res[("torch", "vehicle")]["accuracy"] is None  # no GT: absent (NaN, written as null), not 0
-    assert np.isfinite(res[("ort-fp16", "vehicle")]["added_bend_p99_px"]) and "deployment deltas" in r.stdout
+    assert np.isfinite(res[("ort-fp16", "vehicle")]["added_bend_p99_px"])
+    assert r.stdout.lstrip().startswith("deployment deltas") and "no case has GT" in r.stdout  # no GT: the deltas lead
+    assert run_main("report", tmp_path / "r").returncode == 0
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert html.index("<h2") == html.index('<h2 id="deployment-deltas')
     frames = pd.read_parquet(tmp_path / "r" / "frames.parquet")
     assert set(frames.case) == {"drive"} and frames.frame.max() == 23
     # The same frames as a copy would give: the vehicle pipeline on the log's NV12 equals it on NV12 files of the same bytes.

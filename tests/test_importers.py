@@ -8,8 +8,10 @@ from PIL import Image
 
 from parity.cases.format import load_case
 from parity.cli import main
-from parity.errors import CaseError
 from parity.cases.importers import import_culane, import_images, import_tusimple, import_video
+from parity.errors import CaseError
+
+from .conftest import run_main
 
 H_SAMPLES = list(range(160, 720, 40))  # 14 rows of a 1280x720 TuSimple frame
 
@@ -119,6 +121,12 @@ def test_images_and_video_import(tmp_path):
     assert len(vcase) == 6 and vcase.streams == ["png"]
     np.testing.assert_allclose(vcase.timestamps, np.arange(6) / 10, atol=1e-3)
     assert abs(int(vcase.read(5, "png").mean()) - 150) <= 3
+    # the camera is optional (case.json's camera is): without it, the case has none, from the command line too
+    r = run_main("cases", "import", "images", "--folder", frames, "--fps", "10", "--out", tmp_path / "nocam", "--name", "n")
+    assert r.returncode == 0, r.stderr
+    assert "camera" not in load_case(tmp_path / "nocam" / "n").meta
+    r = run_main("cases", "import", "video", "--video", video, "--out", tmp_path / "nocam", "--name", "v")
+    assert r.returncode == 0 and "camera" not in load_case(tmp_path / "nocam" / "v").meta, r.stderr
 
 
 def test_camera_json_is_checked(tmp_path):

@@ -178,13 +178,13 @@ def import_culane(folder: str | Path, out: str | Path, fps: float = 30.0, name: 
     return path
 
 
-def import_images(folder: str | Path, camera: str | Path, out: str | Path, fps: float, name: str | None = None) -> Path:
-    """A folder of frames (natural sort order) + camera JSON -> an unlabelled case."""
+def import_images(folder: str | Path, camera: str | Path | None, out: str | Path, fps: float, name: str | None = None) -> Path:
+    """A folder of frames (natural sort order) [+ camera JSON] -> an unlabelled case."""
     if not fps > 0:
         raise UsageError("--fps must be positive")
     folder = Path(folder)
     frames = _images_in(folder)
-    cam = load_camera(camera)
+    cam = load_camera(camera) if camera else None  # optional: without it the metric (metres) figures are absent
     size = _image_size(frames[0])
     name = name or folder.name
     writer = CaseWriter(Path(out) / name, _meta(name, "images", size, fps, cam, folder=str(folder)), [IMAGE_STREAMS[frames[0].suffix.lower()]])
@@ -195,14 +195,14 @@ def import_images(folder: str | Path, camera: str | Path, out: str | Path, fps: 
     return path
 
 
-def import_video(video: str | Path, camera: str | Path, out: str | Path, max_frames: int | None = None, name: str | None = None) -> Path:
+def import_video(video: str | Path, camera: str | Path | None, out: str | Path, max_frames: int | None = None, name: str | None = None) -> Path:
     """A video file (any format OpenCV's FFmpeg build reads) + camera JSON -> a PNG case (lossless after decode)."""
     import cv2
 
     video = Path(video)
     if not video.is_file():
         raise CaseError([f"{video}: no such video file"])
-    cam = load_camera(camera)
+    cam = load_camera(camera) if camera else None
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise CaseError([f"{video}: OpenCV cannot open this video"])

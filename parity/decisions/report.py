@@ -132,6 +132,11 @@ def _captures_section(doc: dict) -> str:
               "(export-inputs --invariance-probe; '-': no probe).</p>")
 
 
+def has_gt(doc: dict) -> bool:
+    """Whether any case of a replay carries GT on some frame."""
+    return any(c.get("labelled_frames", 0) for c in ((doc.get("provenance") or {}).get("cases") or {}).values())
+
+
 def replay_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
     head = ["runner", "pipeline", "frames"] + [c for c, _, _ in REPLAY_COLUMNS]
     rows = [[_e(r["runner"]), _e(r["pipeline"]), str(r["frames"])] + [_n(r.get(k), f) for _, k, f in REPLAY_COLUMNS] for r in doc["results"]]
@@ -147,11 +152,13 @@ def replay_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
     deployed = [r for r in doc["results"] if r["runner"] != REFERENCE]
     if deployed:
         rows = [[_e(r["runner"]), _e(r["pipeline"])] + [_n(r.get(k), f) for _, k, f in DELTA_COLUMNS] for r in deployed]
-        sections.append(("Deployment deltas: what each deployed form adds over torch fp32 (same frames and pipeline, GT not needed)",
-                         _table("deltas", ["runner", "pipeline"] + [c for c, _, _ in DELTA_COLUMNS], rows, left=2)
-                         + '<p class="note">bend+: excess chord deviation over torch\'s, per lane-frame; kinks+: lane-frames where it exceeds '
-                         "20 px at 1280 wide; jit+: RMS frame-to-frame change of x_runner - x_torch; flicker+: lane existence changes torch "
-                         "does not make, per second (docs/metrics.md).</p>"))
+        deltas = ("Deployment deltas: what each deployed form adds over torch fp32 (same frames and pipeline, GT not needed)",
+                  _table("deltas", ["runner", "pipeline"] + [c for c, _, _ in DELTA_COLUMNS], rows, left=2)
+                  + '<p class="note">bend+: excess chord deviation over torch\'s, per lane-frame; kinks+: lane-frames where it exceeds '
+                  "20 px at 1280 wide; jit+: RMS frame-to-frame change of x_runner - x_torch; flicker+: lane existence changes torch "
+                  "does not make, per second (docs/metrics.md).</p>")
+        # Without GT (drive logs) accuracy is absent: what the deployed forms add is the news, so it leads.
+        sections.insert(0 if not has_gt(doc) else 1, deltas)
     captured = _captures_section(doc)
     if captured:
         sections.append(("Captured on a target", captured))

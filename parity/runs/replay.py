@@ -391,7 +391,10 @@ def format_table(summary: dict) -> str:
         f"Reference for bend/jitter: {', '.join(refs) or '-'}",
         "fps: runner inference alone (no preprocessing), batches of the run's --batch-size",
     ]
-    lines += ["", *format_deltas(summary), ""]
+    if any(c.get("labelled_frames", 0) for c in summary["provenance"]["cases"].values()):
+        lines += ["", *format_deltas(summary), ""]
+    else:  # no GT anywhere (drive logs): the deltas lead
+        lines = [*format_deltas(summary), "", "(no case has GT: accuracy and F1 are absent)", "", *lines, ""]
     if per_output := format_outputs(summary):
         lines += [*per_output, ""]
     labels = {r["runner"]: r["label"] for r in summary["results"]}
