@@ -113,16 +113,22 @@ def write_ros2_bag(path: Path, encoding: str, frames: int, storage: str = "sqlit
     return path
 
 
-def write_foxglove_mcap(path: Path, frames: int, fps: float = 10.0) -> Path:
-    """Foxglove CompressedImage (JPEG) in protobuf, with Foxglove's own schema, via mcap's protobuf writer."""
+def write_foxglove_mcap(path: Path, frames: int, fps: float = 10.0, raw: str | None = None) -> Path:
+    """Foxglove CompressedImage (JPEG), or RawImage of encoding `raw`, in protobuf with Foxglove's own
+    schemas, via mcap's protobuf writer."""
     from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
+    from foxglove_schemas_protobuf.RawImage_pb2 import RawImage
     from mcap_protobuf.writer import Writer
 
     with open(path, "wb") as f, Writer(f) as w:
         for i in range(frames):
             ns = 1_700_000_000_000_000_000 + int(i * 1e9 / fps)
-            ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(road(i), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
-            m = CompressedImage(format="jpeg", data=jpg.tobytes(), frame_id="cam")
+            if raw:
+                data, h, step = encoded(raw, road(i), 32)
+                m = RawImage(width=W, height=h, encoding=raw, step=step, data=data.tobytes(), frame_id="cam")
+            else:
+                ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(road(i), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+                m = CompressedImage(format="jpeg", data=jpg.tobytes(), frame_id="cam")
             m.timestamp.seconds, m.timestamp.nanos = ns // 10**9, ns % 10**9
-            w.write_message(topic="/camera/front/compressed", message=m, log_time=ns + 3_000_000, publish_time=ns)
+            w.write_message(topic="/camera/front/" + ("raw" if raw else "compressed"), message=m, log_time=ns + 3_000_000, publish_time=ns)
     return path

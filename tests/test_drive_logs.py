@@ -39,11 +39,13 @@ LOGS = {  # name: (writer, topic, what frame 0 is, stream)
     "mcap-ros2-nv12": (lambda d: next(D.write_ros2_bag(d / "bag", "nv12", 8, storage="mcap", step_pad=64).glob("*.mcap")), TOPIC, "nv12", "nv12"),
     "ros1-jpeg": (lambda d: D.write_ros1_bag(d / "drive.bag", None, 8, compressed=True), TOPIC + "/compressed", "jpeg", "jpeg"),
     "foxglove-jpeg": (lambda d: D.write_foxglove_mcap(d / "drive.mcap", 8), "/camera/front/compressed", "jpeg", "jpeg"),
+    "foxglove-raw-yuv422": (lambda d: D.write_foxglove_mcap(d / "drive.mcap", 8, raw="yuv422"), "/camera/front/raw", "yuv422", "rgb"),
 }
 
 
 @pytest.mark.parametrize("name", list(LOGS))
-def test_each_log_imports_validates_and_decodes_as_opencv_does(name, tmp_path):
+def test_each_log_imports_validates_decodes_as_opencv_does_and_replays(name, random_checkpoint, cache_dir, tmp_path):
+    checkpoint = random_checkpoint
     write, topic, kind, stream = LOGS[name]
     log = write(tmp_path)
     r = run_main("cases", "import", "bag", log, "--topic", topic, "--out", tmp_path / "cases", "--name", "drive")
@@ -58,6 +60,10 @@ def test_each_log_imports_validates_and_decodes_as_opencv_does(name, tmp_path):
     np.testing.assert_allclose(case.timestamps, np.arange(8) * 0.1, atol=1e-6)
     assert case.meta["source"]["time_source"] == "header" and case.meta["fps"] == pytest.approx(10.0)
     assert not any((tmp_path / "cases" / "drive").glob("frames/*"))  # nothing copied: the frames stay in the log
+    r = run_main("replay", "--cases", tmp_path / "cases" / "drive", "--checkpoint", checkpoint.path, "--runners", "torch",
+                 "--pipeline", "vehicle", "--cache-dir", cache_dir, "--no-progress", "--no-report", "--out", tmp_path / "r")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["results"][0]["frames"] == 8
 
 
 def test_camera_info_becomes_the_camera_and_the_yuv_assumption_is_recorded(tmp_path):
