@@ -58,8 +58,10 @@ train: train-cases cases
 
 # Every training recipe fine-tuning the reference: checkpoints/zoo/<method>.pt, reused when up to date.
 ZOO ?= checkpoints/zoo
+# Three seeds per recipe: a verdict about a method needs re-training's spread (parity rank's method board).
+ZOO_SEEDS ?= 3
 zoo: train-cases cases $(REFERENCE_CKPT)
-	$(PY) -m parity zoo --cases $(TRAIN_CASES) --eval-cases $(DEFAULT_CASES) --from $(REFERENCE_CKPT) --out $(ZOO)
+	$(PY) -m parity zoo --cases $(TRAIN_CASES) --eval-cases $(DEFAULT_CASES) --from $(REFERENCE_CKPT) --seeds $(ZOO_SEEDS) --out $(ZOO)
 
 # The zoo ranked on the default suite, with a greedy soup chosen by the deployment score on the
 # deployed runner beside the zoo's accuracy-greedy one (same ingredients). Units are cached: adding

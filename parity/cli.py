@@ -286,6 +286,11 @@ def _cmd_rank(args) -> int:
         overwrite=args.overwrite, executor=args.executor, workers=args.workers, threads=args.threads, ray_address=args.ray_address,
     ))
     print(format_board(summary))
+    if summary.get("method_leaderboard"):
+        from .decisions.methods import format_methods
+
+        print()
+        print(format_methods(summary["method_leaderboard"]))
     u = summary["units"]
     print(f"units: {u['total']} ({u['cached']} from the cache, {u['evaluated']} evaluated)")
     for e in summary["errors"]:
@@ -362,17 +367,23 @@ def _localize_capture(args) -> int:
     return 1 if res["first_diverging"] else 0
 
 
+def _seed_range(n: int) -> list[int]:
+    if n < 1:
+        raise UsageError(f"--seeds must be at least 1, got {n}")
+    return list(range(n))
+
+
 def _cmd_zoo(args) -> int:
     from .cases.discovery import find_cases
     from .training.zoo import build_zoo
 
     rows = build_zoo([str(p) for p in find_cases(args.cases)], [str(p) for p in find_cases(args.eval_cases)] if args.eval_cases else [],
                      args.parent, args.out, methods=args.methods.split(",") if args.methods else None, epochs=args.epochs,
-                     lr=args.lr, threads=args.threads, progress=not args.no_progress)
-    print(f"{'method':<14} {'wall s':>7} {'acc training':>13} {'acc vehicle':>12}")
+                     lr=args.lr, seeds=_seed_range(args.seeds), threads=args.threads, progress=not args.no_progress)
+    print(f"{'method':<14} {'seed':>4} {'wall s':>7} {'acc training':>13} {'acc vehicle':>12}")
     for r in rows:
         f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
-        print(f"{r['method']:<14} {f(r['wall_s'], '>7.0f')} {f(r['accuracy_training'], '>13.4f')} {f(r['accuracy_vehicle'], '>12.4f')}")
+        print(f"{r['method']:<14} {r['seed']:>4} {f(r['wall_s'], '>7.0f')} {f(r['accuracy_training'], '>13.4f')} {f(r['accuracy_vehicle'], '>12.4f')}")
     print(f"wrote {args.out}/zoo.json")
     return 0
 
@@ -697,6 +708,8 @@ def build_parser() -> argparse.ArgumentParser:
     zo.add_argument("--methods", help="comma-separated subset (default: every recipe)")
     zo.add_argument("--epochs", type=int, default=8)
     zo.add_argument("--lr", type=float, default=5e-4)
+    zo.add_argument("--seeds", type=int, default=1, help="train every recipe with seeds 0..N-1 (<method>.pt, <method>-s1.pt ...); "
+                                                         "a method-level ranking needs >= 3")
     zo.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     zo.add_argument("--no-progress", action="store_true")
     zo.set_defaults(func=_cmd_zoo)

@@ -184,6 +184,10 @@ def test_rank_end_to_end_cache_hit_and_miss(six_cases, random_checkpoint, tmp_pa
     perturbed = units[units.perturbation != "none"]
     assert set(perturbed["runner"]) == {"ort-fp32"} and perturbed["dx_torch_px"].isna().all()  # torch not run there: absent, not 0
     assert "ort" in r.stdout or "erm" in r.stdout
+    # the three share their sidecar's method: a method board of one method, the baseline's, beside the checkpoint board
+    mb = summary["method_leaderboard"]
+    assert [m["method"] for m in mb["methods"]] == [f"{random_checkpoint.meta.get('method') or 'unknown'} (from scratch)"]
+    assert mb["methods"][0]["seeds"] == 3 and mb["cells"] == 0 and "methods (mean over seeds)" in r.stdout
 
     # Second run: nothing recomputed, same leaderboard.
     r2 = _rank(["--checkpoints", str(folder / "*.pt"), "--cases", *cases], tmp_path / "r2", cache)

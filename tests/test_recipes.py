@@ -181,11 +181,55 @@ def test_swalp_quantises_weights_to_a_block_grid_and_averages_in_full_precision(
 
     t = torch.randn(1000) * 3
     q = block_quantise(t, 8, torch.Generator().manual_seed(0))
-    scale = 2.0 ** (np.ceil(np.log2(float(t.abs().max()))) - 8 + 2)
+    scale = 2.0 ** (np.floor(np.log2(float(t.abs().max()))) - 8 + 2)  # the authors' block_quantize: floor
     assert torch.allclose(q / scale, torch.round(q / scale)) and len(torch.unique(q)) <= 256
     assert (q - t).abs().max() <= scale + 1e-6 and abs(float((q - t).mean())) < 0.1 * scale  # stochastic: unbiased
+    # the grid uses the levels an 8-bit block offers: a ceil exponent would leave half of them unused
+    u = torch.linspace(-0.9, 0.9, 20001)
+    assert len(torch.unique(block_quantise(u, 8, torch.Generator().manual_seed(1)))) >= 200
     ck = train([tiny_case], tmp_path / "swalp.pt", epochs=3, batch_size=3, method="swalp", progress=False)
-    assert ck.meta["recipe_report"]["averaged"] >= 1
+    assert ck.meta["recipe_report"]["averaged"] >= 1 and ck.meta["recipe_report"]["quantised_layers"] >= 4
+
+
+def test_swalp_quantises_activations_forward_and_errors_backward():
+    import torch.nn.functional as F
+
+    from parity.training.recipes.swalp import add_activation_quantisers
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3)).train()
+    state = add_activation_quantisers(net, 8, 8)
+    seen = {}
+    net[0].register_forward_hook(lambda m, a, out: seen.__setitem__("act", out))  # runs after the quantiser: sees its output
+    x = torch.randn(2, 3, 9, 9)
+    y = net(x)
+    act = seen["act"]
+    step = 2.0 ** (np.floor(np.log2(float(act.abs().max()))) - 6)
+    assert torch.allclose(act / step, torch.round(act / step), atol=1e-4)  # the activation leaving conv 0 is on its block grid
+    arriving = {}
+    act.register_hook(lambda g: arriving.__setitem__("g", g.clone()))  # the error at conv 0's output, before the quantiser
+    y.backward(torch.randn_like(y))
+    # conv 0's weight gradient is that of the quantised error, not of the error that arrived
+    plain = torch.autograd.grad(F.conv2d(x, net[0].weight, net[0].bias), net[0].weight, arriving["g"])[0]
+    assert not torch.allclose(net[0].weight.grad, plain, rtol=1e-3, atol=1e-6)
+    state["on"] = False  # finished: full precision
+    want = F.conv2d(F.relu(F.conv2d(x, net[0].weight, net[0].bias)), net[2].weight, net[2].bias)
+    assert torch.allclose(net(x), want, atol=1e-6)
+
+
+def test_swa_averages_at_swalr_constant_rate_not_the_annealed_one(tiny_case, tmp_path):
+    ck = train([tiny_case], tmp_path / "swa.pt", epochs=4, batch_size=3, lr=2e-3, method="swa", settings={"start": "0.5"}, progress=False)
+    lrs = ck.meta["recipe_report"]["lr_at_snapshots"]
+    assert len(lrs) == 3 and all(v == pytest.approx(0.5 * 2e-3) for v in lrs)  # OneCycle would end at ~0
+
+
+def test_ema_horizon_fits_the_run(tiny_case, tmp_path):
+    ck = train([tiny_case], tmp_path / "ema.pt", epochs=4, batch_size=3, method="ema", progress=False)
+    from parity.cases.format import load_case
+
+    rep = ck.meta["recipe_report"]
+    steps = 4 * (int(load_case(tiny_case).labelled.sum()) // 3)
+    assert rep["decay"] == pytest.approx(1 - 1 / max(1.0, 0.2 * steps)) and rep["first_iterate_share"] < 0.01
 
 
 def test_rotation_head_is_trained_and_absent_from_the_saved_model_and_onnx(tiny_case, tmp_path, random_checkpoint, parent, cache_dir):
@@ -257,15 +301,23 @@ def test_zoo_builds_reuses_and_resumes(tiny_case, tmp_path, parent):
     logs.clear()
     build_zoo([str(tiny_case)], [str(tiny_case)], parent.path, out, methods=["erm", "swa"], epochs=1, batch_size=3,
               progress=False, log=logs.append)
-    assert logs == ["[1/2] erm: up to date", "[2/2] swa: up to date"] and (out / "swa.pt").stat().st_mtime_ns == stamp
+    assert logs == ["[1/2] erm seed 0: up to date", "[2/2] swa seed 0: up to date"] and (out / "swa.pt").stat().st_mtime_ns == stamp
     (out / "erm.pt").unlink()  # an interrupted zoo: what is missing is rebuilt, the rest reused
     logs.clear()
     build_zoo([str(tiny_case)], [str(tiny_case)], parent.path, out, methods=["erm", "swa"], epochs=1, batch_size=3,
               progress=False, log=logs.append)
-    assert logs[0].startswith("[1/2] erm: training") and "[2/2] swa: up to date" in logs
+    assert logs[0].startswith("[1/2] erm seed 0: training") and "[2/2] swa seed 0: up to date" in logs
     zoo = json.loads((out / "zoo.json").read_text())
     assert zoo["parent_sha256"] == parent.sha256 and len(zoo["checkpoints"]) == 2
     assert load_checkpoint(out / "swa.pt").meta["parents"][0]["sha256"] == parent.sha256
+    # a second seed adds erm-s1 beside erm (reused), trained with that seed
+    logs.clear()
+    rows = build_zoo([str(tiny_case)], [str(tiny_case)], parent.path, out, methods=["erm"], epochs=1, batch_size=3, seeds=(0, 1),
+                     progress=False, log=logs.append)
+    assert logs[0] == "[1/2] erm seed 0: up to date" and logs[1].startswith("[2/2] erm seed 1: training")
+    s1 = load_checkpoint(out / "erm-s1.pt")
+    assert s1.meta["hyperparameters"]["seed"] == 1 and s1.sha256 != load_checkpoint(out / "erm.pt").sha256
+    assert [(r["method"], r["seed"]) for r in rows] == [("erm", 0), ("erm", 1)]
 
 
 def test_perturb_aug_copies_are_deployment_mismatches_of_the_same_frames(tiny_case, tmp_path):

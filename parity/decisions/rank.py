@@ -144,6 +144,7 @@ def rank(cfg: RankConfig):
         board = LB.Leaderboard(table, [c.name for c in ckpts], baseline, deployed, cfg.perturb_pipeline,
                                [p for p in pipes if p != cfg.perturb_pipeline], weights, cfg.n_boot, cfg.seed)
         result = board.compute()
+        methods = method_board(board, ckpts, baseline)
         written = []
         if len(table):
             write_table(pa.Table.from_pandas(table.sort_values(["checkpoint", "case", "runner", "pipeline", "perturbation", "severity"]),
@@ -167,6 +168,7 @@ def rank(cfg: RankConfig):
             "leaderboard": result["board"],
             "pareto_front": result["pareto"],
             "first_place_share": result["first_place_share"],
+            "method_leaderboard": methods,
             "definitions": LB.DEFINITIONS,
             "provenance": {
                 "git_sha": git_sha(), "versions": versions(), "machine": machine(), "code_version": U.code_version(),
@@ -190,6 +192,20 @@ def rank(cfg: RankConfig):
         folder.finish(summary["files"])
     code = 1 if errors else 0
     return out, summary, code
+
+
+def method_board(board, ckpts, baseline: str) -> dict | None:
+    """The method-level board (parity.decisions.methods) when some method has several checkpoints
+    (seeds) on the board; None otherwise (a team comparing its own candidates needs only theirs)."""
+    from .methods import MethodBoard, method_of
+
+    groups: dict[str, list[str]] = {}
+    for c in ckpts:
+        groups.setdefault(method_of(c.meta), []).append(c.name)
+    if max(len(v) for v in groups.values()) < 2:
+        return None
+    base = next(g for g, names in groups.items() if baseline in names)
+    return MethodBoard(board, groups, base).compute()
 
 
 class UnitEvaluator:

@@ -114,6 +114,7 @@ class Context:
     epochs: int = 0
     steps: int = 0
     extra_params: list = field(default_factory=list)  # auxiliary parameters a hook adds (dropped at save)
+    sched: Any = None  # the learning-rate schedule stepped after every step; a hook may replace it (SWA's SWALR)
     scratch: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)  # what a recipe wants in the sidecar
 
@@ -216,7 +217,7 @@ def train(
     ctx.opt = opt
     steps = epochs * (n // batch_size)
     ctx.steps, ctx.epochs = steps, epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    ctx.sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     history = []
     from tqdm import tqdm
 
@@ -242,7 +243,7 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            ctx.sched.step()
             ctx.step += 1
             for h in hooks.after_step:
                 h(ctx)

@@ -70,8 +70,7 @@ def _load() -> None:
 
 
 def get_recipe(name: str) -> Recipe:
-    if not RECIPES:
-        _load()
+    _load()  # every module, even when one was imported on its own first (importing twice registers once)
     if name not in RECIPES:
         close = difflib.get_close_matches(name, RECIPES, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -80,6 +79,5 @@ def get_recipe(name: str) -> Recipe:
 
 
 def all_recipes() -> dict[str, Recipe]:
-    if not RECIPES:
-        _load()
+    _load()
     return dict(RECIPES)
