@@ -1,5 +1,6 @@
 """Each training recipe's mechanism, on a tiny model and a few frames."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from parity.training.loop import train
 from parity.training.recipes import all_recipes, get_recipe
 
 from .conftest import run_cli, run_main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +145,64 @@ def test_reinit_resets_exactly_the_named_layers(parent):
 
 
 def test_reinit_recipe_and_layer_diagnostic(parent, tiny_case, tmp_path):
+    from parity.cases.format import load_case
+    from parity.training.initial import checkpoint_zero
+    from parity.training.loop import evaluate
+
+    # checkpoint 0 is the parent's saved initialisation, read back by its sha256
+    zero = torch.load(parent.path.with_suffix(".init.pt"), weights_only=True)
+    assert parent.meta["init_weights"]["file"] == "erm.init.pt"
     ck = train([tiny_case], tmp_path / "reinit.pt", eval_cases=[tiny_case], epochs=1, batch_size=3, method="reinit",
                parent=parent.path, progress=False)
+    assert all(torch.equal(zero[k], v) for k, v in checkpoint_zero(ck).items())  # a fine-tune's checkpoint 0 is its parent's
     rep = ck.meta["recipe_report"]
-    assert rep["reinitialised"] == ["head.2"]
-    assert set(rep["layer_robustness_accuracy"]) >= {"backbone.0", "pool", "head.0", "head.2"}
-    assert all(0 <= v <= 1 for v in rep["layer_robustness_accuracy"].values())
+    assert rep["reinitialised"] == ["head.2"] and rep["reinitialised_to"] == "checkpoint-0"
+    reinit, rerand = rep["layer_reinit_accuracy"], rep["layer_rerandom_accuracy"]
+    assert set(reinit) >= {"backbone.0", "pool", "head.0", "head.2"} and set(reinit) == set(rerand)
+    assert all(0 <= v <= 1 for v in [*reinit.values(), *rerand.values()])
+    # re-initialisation means those very weights: recompute one layer's figure with checkpoint 0 put back by hand
+    model = ck.build_model()
+    state = model.state_dict()
+    state.update({k: zero[k] for k in ("backbone.0.weight",)})
+    model.load_state_dict(state)
+    assert evaluate(model.eval(), ck.adapter(), [load_case(tiny_case)], "vehicle")["overall"]["accuracy"] == pytest.approx(reinit["backbone.0"])
+
+
+def test_checkpoint_zero_rebuilt_from_the_seed_is_verified_against_the_laziness_record(parent, tmp_path):
+    import shutil
+
+    from parity.errors import CheckpointError
+    from parity.models.checkpoint import load_checkpoint
+    from parity.training.initial import checkpoint_zero
+
+    saved = torch.load(parent.path.with_suffix(".init.pt"), weights_only=True)
+    old = tmp_path / "old.pt"  # a checkpoint from before init files: no init_weights in the sidecar
+    shutil.copy(parent.path, old)
+    meta = {k: v for k, v in parent.meta.items() if k != "init_weights"}
+    (tmp_path / "old.json").write_text(json.dumps(dict(meta, name="old")))
+    rebuilt = checkpoint_zero(load_checkpoint(old))
+    assert all(torch.equal(saved[k], rebuilt[k]) for k in saved)
+    # the wrong seed is another draw: refused, never used silently
+    (tmp_path / "old.json").write_text(json.dumps(dict(meta, name="old", hyperparameters=dict(meta["hyperparameters"], seed=7))))
+    with pytest.raises(CheckpointError, match="does not reproduce the sidecar's laziness record"):
+        checkpoint_zero(load_checkpoint(old))
+    # a saved checkpoint 0 that is not the recorded one is refused by its sha256
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(parent.path, bad / "erm.pt")
+    shutil.copy(parent.path.with_suffix(".json"), bad / "erm.json")
+    torch.save({k: v + 1 for k, v in saved.items()}, bad / "erm.init.pt")
+    with pytest.raises(CheckpointError, match="sha256 differs"):
+        checkpoint_zero(load_checkpoint(bad / "erm.pt"))
+
+
+def test_the_committed_reference_has_a_verified_checkpoint_zero():
+    from parity.models.checkpoint import load_checkpoint
+    from parity.training.initial import checkpoint_zero, laziness
+
+    ref = load_checkpoint(ROOT / "checkpoints" / "reference.pt")
+    zero = checkpoint_zero(ref)
+    assert laziness(ref.build_model(), zero) == pytest.approx(ref.meta["laziness"]["relative_weight_change"], abs=2e-6)
 
 
 def test_l2sp_penalty_is_zero_at_the_start_and_grows_away_from_it(parent):

@@ -31,6 +31,7 @@ from ..metrics.tusimple import tusimple_batch
 from ..models.checkpoint import Checkpoint, save_checkpoint
 from ..models.rowanchor import RowAnchorAdapter, RowAnchorConfig
 from ..provenance import git_sha, machine, sha256_json
+from .initial import laziness, save_initial
 
 log = logging.getLogger(__name__)
 
@@ -119,19 +120,6 @@ class Context:
     report: dict = field(default_factory=dict)  # what a recipe wants in the sidecar
 
 
-def laziness(model, start: dict) -> dict[str, float]:
-    """Per-layer relative weight change ||W - W0|| / ||W0|| from where training started (weights only)."""
-    import torch
-
-    out = {}
-    for name, p in model.state_dict().items():
-        if name.endswith("weight") and p.dim() > 1 and name in start:
-            w0 = start[name].float()
-            denom = float(torch.linalg.vector_norm(w0))
-            out[name[: -len(".weight")]] = round(float(torch.linalg.vector_norm(p.float() - w0)) / denom, 6) if denom else float("nan")
-    return out
-
-
 def _adapter(parent_ck, name, config_dict, config, out):
     """(adapter name, adapter) to train: the parent's when fine-tuning, else the one named, else the reference family."""
     from ..errors import UsageError
@@ -203,6 +191,7 @@ def train(
 
     model = parent_ck.build_model() if parent_ck else adapter.build()
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    init_weights = None if parent_ck else save_initial(Path(out), start)  # checkpoint 0, for re-initialisation (training/initial.py)
     gen = torch.Generator().manual_seed(seed)
     ctx = Context(model, adapter, None, hp, X, Y, width, adapter.pipelines()["training"], gen, start, held_out)
     ctx.scratch["train_args"] = {  # what a recipe needs to train more ingredients the same way (soups)
@@ -285,6 +274,7 @@ def train(
         "timing_s": {"prepare": round(prep_s, 1), "train": round(train_s, 1)},
         "metrics": metrics,
         "laziness": {"reference": "parent checkpoint" if parent_ck else "initialisation", "relative_weight_change": laziness(model, start)},
+        **({"init_weights": init_weights} if init_weights else {}),
         **({"recipe_report": ctx.report} if ctx.report else {}),
         **(extra_meta or {}),
     }

@@ -1,7 +1,9 @@
 """`reinit`: re-initialise chosen layers of a trained model and retrain (Zhang, Bengio & Singer 2019,
-"Are all layers created equal?"), plus that paper's per-layer re-initialisation robustness
-diagnostic: each layer alone set back to its initial weights, the held-out accuracy that is left
-(critical layers lose it, robust layers keep it)."""
+"Are all layers created equal?"), plus that paper's per-layer robustness analysis: each layer alone
+set back to its checkpoint-0 weights (re-initialisation: the lineage's own initial weights,
+parity.training.initial) and, beside it, to a fresh random draw (re-randomisation), with the
+held-out accuracy that is left. The paper's finding is that the two differ: many layers survive
+re-initialisation, few survive re-randomisation, and the lower layers are the critical ones."""
 from __future__ import annotations
 
 from ..loop import Hooks
@@ -48,21 +50,55 @@ def layer_robustness(model, adapter, cases, init_state: dict, pipeline: str = "v
     return out
 
 
+def fresh_draw(adapter, seed: int) -> dict:
+    """A new random initialisation (re-randomisation's weights), seeded, leaving the global RNG as it was."""
+    import torch
+
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        return adapter.build().state_dict()
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def _parent_zero(ctx) -> dict:
+    from ...models.checkpoint import load_checkpoint
+    from ..initial import checkpoint_zero
+
+    return checkpoint_zero(load_checkpoint(ctx.scratch["train_args"]["parent"]))
+
+
 def build(hp):
     layers = [s for s in hp["layers"].split(",") if s]
+    if hp["to"] not in ("checkpoint-0", "random"):
+        from ...errors import UsageError
+
+        raise UsageError(f"reinit: to={hp['to']!r}; expected checkpoint-0 (the layer's own initial weights) or random (a fresh draw)")
 
     def setup(ctx):
-        ctx.report["reinitialised"] = reinitialise(ctx.model, layers, hp["seed"])
+        if hp["to"] == "random":
+            ctx.report["reinitialised"] = reinitialise(ctx.model, layers, hp["seed"])
+            return
+        zero = _parent_zero(ctx)
+        reinitialise(ctx.model, layers, hp["seed"])  # checks the names; the weights come next
+        state = ctx.model.state_dict()
+        state.update({k: zero[k] for k in state if any(k.startswith(n + ".") for n in layers) and k in zero})
+        ctx.model.load_state_dict(state)
+        ctx.report["reinitialised"] = layers
+        ctx.report["reinitialised_to"] = "checkpoint-0"
 
     def finish(ctx):
         if hp["diagnostic"] and ctx.held_out:
-            init = ctx.adapter.build().state_dict()
-            ctx.report["layer_robustness_accuracy"] = layer_robustness(ctx.model, ctx.adapter, ctx.held_out, init)
+            ctx.report["layer_reinit_accuracy"] = layer_robustness(ctx.model, ctx.adapter, ctx.held_out, _parent_zero(ctx))
+            ctx.report["layer_rerandom_accuracy"] = layer_robustness(ctx.model, ctx.adapter, ctx.held_out,
+                                                                     fresh_draw(ctx.adapter, hp["seed"] + 1))
         return ctx.model
 
     return Hooks(setup=[setup], finish=[finish])
 
 
-register(Recipe("reinit", "re-initialise the named layers of --from and retrain; per-layer re-init diagnostic",
+register(Recipe("reinit", "re-initialise the named layers of --from to checkpoint 0 (or a fresh draw: to=random) and retrain; "
+                "per-layer re-initialisation vs re-randomisation analysis",
                 "Zhang, Bengio & Singer 2019, Are all layers created equal?", build,
-                {"layers": "head.2", "seed": 0, "diagnostic": True}, needs_parent=True))
+                {"layers": "head.2", "seed": 0, "diagnostic": True, "to": "checkpoint-0"}, needs_parent=True))
