@@ -146,3 +146,11 @@ def test_mce_is_imagenet_c_normalisation_computed_plainly():
     wrong = 100 * np.mean([np.mean([err("cand", p, s) / err("erm", p, s) for s in sevs[p]]) for p in perts])
     assert got["cand"] == pytest.approx(plain, rel=1e-12) and got["erm"] == pytest.approx(100.0)
     assert abs(wrong - plain) > 0.5  # the wrong normalisation is told apart at this tolerance
+
+
+def test_a_checkpoint_glob_skips_checkpoint_zero_files(tmp_path):
+    from parity.decisions.rank import expand_checkpoints
+
+    for name in ("reference.pt", "reference.init.pt", "erm.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in expand_checkpoints([str(tmp_path / "*.pt")])] == ["erm.pt", "reference.pt"]

@@ -66,7 +66,8 @@ def expand_checkpoints(specs: list[str]) -> list[Path]:
     """Paths and glob patterns -> .pt files, in the order given, each once."""
     out: list[Path] = []
     for s in specs:
-        hits = sorted(glob.glob(s)) if any(c in s for c in "*?[") else [s]
+        # a glob skips checkpoint-0 files (<name>.init.pt beside a from-scratch checkpoint: weights, not a checkpoint)
+        hits = sorted(h for h in glob.glob(s) if not h.endswith(".init.pt")) if any(c in s for c in "*?[") else [s]
         if not hits:
             raise UsageError(f"--checkpoints: {s!r} matches no file")
         for h in hits:
