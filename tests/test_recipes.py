@@ -88,10 +88,11 @@ def test_ema_and_regmixup_and_fp16_aware_train_and_replay_loads_them(tiny_case, 
 
 def test_fp16_rounding_is_active_in_training_and_absent_at_export():
     from parity.models.rowanchor import RowAnchorAdapter
-    from parity.training.recipes.fp16_aware import add_fp16_rounding
+    from parity.training.recipes.fp16_aware import add_fp16_rounding, remove_fp16_rounding
 
     torch.manual_seed(0)
     model = RowAnchorAdapter().build()
+    keys = list(model.state_dict())
     x = torch.randn(2, 3, 112, 288)
     model.eval()
     plain = model(x)
@@ -100,13 +101,17 @@ def test_fp16_rounding_is_active_in_training_and_absent_at_export():
     model.train()
     seen = {}
     model.head[2].register_forward_hook(lambda m, a, out: seen.__setitem__("out", out))
-    model(x)
-    assert torch.equal(seen["out"], seen["out"].half().float())  # rounded while training
+    out = model(x)
+    assert torch.equal(seen["out"], seen["out"].half().float())  # activations rounded while training
+    w = model.head[2].weight
+    assert torch.equal(w, w.half().float()) and not torch.equal(w, model.head[2].parametrizations.weight.original)  # weights as fp16 stores them
+    out.sum().backward()  # straight through: the fp32 original receives the gradient
+    assert model.head[2].parametrizations.weight.original.grad is not None
     model.load_state_dict(state)  # the training forward moved the batch-norm statistics
+    remove_fp16_rounding(model, handles)
+    assert set(model.state_dict()) == set(keys)  # the plain network again, with its fp32 weights
     model.eval()
-    assert torch.equal(model(x), plain)  # eval / export: untouched
-    for h in handles:
-        h.remove()
+    assert torch.equal(model(x), plain)
 
 
 def test_wise_ft_at_alpha_0_and_1_returns_the_endpoints():
@@ -423,3 +428,38 @@ def test_regmixup_loss_is_the_lambda_weighted_cross_entropy_of_the_mixed_batch()
     expected = 0.7 * F.cross_entropy(out, y) + 0.3 * F.cross_entropy(out, y[perm])
     assert torch.allclose(mixed_loss(model, x, y, 0.7, perm), expected)
     assert torch.allclose(mixed_loss(model, x, y, 1.0, perm), F.cross_entropy(model(x), y))  # lambda 1: the clean loss
+
+
+def test_uat_ot_is_a_divergence_from_the_models_own_soft_predictions_and_ignores_labels(tiny_case):
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from parity.models.rowanchor import RowAnchorAdapter
+    from parity.training.recipes.fgsm import fgsm_example
+    from parity.training.recipes.uat import soft_divergence
+
+    torch.manual_seed(0)
+    adapter = RowAnchorAdapter()
+    model = adapter.build().train()
+    X = torch.randn(6, 3, 112, 288)
+    hp = get_recipe("uat-ot").resolve({})
+    extra = get_recipe("uat-ot").build(hp).extra_loss[0]
+
+    def term(y, seed=3):
+        ctx = SimpleNamespace(model=model, X=X, gen=torch.Generator().manual_seed(seed), pipeline=adapter.pipelines()["training"], scratch={})
+        return float(extra(ctx, X[:2], y, None))
+
+    cells = model(X[:2]).argmax(1)
+    assert term(cells) == pytest.approx(term(torch.zeros_like(cells)))  # the labels are not read: true or garbage, the same term
+    # the plain recomputation: same draws, soft targets from the model, FGSM against them, KL
+    g = torch.Generator().manual_seed(3)
+    idx = torch.randint(0, len(X), (2,), generator=g)
+    with torch.no_grad():
+        soft = F.softmax(model(X[idx]), dim=1)
+    adv = fgsm_example(model, X[idx], soft, adapter.pipelines()["training"], hp["epsilon"], hp["alpha"], g)
+    out = model(adv)
+    kl = (soft * (soft.log() - F.log_softmax(out, 1))).sum(1).mean()
+    assert term(cells) == pytest.approx(hp["weight"] * float(kl), rel=1e-5)
+    hard = F.cross_entropy(out, soft.argmax(1))  # what hard argmax targets would give instead
+    assert float(soft_divergence(out, soft)) != pytest.approx(float(hard), rel=1e-3)

@@ -1,7 +1,8 @@
 """`uat-ot` and `uat-ft`: unsupervised adversarial training (Uesato et al. 2019, "Are labels required for
 improving adversarial robustness?"): FGSM examples of frames used without their labels, trained
-towards pseudo-targets: the current model's own predictions (`uat-ot`, online targets) or the fixed
-predictions of the parent checkpoint (`uat-ft`, fixed targets). The supervised loss on labelled
+towards pseudo-targets: `uat-ot` (online targets) a divergence, KL(p || p_adv), from the current
+model's own soft predictions p on the clean frame, the attack pushing against that same
+divergence; `uat-ft` (fixed targets) cross-entropy to the parent checkpoint's fixed hard predictions. The supervised loss on labelled
 frames stays. Unlabelled recordings are what a fleet has most of; here the training frames stand
 in for them (their labels are not used by this term)."""
 from __future__ import annotations
@@ -9,6 +10,14 @@ from __future__ import annotations
 from ..loop import Hooks
 from . import Recipe, register
 from .fgsm import fgsm_example
+
+
+def soft_divergence(logits, target_probs):
+    """KL(target || softmax(logits)) over the class axis (1), averaged over every other position."""
+    import torch.nn.functional as F
+
+    logp = F.log_softmax(logits, dim=1)
+    return (target_probs * (target_probs.clamp_min(1e-12).log() - logp)).sum(dim=1).mean()
 
 
 def build(fixed: bool):
@@ -30,16 +39,20 @@ def build(fixed: bool):
             idx = torch.randint(0, len(ctx.X), (len(x),), generator=ctx.gen)
             u = ctx.X[idx]  # frames whose labels this term does not read
             with torch.no_grad():
-                pseudo = (ctx.scratch["teacher"] if fixed else ctx.model)(u).argmax(dim=1)
-            adv = fgsm_example(ctx.model, u, pseudo, ctx.pipeline, hp["epsilon"], hp["alpha"], ctx.gen)
-            return hp["weight"] * F.cross_entropy(ctx.model(adv), pseudo)
+                if fixed:
+                    target = ctx.scratch["teacher"](u).argmax(dim=1)
+                else:
+                    target = F.softmax(ctx.model(u), dim=1)  # the model's own soft prediction, a constant here
+            adv = fgsm_example(ctx.model, u, target, ctx.pipeline, hp["epsilon"], hp["alpha"], ctx.gen)
+            out = ctx.model(adv)
+            return hp["weight"] * (F.cross_entropy(out, target) if fixed else soft_divergence(out, target))
 
         return Hooks(setup=[setup], extra_loss=[extra])
 
     return make
 
 
-register(Recipe("uat-ot", "adversarial training on unlabelled frames towards the model's own online pseudo-targets",
+register(Recipe("uat-ot", "adversarial training on unlabelled frames: KL divergence from the model's own online soft predictions",
                 "Uesato et al. 2019, UAT-OT", build(False), {"epsilon": 4.0, "alpha": 5.0, "weight": 0.5}))
 register(Recipe("uat-ft", "adversarial training on unlabelled frames towards the parent's fixed pseudo-targets",
                 "Uesato et al. 2019, UAT-FT", build(True), {"epsilon": 4.0, "alpha": 5.0, "weight": 0.5}, needs_parent=True))
