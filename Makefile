@@ -9,6 +9,7 @@ export PARITY_CACHE_DIR ?= $(CURDIR)/.cache/parity
 
 DEFAULT_CASES := cases/default
 TRAIN_CASES := cases/train
+VALIDATION_CASES := cases/validation
 # The reference model is committed (weights + sidecar): training is not bit-reproducible across CPUs,
 # and the committed baseline, the zoo's parent and every README figure are of this one file.
 REFERENCE_CKPT := checkpoints/reference.pt
@@ -21,7 +22,7 @@ PIPELINE ?= vehicle,training
 OUT ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv replay test test-all cases train-cases train zoo rank gate bench sweep clean-cache help
+.PHONY: venv replay test test-all cases train-cases validation-cases train zoo rank gate bench sweep clean-cache help
 
 help:
 	@echo "make replay [CASES=...] [CKPT=...] [RUNNERS=...] [PIPELINE=...] [OUT=...]"
@@ -46,6 +47,10 @@ cases: $(STAMP)
 train-cases: $(STAMP)
 	$(PY) -m parity cases generate --suite train --out $(TRAIN_CASES)
 
+# Where recipes make their choices (wise-ft's alpha, soup-greedy's ingredients): disjoint from train and default.
+validation-cases: $(STAMP)
+	$(PY) -m parity cases generate --suite validation --out $(VALIDATION_CASES)
+
 $(REFERENCE_CKPT):
 	@echo "$(REFERENCE_CKPT) is committed with the repository and missing here: git checkout -- $(REFERENCE_CKPT) $(REFERENCE_CKPT:.pt=.json)" >&2; exit 2
 
@@ -60,8 +65,8 @@ train: train-cases cases
 ZOO ?= checkpoints/zoo
 # Three seeds per recipe: a verdict about a method needs re-training's spread (parity rank's method board).
 ZOO_SEEDS ?= 3
-zoo: train-cases cases $(REFERENCE_CKPT)
-	$(PY) -m parity zoo --cases $(TRAIN_CASES) --eval-cases $(DEFAULT_CASES) --from $(REFERENCE_CKPT) --seeds $(ZOO_SEEDS) --out $(ZOO)
+zoo: train-cases validation-cases cases $(REFERENCE_CKPT)
+	$(PY) -m parity zoo --cases $(TRAIN_CASES) --eval-cases $(DEFAULT_CASES) --select-cases $(VALIDATION_CASES) --from $(REFERENCE_CKPT) --seeds $(ZOO_SEEDS) --out $(ZOO)
 
 # The zoo ranked on the default suite, with a greedy soup chosen by the deployment score on the
 # deployed runner beside the zoo's accuracy-greedy one (same ingredients). Units are cached: adding
@@ -71,7 +76,7 @@ RANK_PERTURB ?= deploy
 RANK_SEVERITIES ?= 1,3,5
 SOUPS := checkpoints/soups
 $(SOUPS)/soup-deployed.pt: $(ZOO)/zoo.json
-	$(PY) -m parity soup --ingredients $(ZOO)/erm.pt '$(ZOO)/soup-greedy.ingredients/*.pt' --criterion deployment-score --cases $(DEFAULT_CASES) --out $@
+	$(PY) -m parity soup --ingredients $(ZOO)/erm.pt '$(ZOO)/soup-greedy.ingredients/*.pt' --criterion deployment-score --cases $(VALIDATION_CASES) --out $@
 rank: zoo
 	$(MAKE) --no-print-directory $(SOUPS)/soup-deployed.pt
 	$(PY) -m parity rank --checkpoints '$(ZOO)/*.pt' $(SOUPS)/soup-deployed.pt --cases $(DEFAULT_CASES) --runners $(RANK_RUNNERS) --perturb $(RANK_PERTURB) --severities $(RANK_SEVERITIES) --out $(or $(OUT),reports/rank) --overwrite

@@ -100,6 +100,7 @@ def _cmd_train(args) -> int:
     ck = train(
         [str(p) for p in find_cases(args.cases)], args.out,
         eval_cases=[str(p) for p in find_cases(args.eval_cases)] if args.eval_cases else [],
+        select_cases=[str(p) for p in find_cases(args.select_cases)] if args.select_cases else [],
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
         progress=not args.no_progress, method=args.method, parent=args.parent, settings=settings,
         adapter_name=args.adapter, adapter_config={"name": args.config} if args.config else None,
@@ -378,7 +379,7 @@ def _cmd_zoo(args) -> int:
     from .training.zoo import build_zoo
 
     rows = build_zoo([str(p) for p in find_cases(args.cases)], [str(p) for p in find_cases(args.eval_cases)] if args.eval_cases else [],
-                     args.parent, args.out, methods=args.methods.split(",") if args.methods else None, epochs=args.epochs,
+                     args.parent, args.out, select_cases=[str(p) for p in find_cases(args.select_cases)] if args.select_cases else [], methods=args.methods.split(",") if args.methods else None, epochs=args.epochs,
                      lr=args.lr, seeds=_seed_range(args.seeds), threads=args.threads, progress=not args.no_progress)
     print(f"{'method':<14} {'seed':>4} {'wall s':>7} {'acc training':>13} {'acc vehicle':>12}")
     for r in rows:
@@ -519,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the reference row-anchor lane model")
     t.add_argument("--cases", nargs="+", required=True, help="training cases (GT required)")
     t.add_argument("--eval-cases", nargs="+", help="held-out cases to report accuracy on")
+    t.add_argument("--select-cases", nargs="+", help="cases a recipe makes its choices on (wise-ft's alpha, soup-greedy's ingredients): "
+                                                     "the validation suite, never the cases you rank on")
     t.add_argument("--out", required=True, help="checkpoint path (.pt); the .json sidecar is written beside it")
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--batch-size", type=int, default=32)
@@ -702,7 +705,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     zo = sub.add_parser("zoo", help="every recipe applied to a trained reference, cached and resumable")
     zo.add_argument("--cases", nargs="+", required=True, help="training cases")
-    zo.add_argument("--eval-cases", nargs="+", help="held-out cases (accuracy in each sidecar; wise-ft and soup-greedy choose on them)")
+    zo.add_argument("--eval-cases", nargs="+", help="held-out cases (accuracy in each sidecar)")
+    zo.add_argument("--select-cases", nargs="+", help="cases wise-ft and soup-greedy choose on (the validation suite)")
     zo.add_argument("--from", dest="parent", required=True, help="the ERM reference every recipe fine-tunes")
     zo.add_argument("--out", required=True, help="folder for <method>.pt/.json and zoo.json")
     zo.add_argument("--methods", help="comma-separated subset (default: every recipe)")

@@ -123,11 +123,28 @@ def test_wise_ft_at_alpha_0_and_1_returns_the_endpoints():
     assert torch.allclose(interpolate(a, b, 0.25)["w"], torch.full((3,), 0.25)) and interpolate(a, b, 0.5)["n"] == 5
 
 
-def test_wise_ft_picks_alpha_on_held_out_cases(parent, tiny_case, tmp_path):
-    ck = train([tiny_case], tmp_path / "wise.pt", eval_cases=[tiny_case], epochs=2, batch_size=3, method="wise-ft",
+def test_wise_ft_picks_alpha_on_the_selection_cases_never_the_evaluated_ones(parent, tiny_case, tmp_path, monkeypatch):
+    from parity.training import loop
+
+    # the choice is made on the selection cases: every evaluate() inside the recipe sees them, not --eval-cases
+    real, seen = loop.evaluate, []
+
+    def spy(model, adapter, cases, pipeline="training"):
+        seen.append([c.root for c in cases])
+        return real(model, adapter, cases, pipeline)
+
+    monkeypatch.setattr(loop, "evaluate", spy)
+    sel = tmp_path / "sel"
+    import shutil
+
+    shutil.copytree(tiny_case, sel)
+    ck = train([tiny_case], tmp_path / "wise.pt", eval_cases=[tiny_case], select_cases=[sel], epochs=2, batch_size=3, method="wise-ft",
                parent=parent.path, settings={"grid": "0,1"}, progress=False)
+    choice_calls = seen[:2]  # the grid's two alphas, before the sidecar's held-out report
+    assert all(roots == [sel] for roots in choice_calls) and all(roots == [tiny_case] for roots in seen[2:])
     rep = ck.meta["recipe_report"]
-    scores = {float(k): v for k, v in rep["held_out_accuracy_by_alpha"].items()}
+    assert rep["chosen_on"] == ["tiny"] and ck.meta["data"]["select_cases"] == ["tiny"]  # the copy keeps its case name
+    scores = {float(k): v for k, v in rep["selection_accuracy_by_alpha"].items()}
     assert rep["alpha"] in (0.0, 1.0) and scores[rep["alpha"]] == max(scores.values())
     assert ck.meta["parents"][0]["sha256"] == parent.sha256 and ck.meta["laziness"]["reference"] == "parent checkpoint"
     if rep["alpha"] == 0.0:  # the start itself
@@ -340,9 +357,19 @@ def test_greedy_soup_never_accepts_an_ingredient_that_lowers_the_score():
     assert torch.allclose(average(states)["w"], torch.tensor([1.8125]))
 
 
+def test_wise_ft_ties_go_to_the_configured_alpha_not_the_parent():
+    from parity.training.recipes.wise_ft import choose_alpha
+
+    assert choose_alpha({0.0: 0.9, 0.25: 0.9, 0.5: 0.9, 1.0: 0.8}, 0.5) == 0.5
+    assert choose_alpha({0.0: 0.9, 0.75: 0.9, 1.0: 0.95}, 0.5) == 1.0
+
+
 def test_soup_recipes_train_ingredients_from_one_parent(tiny_case, tmp_path, parent):
-    ck = train([tiny_case], tmp_path / "soup.pt", eval_cases=[tiny_case], epochs=1, batch_size=3, method="soup-greedy",
-               parent=parent.path, settings={"ingredients": "2"}, progress=False)
+    with pytest.raises(UsageError, match="--select-cases"):
+        train([tiny_case], tmp_path / "s0.pt", eval_cases=[tiny_case], epochs=1, batch_size=3, method="soup-greedy",
+              parent=parent.path, settings={"ingredients": "2"}, progress=False)
+    ck = train([tiny_case], tmp_path / "soup.pt", eval_cases=[tiny_case], select_cases=[tiny_case], epochs=1, batch_size=3,
+               method="soup-greedy", parent=parent.path, settings={"ingredients": "2"}, progress=False)
     rep = ck.meta["recipe_report"]
     assert rep["ingredients"] == 2 and rep["accepted"] and (tmp_path / "soup.ingredients" / "ingredient1.pt").is_file()
     side = json.loads((tmp_path / "soup.ingredients" / "ingredient1.json").read_text())

@@ -67,7 +67,14 @@ def train_suite(n_cases: int = 48, frames: int = 25) -> list[Scenario]:
     return [Scenario.sample(f"train_{i:03d}", seed=i, frames=frames, fps=5.0) for i in range(n_cases)]
 
 
-SUITES = {"default": (default_suite, ("nv12", "jpeg")), "train": (train_suite, ("jpeg",))}
+def validation_suite(n_cases: int = 12, frames: int = 25) -> list[Scenario]:
+    """Where recipes make their choices (WiSE-FT's alpha, a greedy soup's ingredients): sampled like the
+    training suite from seeds 5000.. (the training suite uses 0..47, the default suite 1001..1009),
+    so no choice is made on the cases a rank evaluates."""
+    return [Scenario.sample(f"val_{i:03d}", seed=5000 + i, frames=frames, fps=5.0) for i in range(n_cases)]
+
+
+SUITES = {"default": (default_suite, ("nv12", "jpeg")), "train": (train_suite, ("jpeg",)), "validation": (validation_suite, ("jpeg",))}
 
 
 def scenario(name: str, seed: int | None = None, frames: int | None = None) -> Scenario:

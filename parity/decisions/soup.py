@@ -7,13 +7,15 @@ the criterion. The criterion is measured by the same evaluation units as `parity
 runner and torch, the vehicle pipeline, unperturbed, one window per case), so every candidate soup
 is a checkpoint written to `<out>.candidates/` and its units are cached like any other.
 
-Criteria (all on the deployed runner, vehicle pipeline, the held-out cases):
+Criteria (all on the deployed runner, vehicle pipeline, the `--cases` given: choose on the validation
+suite, `make validation-cases`, not on the cases you rank on):
 - `accuracy`: TuSimple accuracy (higher is better): the usual greedy soup, measured deployed;
 - `deployed-jitter`: RMS near jitter (lower is better);
 - `deployment-score`: rank's composite score without the corruption term (no perturbations are run
   here), relative to the first ingredient given (lower is better).
-Selecting on held-out cases and then ranking on the same cases favours the selected soup; the zoo's
-`soup-greedy` and `wise-ft` choose on them too, so the comparison between them is even.
+Selecting on cases and then ranking on the same cases favours the selected soup; the zoo's
+`soup-greedy` and `wise-ft` choose on the validation suite (`--select-cases`), and `make rank`'s
+deployed soup does too.
 """
 from __future__ import annotations
 

@@ -109,7 +109,8 @@ class Context:
     pipeline: Any  # the training pipeline (mean, std, scale: what pixel levels mean in input units)
     gen: Any  # the seeded torch.Generator of the run
     start: dict  # weights the run started from (init, or the parent checkpoint)
-    held_out: list = field(default_factory=list)
+    held_out: list = field(default_factory=list)  # cases the sidecar reports accuracy on (never used for a choice)
+    select: list = field(default_factory=list)  # cases a recipe makes its choices on (alpha, ingredients): the validation suite
     step: int = 0
     epoch: int = 0
     epochs: int = 0
@@ -152,6 +153,7 @@ def train(
     extra_meta: dict | None = None,
     adapter_name: str | None = None,
     adapter_config: dict | None = None,
+    select_cases: list[str | Path] = (),
 ) -> Checkpoint:
     import torch
     import torch.nn.functional as F
@@ -173,6 +175,7 @@ def train(
                          "it can be imported, replayed, captured and localized")
     cases = [load_case(p) for p in train_cases]
     held_out = [load_case(p) for p in eval_cases]
+    select = [load_case(p) for p in select_cases]
     t0 = time.perf_counter()
     X, GT, W = load_training_set(cases, adapter)
     width = float(W[0])
@@ -193,9 +196,10 @@ def train(
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     init_weights = None if parent_ck else save_initial(Path(out), start)  # checkpoint 0, for re-initialisation (training/initial.py)
     gen = torch.Generator().manual_seed(seed)
-    ctx = Context(model, adapter, None, hp, X, Y, width, adapter.pipelines()["training"], gen, start, held_out)
+    ctx = Context(model, adapter, None, hp, X, Y, width, adapter.pipelines()["training"], gen, start, held_out, select)
     ctx.scratch["train_args"] = {  # what a recipe needs to train more ingredients the same way (soups)
-        "train_cases": [str(p) for p in train_cases], "eval_cases": [str(p) for p in eval_cases], "epochs": epochs,
+        "train_cases": [str(p) for p in train_cases], "eval_cases": [str(p) for p in eval_cases],
+        "select_cases": [str(p) for p in select_cases], "epochs": epochs,
         "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed, "threads": threads,
         "parent": str(parent_ck.path) if parent_ck else None, "out": str(out),
     }
@@ -266,6 +270,8 @@ def train(
             "frames": int(n),
             "hash": sha256_json(sorted(c.content_hash() for c in cases)),
             "eval_cases": [c.name for c in held_out],
+            "select_cases": [c.name for c in select],
+            "select_hash": sha256_json(sorted(c.content_hash() for c in select)) if select else None,
         },
         "parents": [{"path": str(parent_ck.path), "sha256": parent_ck.sha256, "method": parent_ck.meta.get("method")}] if parent_ck else [],
         "git_sha": git_sha(),

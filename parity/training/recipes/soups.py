@@ -2,8 +2,9 @@
 multiple fine-tuned models improves accuracy without increasing inference time"). Ingredients are
 fine-tuned from the one parent checkpoint with different seeds and learning rates (this run is the
 first; the others are trained by the same loop as `erm` fine-tunes and kept beside the output in
-`<name>.ingredients/`). Uniform: the mean of all ingredients. Greedy: ingredients sorted by held-out
-accuracy (vehicle pipeline), each added only if the soup's held-out accuracy strictly improves."""
+`<name>.ingredients/`). Uniform: the mean of all ingredients. Greedy: ingredients sorted by
+accuracy on the selection cases (`--select-cases`, vehicle pipeline), each added only if the soup's accuracy there
+strictly improves."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,28 +55,30 @@ def _ingredients(ctx, hp) -> list[dict]:
 
 def build(greedy: bool):
     def make(hp):
+        def setup(ctx):
+            if greedy and not ctx.select:  # before any training: the choice needs cases of its own
+                from ...errors import UsageError
+
+                raise UsageError("soup-greedy chooses ingredients on selection cases: give --select-cases (the validation "
+                                 "suite: make validation-cases), never the cases a rank evaluates")
+
         def finish(ctx):
             from ..loop import evaluate
 
             states = _ingredients(ctx, hp)
             if greedy:
-                if not ctx.held_out:
-                    from ...errors import UsageError
-
-                    raise UsageError("soup-greedy chooses ingredients on held-out cases: give --eval-cases")
-
                 def score(state):
                     ctx.model.load_state_dict(state)
-                    return evaluate(ctx.model.eval(), ctx.adapter, ctx.held_out, "vehicle")["overall"]["accuracy"]
+                    return evaluate(ctx.model.eval(), ctx.adapter, ctx.select, "vehicle")["overall"]["accuracy"]
 
                 soup, accepted, trail = greedy_soup(states, score)
-                ctx.report.update({"accepted": accepted, "trail": trail})
+                ctx.report.update({"accepted": accepted, "trail": trail, "chosen_on": [c.name for c in ctx.select]})
             else:
                 soup = average(states)
             ctx.model.load_state_dict(soup)
             return ctx.model
 
-        return Hooks(finish=[finish])
+        return Hooks(setup=[setup], finish=[finish])
 
     return make
 
@@ -83,5 +86,5 @@ def build(greedy: bool):
 SETTINGS = {"ingredients": 3, "lr_factors": "1,0.5,2"}
 register(Recipe("soup-uniform", "mean of ingredients fine-tuned from --from with different seeds and learning rates",
                 "Wortsman et al. 2022, Model soups (uniform)", build(False), dict(SETTINGS), needs_parent=True))
-register(Recipe("soup-greedy", "ingredients added by held-out accuracy, each only if the soup improves",
+register(Recipe("soup-greedy", "ingredients added by accuracy on the selection cases, each only if the soup improves",
                 "Wortsman et al. 2022, Model soups (greedy)", build(True), dict(SETTINGS), needs_parent=True))
