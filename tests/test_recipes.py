@@ -410,18 +410,34 @@ def test_zoo_builds_reuses_and_resumes(tiny_case, tmp_path, parent):
 def test_perturb_aug_copies_are_deployment_mismatches_of_the_same_frames(tiny_case, tmp_path):
     from parity.cases.format import load_case
     from parity.models.rowanchor import RowAnchorAdapter
-    from parity.training.recipes.perturb_aug import DEPLOYMENT, perturbed_copies
+    from parity.training.recipes.perturb_aug import TRAIN_RANGES, perturbed_copies
 
     adapter = RowAnchorAdapter()
     case = load_case(tiny_case)
-    x, log = perturbed_copies([case], adapter, list(DEPLOYMENT), 2, seed=0)
+    x, log = perturbed_copies([case], adapter, list(TRAIN_RANGES), seed=0)
     clean = adapter.pipelines()["vehicle"].prepare(case, np.flatnonzero(case.labelled))
-    assert x.shape == clean.shape and len(log) == len(x) and all(n in DEPLOYMENT and 1 <= s <= 2 for n, s in log)
+    assert x.shape == clean.shape and len(log) == len(x) and all(n in TRAIN_RANGES for n, _ in log)
     assert all(np.abs(x[k] - clean[k]).max() > 0 for k in range(len(x)))  # every copy is perturbed
-    again, _ = perturbed_copies([case], adapter, list(DEPLOYMENT), 2, seed=0)
+    again, _ = perturbed_copies([case], adapter, list(TRAIN_RANGES), seed=0)
     np.testing.assert_array_equal(again, x)  # seeded
     ck = train([tiny_case], tmp_path / "aug.pt", epochs=1, batch_size=3, method="perturb-aug", settings={"p": "1"}, progress=False)
     assert sum(ck.meta["recipe_report"]["perturbed_copies"].values()) == len(x)
+    assert ck.meta["recipe_report"]["held_out_for_evaluation"] == ["resize_kernel", "uint8_rounding"]
+
+
+def test_perturb_aug_never_trains_on_what_the_rank_evaluates():
+    from parity.preprocessing import perturb
+    from parity.training.recipes.perturb_aug import HELD_OUT, TRAIN_RANGES, draw_parameter, perturbed_copies
+
+    rng = np.random.default_rng(0)
+    for name in TRAIN_RANGES:
+        grid = set(perturb.get(name).values)  # every severity the rank (or a sweep) can ask for
+        draws = [draw_parameter(name, rng) for _ in range(400)]
+        assert not grid & set(draws), name
+        assert perturb.get(name).family == "deployment"
+    assert set(HELD_OUT) == {"resize_kernel", "uint8_rounding"} and not set(HELD_OUT) & set(TRAIN_RANGES)
+    with pytest.raises(UsageError, match="held out for evaluation"):
+        perturbed_copies([], None, ["resize_kernel"], seed=0)
 
 
 def test_ema_is_the_exponential_average_of_the_iterates(tiny_case, tmp_path, monkeypatch):

@@ -415,11 +415,12 @@ class Applied:
     """One perturbation at one severity for one case: the pipeline to use, the hooks it calls, the
     frame schedule. Severity 0 is the identity everywhere."""
 
-    def __init__(self, pert: Perturbation | None, severity: int, seed: int, case_name: str, tensor_context=None):
+    def __init__(self, pert: Perturbation | None, severity: int, seed: int, case_name: str, tensor_context=None, value=None):
         self.pert, self.severity, self.seed, self.case_name = pert, severity, seed, case_name
         self.tensor_context = tensor_context  # frames -> dict for tensor-stage perturbations (FGSM)
         self.active = pert is not None and severity > 0
-        self.v = pert.value(severity) if self.active else None
+        # `value`: a parameter off the severity grid (training draws, parity.training.recipes.perturb_aug)
+        self.v = (value if value is not None else pert.value(severity)) if self.active else None
 
     def rng(self, frame: int) -> np.random.Generator:
         return np.random.default_rng(_seed(self.seed, self.pert.name, self.severity, self.case_name, int(frame)))
