@@ -285,6 +285,7 @@ def _cmd_rank(args) -> int:
         window_s=args.window_s, baseline=args.baseline, config=args.config, n_boot=args.n_boot, seed=args.seed, out=args.out,
         batch_size=args.batch_size, cache_dir=args.cache_dir, progress=not args.no_progress, argv=sys.argv[1:],
         overwrite=args.overwrite, executor=args.executor, workers=args.workers, threads=args.threads, ray_address=args.ray_address,
+        methods=args.methods or [],
     ))
     print(format_board(summary))
     if summary.get("method_leaderboard"):
@@ -643,6 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rk = sub.add_parser("rank", help="rank candidate checkpoints by deployed accuracy, bending, jitter and gaps, with case-bootstrap intervals")
     rk.add_argument("--checkpoints", nargs="+", required=True, help="checkpoint files or quoted globs ('checkpoints/zoo/*.pt')")
+    rk.add_argument("--methods", nargs="+", metavar="LABEL=PATTERN", help="group checkpoints (by name, globs) as one method on the "
+                                                                         "method board, e.g. 'erm-a=erm,erm-s1,erm-s2' (default: each sidecar's method)")
     rk.add_argument("--cases", nargs="+", required=True)
     rk.add_argument("--runners", default="torch,ort-fp16", help="torch (the parity reference) is always run")
     rk.add_argument("--deployed", help="the runner that stands for the deployed engine (default: the last of --runners)")

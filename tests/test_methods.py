@@ -154,3 +154,14 @@ def test_a_checkpoint_glob_skips_checkpoint_zero_files(tmp_path):
     for name in ("reference.pt", "reference.init.pt", "erm.pt"):
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in expand_checkpoints([str(tmp_path / "*.pt")])] == ["erm.pt", "reference.pt"]
+
+
+def test_method_groups_from_the_command_line():
+    from parity.decisions.rank import parse_method_groups
+    from parity.errors import UsageError
+
+    names = ["erm", "erm-s1", "erm-s2", "erm-s3", "fgsm"]
+    assert parse_method_groups(["a=erm,erm-s1", "b=erm-s[23]"], names) == {"erm": "a", "erm-s1": "a", "erm-s2": "b", "erm-s3": "b"}
+    for bad, msg in ((["a"], "LABEL=PATTERN"), (["a=zzz"], "no ranked checkpoint"), (["a=erm*", "b=erm"], "matches both")):
+        with pytest.raises(UsageError, match=msg):
+            parse_method_groups(bad, names)

@@ -60,6 +60,7 @@ class RankConfig:
     threads: int | None = None
     ray_address: str | None = None
     argv: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)  # LABEL=PATTERN[,PATTERN]: group these checkpoints (by name) as one method
 
 
 def expand_checkpoints(specs: list[str]) -> list[Path]:
@@ -133,7 +134,7 @@ def rank(cfg: RankConfig):
     run_key = sha256_json({"kind": "rank", "checkpoints": [c.sha256 for c in ckpts], "cases": [c.name for c in cases],
                            "runners": runner_names, "deployed": deployed, "pipelines": {k: p.to_dict() for k, p in pipes.items()},
                            "conditions": [c.__dict__ for c in conditions], "window_s": cfg.window_s, "baseline": baseline,
-                           "weights": weights, "n_boot": cfg.n_boot, "seed": cfg.seed, "code": U.code_version()})
+                           "weights": weights, "n_boot": cfg.n_boot, "seed": cfg.seed, "methods": cfg.methods, "code": U.code_version()})
     folder = RunFolder(out, "rank", run_key, describe={"checkpoints": len(ckpts), "cases": len(cases)}, replace=cfg.overwrite)
     with folder:
         ev = UnitEvaluator(ArtifactCache(cfg.cache_dir), cfg.seed, cfg.window_s, cfg.batch_size, cfg.progress,
@@ -145,7 +146,7 @@ def rank(cfg: RankConfig):
         board = LB.Leaderboard(table, [c.name for c in ckpts], baseline, deployed, cfg.perturb_pipeline,
                                [p for p in pipes if p != cfg.perturb_pipeline], weights, cfg.n_boot, cfg.seed)
         result = board.compute()
-        methods = method_board(board, ckpts, baseline)
+        methods = method_board(board, ckpts, baseline, parse_method_groups(cfg.methods, [c.name for c in ckpts]))
         written = []
         if len(table):
             write_table(pa.Table.from_pandas(table.sort_values(["checkpoint", "case", "runner", "pipeline", "perturbation", "severity"]),
@@ -195,14 +196,34 @@ def rank(cfg: RankConfig):
     return out, summary, code
 
 
-def method_board(board, ckpts, baseline: str) -> dict | None:
+def parse_method_groups(specs: list[str], names: list[str]) -> dict[str, str]:
+    """--methods LABEL=PATTERN[,PATTERN] ... -> {checkpoint name: label}; patterns are fnmatch globs on checkpoint names."""
+    import fnmatch
+
+    out: dict[str, str] = {}
+    for spec in specs:
+        label, eq, pats = spec.partition("=")
+        if not eq or not label.strip() or not pats.strip():
+            raise UsageError(f"--methods expects LABEL=PATTERN[,PATTERN] (checkpoint names, globs allowed), got {spec!r}")
+        hits = [n for n in names if any(fnmatch.fnmatchcase(n, p.strip()) for p in pats.split(","))]
+        if not hits:
+            raise UsageError(f"--methods {spec!r}: no ranked checkpoint matches ({', '.join(names)})")
+        for n in hits:
+            if n in out and out[n] != label:
+                raise UsageError(f"--methods: checkpoint {n!r} matches both {out[n]!r} and {label!r}")
+            out[n] = label.strip()
+    return out
+
+
+def method_board(board, ckpts, baseline: str, labels: dict[str, str] | None = None) -> dict | None:
     """The method-level board (parity.decisions.methods) when some method has several checkpoints
-    (seeds) on the board; None otherwise (a team comparing its own candidates needs only theirs)."""
+    (seeds) on the board; None otherwise (a team comparing its own candidates needs only theirs).
+    A checkpoint's method is its sidecar's, or the label `--methods` gives it."""
     from .methods import MethodBoard, method_of
 
     groups: dict[str, list[str]] = {}
     for c in ckpts:
-        groups.setdefault(method_of(c.meta), []).append(c.name)
+        groups.setdefault((labels or {}).get(c.name) or method_of(c.meta), []).append(c.name)
     if max(len(v) for v in groups.values()) < 2:
         return None
     base = next(g for g, names in groups.items() if baseline in names)
