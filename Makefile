@@ -10,6 +10,7 @@ export PARITY_CACHE_DIR ?= $(CURDIR)/.cache/parity
 DEFAULT_CASES := cases/default
 TRAIN_CASES := cases/train
 VALIDATION_CASES := cases/validation
+UNLABELLED_CASES := cases/unlabelled
 # The reference model is committed (weights + sidecar): training is not bit-reproducible across CPUs,
 # and the committed baseline, the zoo's parent and every README figure are of this one file.
 REFERENCE_CKPT := checkpoints/reference.pt
@@ -22,7 +23,7 @@ PIPELINE ?= vehicle,training
 OUT ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv replay test test-all cases train-cases validation-cases train zoo rank gate bench sweep clean-cache help
+.PHONY: venv replay test test-all cases train-cases validation-cases unlabelled-cases train zoo rank gate bench sweep clean-cache help
 
 help:
 	@echo "make replay [CASES=...] [CKPT=...] [RUNNERS=...] [PIPELINE=...] [OUT=...]"
@@ -51,6 +52,10 @@ train-cases: $(STAMP)
 validation-cases: $(STAMP)
 	$(PY) -m parity cases generate --suite validation --out $(VALIDATION_CASES)
 
+# What UAT learns from: twice the training suite's cases, written without GT.
+unlabelled-cases: $(STAMP)
+	$(PY) -m parity cases generate --suite unlabelled --out $(UNLABELLED_CASES)
+
 $(REFERENCE_CKPT):
 	@echo "$(REFERENCE_CKPT) is committed with the repository and missing here: git checkout -- $(REFERENCE_CKPT) $(REFERENCE_CKPT:.pt=.json)" >&2; exit 2
 
@@ -65,8 +70,8 @@ train: train-cases cases
 ZOO ?= checkpoints/zoo
 # Three seeds per recipe: a verdict about a method needs re-training's spread (parity rank's method board).
 ZOO_SEEDS ?= 3
-zoo: train-cases validation-cases cases $(REFERENCE_CKPT)
-	$(PY) -m parity zoo --cases $(TRAIN_CASES) --eval-cases $(DEFAULT_CASES) --select-cases $(VALIDATION_CASES) --from $(REFERENCE_CKPT) --seeds $(ZOO_SEEDS) --out $(ZOO)
+zoo: train-cases validation-cases unlabelled-cases cases $(REFERENCE_CKPT)
+	$(PY) -m parity zoo --cases $(TRAIN_CASES) --eval-cases $(DEFAULT_CASES) --select-cases $(VALIDATION_CASES) --unlabelled-cases $(UNLABELLED_CASES) --from $(REFERENCE_CKPT) --seeds $(ZOO_SEEDS) --out $(ZOO)
 
 # The zoo ranked on the default suite, with a greedy soup chosen by the deployment score on the
 # deployed runner beside the zoo's accuracy-greedy one (same ingredients). Units are cached: adding

@@ -101,6 +101,7 @@ def _cmd_train(args) -> int:
         [str(p) for p in find_cases(args.cases)], args.out,
         eval_cases=[str(p) for p in find_cases(args.eval_cases)] if args.eval_cases else [],
         select_cases=[str(p) for p in find_cases(args.select_cases)] if args.select_cases else [],
+        unlabelled_cases=[str(p) for p in find_cases(args.unlabelled_cases)] if args.unlabelled_cases else [],
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
         progress=not args.no_progress, method=args.method, parent=args.parent, settings=settings,
         adapter_name=args.adapter, adapter_config={"name": args.config} if args.config else None,
@@ -380,7 +381,8 @@ def _cmd_zoo(args) -> int:
     from .training.zoo import build_zoo
 
     rows = build_zoo([str(p) for p in find_cases(args.cases)], [str(p) for p in find_cases(args.eval_cases)] if args.eval_cases else [],
-                     args.parent, args.out, select_cases=[str(p) for p in find_cases(args.select_cases)] if args.select_cases else [], methods=args.methods.split(",") if args.methods else None, epochs=args.epochs,
+                     args.parent, args.out, select_cases=[str(p) for p in find_cases(args.select_cases)] if args.select_cases else [],
+                     unlabelled_cases=[str(p) for p in find_cases(args.unlabelled_cases)] if args.unlabelled_cases else [], methods=args.methods.split(",") if args.methods else None, epochs=args.epochs,
                      lr=args.lr, seeds=_seed_range(args.seeds), threads=args.threads, progress=not args.no_progress)
     print(f"{'method':<14} {'seed':>4} {'wall s':>7} {'acc training':>13} {'acc vehicle':>12}")
     for r in rows:
@@ -523,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-cases", nargs="+", help="held-out cases to report accuracy on")
     t.add_argument("--select-cases", nargs="+", help="cases a recipe makes its choices on (wise-ft's alpha, soup-greedy's ingredients): "
                                                      "the validation suite, never the cases you rank on")
+    t.add_argument("--unlabelled-cases", nargs="+", help="recordings without labels that uat-ot/uat-ft learn from (the unlabelled suite)")
     t.add_argument("--out", required=True, help="checkpoint path (.pt); the .json sidecar is written beside it")
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--batch-size", type=int, default=32)
@@ -540,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cases", help="generate and validate cases")
     csub = c.add_subparsers(dest="cases_command", required=True)
     g = csub.add_parser("generate", help="render a named synthetic suite")
-    g.add_argument("--suite", default="default", help="default | train")
+    g.add_argument("--suite", default="default", help="default | train | validation | unlabelled (no GT: what UAT learns from)")
     g.add_argument("--out", required=True)
     g.add_argument("--force", action="store_true", help="re-render cases that already exist")
     g.add_argument("--no-progress", action="store_true")
@@ -710,6 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     zo.add_argument("--cases", nargs="+", required=True, help="training cases")
     zo.add_argument("--eval-cases", nargs="+", help="held-out cases (accuracy in each sidecar)")
     zo.add_argument("--select-cases", nargs="+", help="cases wise-ft and soup-greedy choose on (the validation suite)")
+    zo.add_argument("--unlabelled-cases", nargs="+", help="recordings without labels the UAT recipes learn from (the unlabelled suite)")
     zo.add_argument("--from", dest="parent", required=True, help="the ERM reference every recipe fine-tunes")
     zo.add_argument("--out", required=True, help="folder for <method>.pt/.json and zoo.json")
     zo.add_argument("--methods", help="comma-separated subset (default: every recipe)")

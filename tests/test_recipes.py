@@ -506,3 +506,19 @@ def test_uat_ot_is_a_divergence_from_the_models_own_soft_predictions_and_ignores
     assert term(cells) == pytest.approx(hp["weight"] * float(kl), rel=1e-5)
     hard = F.cross_entropy(out, soft.argmax(1))  # what hard argmax targets would give instead
     assert float(soft_divergence(out, soft)) != pytest.approx(float(hard), rel=1e-3)
+
+
+def test_uat_learns_from_an_unlabelled_suite_larger_than_the_labelled_one(tiny_case, tmp_path):
+    from parity.cases.format import load_case
+    from parity.cases.suites import train_suite, unlabelled_suite
+    from parity.cases.synth import write_case
+
+    from .conftest import _tiny_scenario
+
+    assert len(unlabelled_suite()) == 2 * len(train_suite())
+    assert not {s.seed for s in unlabelled_suite()} & {s.seed for s in train_suite()}
+    unl = write_case(_tiny_scenario("unl", seed=91, frames=9), tmp_path / "unl", streams=("jpeg",), labels=False)
+    assert load_case(unl).gt is None  # written without GT: nothing to read by mistake
+    ck = train([tiny_case], tmp_path / "uat.pt", epochs=1, batch_size=3, method="uat-ot", unlabelled_cases=[unl], progress=False)
+    rep = ck.meta["recipe_report"]
+    assert rep["unlabelled_source"] == "unlabelled cases" and rep["unlabelled_frames"] == 9

@@ -74,7 +74,14 @@ def validation_suite(n_cases: int = 12, frames: int = 25) -> list[Scenario]:
     return [Scenario.sample(f"val_{i:03d}", seed=5000 + i, frames=frames, fps=5.0) for i in range(n_cases)]
 
 
-SUITES = {"default": (default_suite, ("nv12", "jpeg")), "train": (train_suite, ("jpeg",)), "validation": (validation_suite, ("jpeg",))}
+def unlabelled_suite(n_cases: int = 96, frames: int = 25) -> list[Scenario]:
+    """What UAT learns from: twice the training suite's cases, sampled from seeds 20000.., written without GT."""
+    return [Scenario.sample(f"unl_{i:03d}", seed=20000 + i, frames=frames, fps=5.0) for i in range(n_cases)]
+
+
+SUITES = {"default": (default_suite, ("nv12", "jpeg")), "train": (train_suite, ("jpeg",)), "validation": (validation_suite, ("jpeg",)),
+          "unlabelled": (unlabelled_suite, ("jpeg",))}
+UNLABELLED = {"unlabelled"}  # suites written without GT
 
 
 def scenario(name: str, seed: int | None = None, frames: int | None = None) -> Scenario:
@@ -103,11 +110,11 @@ def generate_suite(name: str, out: str | Path, force: bool = False, progress: bo
     with tqdm(total=len(todo), desc=f"suite {name}", unit="case", disable=None if progress else True) as bar:
         if workers > 1:
             with ProcessPoolExecutor(workers) as pool:
-                for _ in pool.map(_render_case, todo, [out] * len(todo), [streams] * len(todo)):
+                for _ in pool.map(_render_case, todo, [out] * len(todo), [streams] * len(todo), [name not in UNLABELLED] * len(todo)):
                     bar.update(1)
         else:
             for scn in todo:
-                _render_case(scn, out, streams)
+                _render_case(scn, out, streams, name not in UNLABELLED)
                 bar.update(1)
     paths = [out / s.name for s in scenarios]
     for p in paths:
@@ -115,8 +122,8 @@ def generate_suite(name: str, out: str | Path, force: bool = False, progress: bo
     return paths
 
 
-def _render_case(scn: Scenario, out: Path, streams) -> Path:
+def _render_case(scn: Scenario, out: Path, streams, labels: bool = True) -> Path:
     root = out / scn.name
     if root.exists():
         shutil.rmtree(root)
-    return write_case(scn, root, streams=streams)
+    return write_case(scn, root, streams=streams, labels=labels)

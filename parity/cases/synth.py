@@ -470,8 +470,8 @@ def render(scn: Scenario, index: int, clean: bool = False) -> tuple[np.ndarray, 
     return rgb, gt["x"]
 
 
-def write_case(scn: Scenario, root: str | Path, streams=("nv12", "jpeg")) -> Path:
-    """Render every frame of `scn` into a case folder."""
+def write_case(scn: Scenario, root: str | Path, streams=("nv12", "jpeg"), labels: bool = True) -> Path:
+    """Render every frame of `scn` into a case folder (without GT when not `labels`: a recording as a fleet has most of)."""
     cam = scn.camera
     isp = {"yuv_matrix": "bt601", "yuv_range": "limited", "chroma": "4:2:0"}
     meta = {
@@ -491,6 +491,6 @@ def write_case(scn: Scenario, root: str | Path, streams=("nv12", "jpeg")) -> Pat
     for i in range(scn.frames):
         rgb, gt = renderer.frame(i)
         nv12 = rgb_to_nv12(rgb, isp["yuv_matrix"], isp["yuv_range"]) if "nv12" in streams else None
-        writer.add(i / scn.fps, rgb=rgb, nv12=nv12, lanes=gt["x"], lanes3d=gt["xyz"])
-    return writer.close(LANE_NAMES, cam.anchor_rows())
+        writer.add(i / scn.fps, rgb=rgb, nv12=nv12, lanes=gt["x"] if labels else None, lanes3d=gt["xyz"] if labels else None)
+    return writer.close(LANE_NAMES, cam.anchor_rows()) if labels else writer.close()
 

@@ -55,6 +55,13 @@ def load_training_set(cases: list[Case], adapter: RowAnchorAdapter, pipeline_nam
     return np.concatenate(xs), np.concatenate(gts), np.concatenate(widths)
 
 
+def load_unlabelled(cases: list[Case], adapter, pipeline_name: str = "training") -> np.ndarray:
+    """Every frame of `cases` preprocessed, float32 [N,3,H,W]; their GT, if any, is never read (what UAT learns from)."""
+    pipe = adapter.pipelines()[pipeline_name]
+    xs = [pipe.prepare(c, np.arange(s, min(s + 64, len(c)))) for c in cases for s in range(0, len(c), 64)]
+    return np.concatenate(xs) if xs else np.zeros((0, *adapter.input_shape()), np.float32)
+
+
 def predict(model, adapter: RowAnchorAdapter, inputs: np.ndarray, width: int, batch: int = 64) -> np.ndarray:
     import torch
 
@@ -154,6 +161,7 @@ def train(
     adapter_name: str | None = None,
     adapter_config: dict | None = None,
     select_cases: list[str | Path] = (),
+    unlabelled_cases: list[str | Path] = (),
 ) -> Checkpoint:
     import torch
     import torch.nn.functional as F
@@ -199,7 +207,7 @@ def train(
     ctx = Context(model, adapter, None, hp, X, Y, width, adapter.pipelines()["training"], gen, start, held_out, select)
     ctx.scratch["train_args"] = {  # what a recipe needs to train more ingredients the same way (soups)
         "train_cases": [str(p) for p in train_cases], "eval_cases": [str(p) for p in eval_cases],
-        "select_cases": [str(p) for p in select_cases], "epochs": epochs,
+        "select_cases": [str(p) for p in select_cases], "unlabelled_cases": [str(p) for p in unlabelled_cases], "epochs": epochs,
         "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed, "threads": threads,
         "parent": str(parent_ck.path) if parent_ck else None, "out": str(out),
     }

@@ -42,7 +42,7 @@ def zoo_name(method: str, seed: int) -> str:
 
 
 def build_zoo(train_cases, eval_cases, parent, out, methods=None, epochs=ZOO_EPOCHS, lr=ZOO_LR, batch_size=32, seeds=(0,),
-              threads=2, progress=True, log=print, select_cases=()) -> list[dict]:
+              threads=2, progress=True, log=print, select_cases=(), unlabelled_cases=()) -> list[dict]:
     from ..cases.format import load_case
     from ..models.checkpoint import load_checkpoint
     from .loop import train
@@ -54,13 +54,14 @@ def build_zoo(train_cases, eval_cases, parent, out, methods=None, epochs=ZOO_EPO
     data = sha256_json(sorted(load_case(p).content_hash() for p in train_cases))
     held = sha256_json(sorted(load_case(p).content_hash() for p in eval_cases))
     chosen_on = sha256_json(sorted(load_case(p).content_hash() for p in select_cases))
+    unlabelled = sha256_json(sorted(load_case(p).content_hash() for p in unlabelled_cases))
     rows = []
     todo = [(name, seed) for seed in seeds for name in names]  # seed by seed: an interrupted zoo has whole seeds first
     for k, (name, seed) in enumerate(todo, 1):
         recipe = get_recipe(name)
         hp = recipe.resolve({})
         key = sha256_json({"recipe": name, "settings": hp, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
-                           "data": data, "held_out": held, "select": chosen_on, "parent": parent_ck.sha256, "code": code_hash(recipe)})
+                           "data": data, "held_out": held, "select": chosen_on, "unlabelled": unlabelled, "parent": parent_ck.sha256, "code": code_hash(recipe)})
         pt, side = out / f"{zoo_name(name, seed)}.pt", out / f"{zoo_name(name, seed)}.json"
         meta = json.loads(side.read_text()) if side.is_file() and pt.is_file() else {}
         if meta.get("zoo_key") == key:
@@ -68,7 +69,7 @@ def build_zoo(train_cases, eval_cases, parent, out, methods=None, epochs=ZOO_EPO
         else:
             start = time.perf_counter()
             log(f"[{k}/{len(todo)}] {name} seed {seed}: training ({recipe.summary})")
-            ck = train(train_cases, pt, eval_cases=eval_cases, select_cases=select_cases, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+            ck = train(train_cases, pt, eval_cases=eval_cases, select_cases=select_cases, unlabelled_cases=unlabelled_cases, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                        threads=threads, progress=progress, method=name, parent=parent_ck.path,
                        extra_meta={"zoo_key": key, "zoo_wall_s": None})
             meta = dict(ck.meta, zoo_wall_s=round(time.perf_counter() - start, 1))

@@ -3,8 +3,9 @@ improving adversarial robustness?"): FGSM examples of frames used without their 
 towards pseudo-targets: `uat-ot` (online targets) a divergence, KL(p || p_adv), from the current
 model's own soft predictions p on the clean frame, the attack pushing against that same
 divergence; `uat-ft` (fixed targets) cross-entropy to the parent checkpoint's fixed hard predictions. The supervised loss on labelled
-frames stays. Unlabelled recordings are what a fleet has most of; here the training frames stand
-in for them (their labels are not used by this term)."""
+frames stays. Unlabelled recordings are what a fleet has most of and the method's point: with
+`--unlabelled-cases` (the `unlabelled` suite: 96 cases, twice the training suite, written without
+GT) the term draws from them; without, from the training frames (their labels unread)."""
 from __future__ import annotations
 
 from ..loop import Hooks
@@ -23,6 +24,17 @@ def soft_divergence(logits, target_probs):
 def build(fixed: bool):
     def make(hp):
         def setup(ctx):
+            paths = ctx.scratch["train_args"].get("unlabelled_cases") or []
+            if paths:
+                import torch
+
+                from ...cases.format import load_case
+                from ..loop import load_unlabelled
+
+                ctx.scratch["unlabelled"] = torch.from_numpy(load_unlabelled([load_case(p) for p in paths], ctx.adapter))
+            pool = ctx.scratch.get("unlabelled", ctx.X)
+            ctx.report["unlabelled_source"] = "unlabelled cases" if paths else "training frames, labels unread"
+            ctx.report["unlabelled_frames"] = int(len(pool))
             if fixed:
                 import torch
 
@@ -36,8 +48,9 @@ def build(fixed: bool):
             import torch
             import torch.nn.functional as F
 
-            idx = torch.randint(0, len(ctx.X), (len(x),), generator=ctx.gen)
-            u = ctx.X[idx]  # frames whose labels this term does not read
+            pool = ctx.scratch.get("unlabelled", ctx.X)
+            idx = torch.randint(0, len(pool), (len(x),), generator=ctx.gen)
+            u = pool[idx]  # frames whose labels this term does not read
             with torch.no_grad():
                 if fixed:
                     target = ctx.scratch["teacher"](u).argmax(dim=1)
