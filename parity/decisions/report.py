@@ -132,11 +132,6 @@ def _captures_section(doc: dict) -> str:
               "(export-inputs --invariance-probe; '-': no probe).</p>")
 
 
-def has_gt(doc: dict) -> bool:
-    """Whether any case of a replay carries GT on some frame."""
-    return any(c.get("labelled_frames", 0) for c in ((doc.get("provenance") or {}).get("cases") or {}).values())
-
-
 def replay_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
     head = ["runner", "pipeline", "frames"] + [c for c, _, _ in REPLAY_COLUMNS]
     rows = [[_e(r["runner"]), _e(r["pipeline"]), str(r["frames"])] + [_n(r.get(k), f) for _, k, f in REPLAY_COLUMNS] for r in doc["results"]]
@@ -157,6 +152,8 @@ def replay_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
                   + '<p class="note">bend+: excess chord deviation over torch\'s, per lane-frame; kinks+: lane-frames where it exceeds '
                   "20 px at 1280 wide; jit+: RMS frame-to-frame change of x_runner - x_torch; flicker+: lane existence changes torch "
                   "does not make, per second (docs/metrics.md).</p>")
+        from ..runs.replay import has_gt
+
         # Without GT (drive logs) accuracy is absent: what the deployed forms add is the news, so it leads.
         sections.insert(0 if not has_gt(doc) else 1, deltas)
     captured = _captures_section(doc)

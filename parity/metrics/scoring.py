@@ -109,6 +109,24 @@ def metric_reference(case, adapter, outputs: dict, runner: str, pipeline: str, g
     return f"{runner}@{pipeline}", outputs[(runner, pipeline)]
 
 
+def raw_aggregate(fc) -> dict:
+    """Run-level raw-output parity from per-frame columns (raw_max, raw_p99, raw_mean, raw_cosine,
+    argmax_flip_rate, nonfinite: arrays or pandas columns): max of max, mean of p99 and mean, min
+    cosine, mean flip rate, and how many frames had any NaN/Inf."""
+    arr = {k: np.asarray(fc[k], np.float64) for k in ("raw_max", "raw_p99", "raw_mean", "raw_cosine", "argmax_flip_rate", "nonfinite")}
+    nf = arr["nonfinite"][np.isfinite(arr["nonfinite"])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {
+            "raw_max": float(np.nanmax(arr["raw_max"])) if np.isfinite(arr["raw_max"]).any() else float("nan"),
+            "raw_mean": float(np.nanmean(arr["raw_mean"])), "raw_p99": float(np.nanmean(arr["raw_p99"])),
+            "raw_cosine_min": float(np.nanmin(arr["raw_cosine"])) if np.isfinite(arr["raw_cosine"]).any() else float("nan"),
+            "argmax_flip_rate": float(np.nanmean(arr["argmax_flip_rate"])),
+            "nonfinite_frames": int((nf > 0).sum()),
+            "nonfinite_rate": float((nf > 0).mean()) if nf.size else float("nan"),  # share of frames with any NaN/Inf output
+        }
+
+
 def aggregate(items: list[dict]) -> dict:
     """Run-level figures for one runner x pipeline from its per-case `Scored` pieces.
 
@@ -129,14 +147,7 @@ def aggregate(items: list[dict]) -> dict:
             cnt = np.stack([fc[f"{pre}_tp"], fc[f"{pre}_fp"], fc[f"{pre}_fn"]], axis=1)
             cnt = cnt[np.isfinite(cnt[:, 0])]
             out[name] = f1(cnt) if len(cnt) else float("nan")
-        out["raw_max"] = float(np.nanmax(fc["raw_max"])) if np.isfinite(fc["raw_max"]).any() else float("nan")
-        out["raw_mean"] = float(np.nanmean(fc["raw_mean"]))
-        out["raw_p99"] = float(np.nanmean(fc["raw_p99"]))
-        out["raw_cosine_min"] = float(np.nanmin(fc["raw_cosine"])) if np.isfinite(fc["raw_cosine"]).any() else float("nan")
-        out["argmax_flip_rate"] = float(np.nanmean(fc["argmax_flip_rate"]))
-        nf = fc["nonfinite"][np.isfinite(fc["nonfinite"])]
-        out["nonfinite_frames"] = int((nf > 0).sum())
-        out["nonfinite_rate"] = float((nf > 0).mean()) if nf.size else float("nan")  # share of frames with any NaN/Inf output
+        out.update(raw_aggregate(fc))
         m = [i["scored"].lane_cols.get("dx_ref_mean_m") for i in items]
         if all(v is not None for v in m):
             out["dx_ref_mean_m"] = float(np.nanmean(np.concatenate([v.ravel() for v in m])))

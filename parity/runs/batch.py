@@ -73,11 +73,13 @@ class RunnerBatches:
                 raise RunnerError(f"runner {r.name} returned {k} of shape {outs[k].shape}, the reference {ref[k].shape}")
             ref = outs if ref is None else ref
             p = self._parts[r.name]
-            nonfinite = np.concatenate([(~np.isfinite(outs[k])).reshape(n, -1) for k in names], axis=1).mean(axis=1)
-            p["nonfinite"].append(nonfinite)
             with np.errstate(invalid="ignore", over="ignore"):
                 per = {k: {**raw_parity(outs[k], ref[k]), "nonfinite": (~np.isfinite(outs[k])).reshape(n, -1).mean(axis=1)} for k in names}
-                p["raw"].append(per)
+            p["raw"].append(per)
+            sizes = {k: outs[k].size // n for k in names}  # the frame's share over all its values: each output's, weighted by size
+            nonfinite = sum(per[k]["nonfinite"] * sizes[k] for k in names) / sum(sizes.values())
+            p["nonfinite"].append(nonfinite)
+            with np.errstate(invalid="ignore", over="ignore"):
                 x = decode_outputs(self.adapter, outs, self.width)
             x[nonfinite > 0] = np.nan  # a decoder fed NaN/Inf may still return numbers: those lanes are failed
             p["x"].append(x)

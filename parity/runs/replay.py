@@ -343,6 +343,11 @@ def format_deltas(summary: dict) -> list[str]:
     return lines
 
 
+def has_gt(summary: dict) -> bool:
+    """Whether any case of a replay carries GT on some frame (without, the deployment deltas lead)."""
+    return any(c.get("labelled_frames", 0) for c in ((summary.get("provenance") or {}).get("cases") or {}).values())
+
+
 def format_outputs(summary: dict) -> list[str]:
     """Raw parity of each named output on its own, for models with more than one (the main table's
     flips and the raw_* figures are the worst over outputs)."""
@@ -391,7 +396,7 @@ def format_table(summary: dict) -> str:
         f"Reference for bend/jitter: {', '.join(refs) or '-'}",
         "fps: runner inference alone (no preprocessing), batches of the run's --batch-size",
     ]
-    if any(c.get("labelled_frames", 0) for c in summary["provenance"]["cases"].values()):
+    if has_gt(summary):
         lines += ["", *format_deltas(summary), ""]
     else:  # no GT anywhere (drive logs): the deltas lead
         lines = [*format_deltas(summary), "", "(no case has GT: accuracy and F1 are absent)", "", *lines, ""]

@@ -77,23 +77,15 @@ def output_table(case_name, frames, t, runner, pipeline, ckpt_name, by_output: d
 
 def output_parity(df, keys: tuple[str, ...]) -> dict[tuple, dict[str, dict]]:
     """From an outputs table (pandas): per `keys` group, each output's run-level raw parity, aggregated
-    as the lane table's raw_* are (max of max, mean of p99 and mean, min cosine, mean flip rate)."""
-    import warnings
+    as the lane table's raw_* are (metrics.scoring.raw_aggregate)."""
+    from ..metrics.scoring import raw_aggregate
 
     out: dict[tuple, dict[str, dict]] = {}
     if df is None or not len(df):
         return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for key, g in df.groupby(list(keys) + ["output"], observed=True, sort=False):
-            *k, name = key
-            out.setdefault(tuple(k), {})[str(name)] = {
-                "raw_max": float(np.nanmax(g["raw_max"])) if g["raw_max"].notna().any() else float("nan"),
-                "raw_p99": float(np.nanmean(g["raw_p99"])), "raw_mean": float(np.nanmean(g["raw_mean"])),
-                "raw_cosine_min": float(np.nanmin(g["raw_cosine"])) if g["raw_cosine"].notna().any() else float("nan"),
-                "argmax_flip_rate": float(np.nanmean(g["argmax_flip_rate"])),
-                "nonfinite_frames": int((g["nonfinite"] > 0).sum()),
-            }
+    for key, g in df.groupby(list(keys) + ["output"], observed=True, sort=False):
+        *k, name = key
+        out.setdefault(tuple(k), {})[str(name)] = raw_aggregate(g)
     return out
 
 

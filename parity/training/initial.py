@@ -70,20 +70,26 @@ def checkpoint_zero(ck, _depth: int = 0) -> dict:
     return _rebuilt(ck)
 
 
-def _rebuilt(ck) -> dict:
+def seeded_build(adapter, seed: int) -> dict:
+    """The state dict `adapter.build()` gives after torch.manual_seed(seed), as `parity train` builds a model
+    from scratch; the global RNG is left as it was."""
     import torch
 
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        return adapter.build().state_dict()
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def _rebuilt(ck) -> dict:
     seed = (ck.meta.get("hyperparameters") or {}).get("seed")
     record = (ck.meta.get("laziness") or {}).get("relative_weight_change") or {}
     if seed is None or not record or (ck.meta.get("laziness") or {}).get("reference") != "initialisation":
         raise CheckpointError(f"{ck.path}: no checkpoint 0 (no init_weights file, no parent, and no seed with a laziness record to "
                               "rebuild and verify it)")
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(int(seed))
-        init = ck.adapter().build().state_dict()
-    finally:
-        torch.random.set_rng_state(state)
+    init = seeded_build(ck.adapter(), int(seed))
     got = laziness(ck.build_model(), init)
     off = [k for k in record if k not in got or abs(got[k] - record[k]) > 2e-6]
     if off:

@@ -50,18 +50,6 @@ def layer_robustness(model, adapter, cases, init_state: dict, pipeline: str = "v
     return out
 
 
-def fresh_draw(adapter, seed: int) -> dict:
-    """A new random initialisation (re-randomisation's weights), seeded, leaving the global RNG as it was."""
-    import torch
-
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        return adapter.build().state_dict()
-    finally:
-        torch.random.set_rng_state(state)
-
-
 def _parent_zero(ctx) -> dict:
     from ...models.checkpoint import load_checkpoint
     from ..initial import checkpoint_zero
@@ -91,8 +79,10 @@ def build(hp):
     def finish(ctx):
         if hp["diagnostic"] and ctx.held_out:
             ctx.report["layer_reinit_accuracy"] = layer_robustness(ctx.model, ctx.adapter, ctx.held_out, _parent_zero(ctx))
-            ctx.report["layer_rerandom_accuracy"] = layer_robustness(ctx.model, ctx.adapter, ctx.held_out,
-                                                                     fresh_draw(ctx.adapter, hp["seed"] + 1))
+            from ..initial import seeded_build
+
+            fresh = seeded_build(ctx.adapter, hp["seed"] + 1)  # re-randomisation: a new draw, not checkpoint 0
+            ctx.report["layer_rerandom_accuracy"] = layer_robustness(ctx.model, ctx.adapter, ctx.held_out, fresh)
         return ctx.model
 
     return Hooks(setup=[setup], finish=[finish])
