@@ -70,8 +70,9 @@ train: train-cases cases
 ZOO ?= checkpoints/zoo
 # Three seeds per recipe: a verdict about a method needs re-training's spread (parity rank's method board).
 ZOO_SEEDS ?= 3
+ZOO_EPOCHS ?= 4
 zoo: train-cases validation-cases unlabelled-cases cases $(REFERENCE_CKPT)
-	$(PY) -m parity zoo --cases $(TRAIN_CASES) --eval-cases $(DEFAULT_CASES) --select-cases $(VALIDATION_CASES) --unlabelled-cases $(UNLABELLED_CASES) --from $(REFERENCE_CKPT) --seeds $(ZOO_SEEDS) --out $(ZOO)
+	$(PY) -m parity zoo --cases $(TRAIN_CASES) --eval-cases $(DEFAULT_CASES) --select-cases $(VALIDATION_CASES) --unlabelled-cases $(UNLABELLED_CASES) --from $(REFERENCE_CKPT) --seeds $(ZOO_SEEDS) --epochs $(ZOO_EPOCHS) --out $(ZOO)
 
 # The zoo ranked on the default suite, with a greedy soup chosen by the deployment score on the
 # deployed runner beside the zoo's accuracy-greedy one (same ingredients). Units are cached: adding
@@ -84,7 +85,7 @@ $(SOUPS)/soup-deployed.pt: $(ZOO)/zoo.json
 	$(PY) -m parity soup --ingredients $(ZOO)/erm.pt '$(ZOO)/soup-greedy.ingredients/*.pt' --criterion deployment-score --cases $(VALIDATION_CASES) --out $@
 rank: zoo
 	$(MAKE) --no-print-directory $(SOUPS)/soup-deployed.pt
-	$(PY) -m parity rank --checkpoints '$(ZOO)/*.pt' $(SOUPS)/soup-deployed.pt --cases $(DEFAULT_CASES) --runners $(RANK_RUNNERS) --perturb $(RANK_PERTURB) --severities $(RANK_SEVERITIES) --out $(or $(OUT),reports/rank) --overwrite
+	$(PY) -m parity rank --checkpoints $(REFERENCE_CKPT) '$(ZOO)/*.pt' $(SOUPS)/soup-deployed.pt --cases $(DEFAULT_CASES) --runners $(RANK_RUNNERS) --perturb $(RANK_PERTURB) --severities $(RANK_SEVERITIES) --out $(or $(OUT),reports/rank) --overwrite
 
 # Default cases are rendered on first use, then reused; the reference checkpoint is the committed one. The run folder is
 # fixed, so `make replay` again continues a killed run (and reuses a finished one: same inputs, same

@@ -709,6 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--out", required=True, help="folder for localize.json and layers.png")
     lo.set_defaults(func=_cmd_localize)
 
+    from .training.zoo import ZOO_EPOCHS
+
     zo = sub.add_parser("zoo", help="every recipe applied to a trained reference, cached and resumable")
     zo.add_argument("--cases", nargs="+", required=True, help="training cases")
     zo.add_argument("--eval-cases", nargs="+", help="held-out cases (accuracy in each sidecar)")
@@ -717,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     zo.add_argument("--from", dest="parent", required=True, help="the ERM reference every recipe fine-tunes")
     zo.add_argument("--out", required=True, help="folder for <method>.pt/.json and zoo.json")
     zo.add_argument("--methods", help="comma-separated subset (default: every recipe)")
-    zo.add_argument("--epochs", type=int, default=8)
+    zo.add_argument("--epochs", type=int, default=ZOO_EPOCHS, help=f"fine-tuning epochs per recipe (default {ZOO_EPOCHS})")
     zo.add_argument("--lr", type=float, default=5e-4)
     zo.add_argument("--seeds", type=int, default=1, help="train every recipe with seeds 0..N-1 (<method>.pt, <method>-s1.pt ...); "
                                                          "a method-level ranking needs >= 3")
