@@ -64,9 +64,13 @@ def build(hp):
 
         raise UsageError(f"reinit: to={hp['to']!r}; expected checkpoint-0 (the layer's own initial weights) or random (a fresh draw)")
 
+    def draw_seed(ctx, k: int = 0) -> int:
+        """The fresh draw's seed: the recipe's own and the run's, so each training seed re-randomises differently."""
+        return hp["seed"] + 1000 * ctx.scratch["train_args"]["seed"] + k
+
     def setup(ctx):
         if hp["to"] == "random":
-            ctx.report["reinitialised"] = reinitialise(ctx.model, layers, hp["seed"])
+            ctx.report["reinitialised"] = reinitialise(ctx.model, layers, draw_seed(ctx))
             return
         zero = _parent_zero(ctx)
         reinitialise(ctx.model, layers, hp["seed"])  # checks the names; the weights come next
@@ -81,7 +85,7 @@ def build(hp):
             ctx.report["layer_reinit_accuracy"] = layer_robustness(ctx.model, ctx.adapter, ctx.held_out, _parent_zero(ctx))
             from ..initial import seeded_build
 
-            fresh = seeded_build(ctx.adapter, hp["seed"] + 1)  # re-randomisation: a new draw, not checkpoint 0
+            fresh = seeded_build(ctx.adapter, draw_seed(ctx, 1))  # re-randomisation: a new draw, not checkpoint 0
             ctx.report["layer_rerandom_accuracy"] = layer_robustness(ctx.model, ctx.adapter, ctx.held_out, fresh)
         return ctx.model
 
