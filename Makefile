@@ -23,12 +23,12 @@ PIPELINE ?= vehicle,training
 OUT ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv replay test test-all cases train-cases validation-cases unlabelled-cases train zoo rank gate bench sweep clean-cache help
+.PHONY: venv replay test test-all cases train-cases validation-cases unlabelled-cases train zoo rank claims gate bench sweep clean-cache help
 
 help:
 	@echo "make replay [CASES=...] [CKPT=...] [RUNNERS=...] [PIPELINE=...] [OUT=...]"
 	@echo "make sweep [PERTURB=deploy|corruptions|all|name,...] [SEVERITIES=1..5] [SWEEP_WINDOW_S=3]"
-	@echo "make test | make test-all | make bench [BENCH=name,...] | make cases | make train | make zoo | make rank [RANK_PERTURB=deploy] [RANK_SEVERITIES=1,3,5]"
+	@echo "make test | make test-all | make bench [BENCH=name,...] | make cases | make train | make zoo | make rank [RANK_PERTURB=deploy] [RANK_SEVERITIES=1,3,5] | make claims"
 	@echo "make train: retrains the reference into $(TRAINED_CKPT) (differs by machine; the committed $(REFERENCE_CKPT) is what replay, gate, sweep and rank use)"
 	@echo "make gate [BASELINE=reports/baselines/reference.json] [OUT=reports/gate]"
 
@@ -86,6 +86,10 @@ $(SOUPS)/soup-deployed.pt: $(ZOO)/zoo.json
 rank: zoo
 	$(MAKE) --no-print-directory $(SOUPS)/soup-deployed.pt
 	$(PY) -m parity rank --checkpoints $(REFERENCE_CKPT) '$(ZOO)/*.pt' $(SOUPS)/soup-deployed.pt --cases $(DEFAULT_CASES) --runners $(RANK_RUNNERS) --perturb $(RANK_PERTURB) --severities $(RANK_SEVERITIES) --out $(or $(OUT),reports/rank) --overwrite
+
+# The source documents' claims tested on the ranked zoo (docs/ranking.md#the-claims-table-parity-claims).
+claims: rank
+	$(PY) -m parity claims --rank $(or $(OUT),reports/rank)
 
 # Default cases are rendered on first use, then reused; the reference checkpoint is the committed one. The run folder is
 # fixed, so `make replay` again continues a killed run (and reuses a finished one: same inputs, same

@@ -302,6 +302,29 @@ def _cmd_rank(args) -> int:
     return code
 
 
+def _cmd_claims(args) -> int:
+    from .decisions.claims import format_claims
+    from .decisions.claims_run import run_claims
+    from .training.probes import ProbeSettings
+
+    for flag, v in (("--every", args.every), ("--noise-draws", args.noise_draws)):
+        if v < 1:
+            raise UsageError(f"{flag} must be at least 1, got {v}")
+    for flag, v in (("--epsilon", args.epsilon), ("--noise-sigma", args.noise_sigma)):
+        if not (v > 0 and v < 1e3):
+            raise UsageError(f"{flag} must be a positive number, got {v}")
+    settings = ProbeSettings(every=args.every, epsilon_levels=args.epsilon, noise_sigma=args.noise_sigma, noise_draws=args.noise_draws)
+    out, summary = run_claims(args.rank, args.out, settings, progress=print if not args.no_progress else (lambda m: None))
+    print(format_claims(summary["claims"]))
+    pr = summary["probes"]
+    print(f"probes: {pr['cached'] + pr['evaluated']} checkpoint x case ({pr['cached']} from the cache) in {pr['seconds']:.0f} s; "
+          f"Holm's correction over {sum(1 for r in summary['claims'] if r.get('why_not') is None)} measured claims")
+    for w in summary["warnings"]:
+        print(f"warning: {w}")
+    print(f"wrote {out / 'claims.json'}, {out / 'claims.md'}")
+    return 0
+
+
 def _cmd_soup(args) -> int:
     from .decisions.soup import SoupConfig, soup
 
@@ -668,6 +691,16 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--overwrite", action="store_true", help="replace the files of a different rank found in --out")
     _executor_options(rk)
     rk.set_defaults(func=_cmd_rank)
+
+    cl = sub.add_parser("claims", help="the source documents' claims tested on a ranked zoo: value, interval over seeds and cases, verdict")
+    cl.add_argument("--rank", required=True, help="a finished parity rank folder over a zoo with >= 3 seeds per recipe (make rank)")
+    cl.add_argument("--out", help="folder for claims.json, claims.md and the probe cache (default: RANK/claims)")
+    cl.add_argument("--every", type=int, default=4, help="probe every n-th labelled frame (default 4)")
+    cl.add_argument("--epsilon", type=float, default=2.0, help="FGSM probe step in 8-bit pixel levels (default 2)")
+    cl.add_argument("--noise-sigma", type=float, default=0.05, help="weight-noise probe, share of each tensor's RMS weight (default 0.05)")
+    cl.add_argument("--noise-draws", type=int, default=3)
+    cl.add_argument("--no-progress", action="store_true")
+    cl.set_defaults(func=_cmd_claims)
 
     so = sub.add_parser("soup", help="greedy model soup chosen by a deployment metric on the deployed runner")
     so.add_argument("--ingredients", nargs="+", required=True, help="checkpoints fine-tuned from one start (files or quoted globs)")

@@ -86,6 +86,49 @@ def _combine(x: np.ndarray, v: np.ndarray) -> np.ndarray:
         return np.where(den > 0, np.nansum(np.where(v > 0, x, 0.0) * v, 1) / np.where(den > 0, den, 1.0), np.nan)
 
 
+class SeedCaseSamples:
+    """Two-stage bootstrap samples of per-checkpoint metrics grouped into methods: the case resamples
+    come in (`resampled[group][metric]` [B, K]; one shared array for every group when the comparison is
+    paired over cases), the seeds within each method are drawn here. Method figures are means over
+    the method's checkpoints; the board and the claims table (parity.decisions.claims) both read them."""
+
+    def __init__(self, point: dict, resampled: dict, groups: dict[str, list[int]], n_cases: int, seed: int = 0, level: float = B.LEVEL):
+        self.point, self.resampled, self.groups, self.n_cases, self.level = point, resampled, groups, n_cases, level
+        n_boot = next(iter(next(iter(resampled.values())).values())).shape[0]
+        rng = np.random.default_rng(seed + 7919)
+        self.seed_w = {g: rng.multinomial(len(ks), np.full(len(ks), 1.0 / len(ks)), size=n_boot).astype(np.float64) for g, ks in groups.items()}
+        self._samples: dict = {}
+
+    def values(self, g: str, m: str) -> np.ndarray:
+        """The method's per-seed point values of `m`."""
+        return np.asarray(self.point[m], np.float64).reshape(-1)[self.groups[g]]
+
+    def samples(self, g: str, m: str) -> np.ndarray:
+        if (g, m) not in self._samples:
+            self._samples[(g, m)] = _combine(self.resampled[g][m][:, self.groups[g]], self.seed_w[g])
+        return self._samples[(g, m)]
+
+    def mean(self, g: str, m: str) -> float:
+        v = self.values(g, m)
+        with _quiet():
+            return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+
+    def summary(self, g: str, m: str) -> dict:
+        v = self.values(g, m)
+        with _quiet():
+            sd = float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else float("nan")
+        lo, hi = B.interval(self.samples(g, m), self.level)
+        return {"value": self.mean(g, m), "ci": [float(lo), float(hi)], "seed_sd": sd, "per_seed": [float(x) for x in v]}
+
+    def compare(self, a: str, b: str, m: str) -> dict:
+        """a - b on `m`: the difference of the seed means, its two-stage interval and two-sided p-value."""
+        d = self.samples(a, m) - self.samples(b, m)
+        diff = self.mean(a, m) - self.mean(b, m)
+        lo, hi = B.interval(d, self.level)
+        return {"diff": diff, "diff_ci": [float(lo), float(hi)],
+                "p": bootstrap_p(d, diff, self.values(a, m), self.values(b, m), self.n_cases)}
+
+
 @dataclass
 class MethodBoard:
     board: Leaderboard
@@ -94,43 +137,35 @@ class MethodBoard:
     paired: bool = True  # False: every method gets its own case resamples (only to show what pairing buys)
     level: float = B.LEVEL
 
-    def compute(self) -> dict:
+    def samples(self) -> SeedCaseSamples:
         lb = self.board
         cases, sels, si, S, N = lb._tensor()
         C, n_boot = len(cases), lb.n_boot
-        point = lb._metrics(B.ratio(S, N, np.ones((1, C))), sels, si)
+        point = {m: v[0] for m, v in lb._metrics(B.ratio(S, N, np.ones((1, C))), sels, si).items()}
         idx = {g: [lb.checkpoints.index(c) for c in cks] for g, cks in self.methods.items()}
-        rng = np.random.default_rng(lb.seed + 7919)
-        seed_w = {g: rng.multinomial(len(ks), np.full(len(ks), 1.0 / len(ks)), size=n_boot).astype(np.float64) for g, ks in idx.items()}
         if self.paired:
             shared = lb._metrics(B.ratio(S, N, B.case_weights(C, n_boot, lb.seed)), sels, si)
             per = {g: shared for g in idx}
         else:
             per = {g: lb._metrics(B.ratio(S, N, B.case_weights(C, n_boot, lb.seed + 1 + i)), sels, si) for i, g in enumerate(idx)}
-        samples = {g: {m: _combine(per[g][m][:, ks], seed_w[g]) for m in point} for g, ks in idx.items()}
-        with _quiet():
-            values = {g: {m: point[m][0, ks] for m in point} for g, ks in idx.items()}
+        return SeedCaseSamples(point, per, idx, C, lb.seed, self.level)
+
+    def compute(self) -> dict:
+        sc = self.samples()
+        C = sc.n_cases
         rows, pvals = [], {}
-        for g, ks in idx.items():
+        for g, ks in sc.groups.items():
             row = {"method": g, "checkpoints": self.methods[g], "seeds": len(ks)}
-            for m in point:
-                v = values[g][m]
-                with _quiet():
-                    mean = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-                    sd = float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else float("nan")
-                lo, hi = B.interval(samples[g][m], self.level)
-                d = samples[g][m] - samples[self.baseline][m]
-                with _quiet():
-                    diff = mean - float(np.nanmean(values[self.baseline][m]))
-                row[m] = {"value": mean, "ci": [float(lo), float(hi)], "seed_sd": sd, "per_seed": [float(x) for x in v],
-                          "diff_vs_baseline": diff,
-                          "p": bootstrap_p(d, diff, v, values[self.baseline][m], C) if g != self.baseline else float("nan")}
+            for m in sc.point:
+                cmp = sc.compare(g, self.baseline, m)
+                row[m] = dict(sc.summary(g, m), diff_vs_baseline=cmp["diff"], diff_ci=cmp["diff_ci"],
+                              p=cmp["p"] if g != self.baseline else float("nan"))
                 if g != self.baseline and m in BOARD_COLUMNS and len(ks) >= MIN_SEEDS and C >= B.MIN_CASES_FOR_VERDICT:
                     pvals[(g, m)] = row[m]["p"]
             rows.append(row)
         adjusted = holm(pvals)
         for row in rows:
-            for m in point:
+            for m in sc.point:
                 cell = row[m]
                 cell["p_holm"] = adjusted.get((row["method"], m), float("nan"))
                 cell["vs_baseline"] = self._verdict(row, m, cell)

@@ -171,6 +171,9 @@ def rank(cfg: RankConfig):
             "pareto_front": result["pareto"],
             "first_place_share": result["first_place_share"],
             "method_leaderboard": methods,
+            # What rebuilds this board from units.parquet (parity claims compares methods on it).
+            "board": {"vehicle": cfg.perturb_pipeline, "other_pipelines": [p for p in pipes if p != cfg.perturb_pipeline],
+                      "n_boot": cfg.n_boot, "seed": cfg.seed},
             "definitions": LB.DEFINITIONS,
             "provenance": {
                 "git_sha": git_sha(), "versions": versions(), "machine": machine(), "code_version": U.code_version(),
