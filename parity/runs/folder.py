@@ -9,6 +9,13 @@
 - **Manifest.** `manifest.json` names the run (its kind and run key: everything that decides its
   numbers but the cases) and each finished part (one per case, its files and content key). Only
   the parts the manifest lists are read back; a stray file in the folder is never merged.
+- **Parts by content.** Each part file carries its unit and content key in its parquet metadata
+  and CRC page checksums; the manifest records each file's sha256. A part is reused only when its
+  manifest entry names a plain file inside `parts/`, the file's sha256 is the recorded one and its
+  metadata names this unit and key; anything else (another run's part copied in, two parts
+  swapped, a truncated file, a path edited to leave the folder) is said in one line and recomputed.
+  The final tables' sha256 are recorded when the run finishes, so a reader names a table that
+  changed since (`check_finished`); the same command rebuilds it from the parts.
 - **Resume.** The same command re-run (or with `--resume`) into a folder whose manifest has the same
   run key reuses every part whose content key still matches and computes the rest; the final
   tables are made from the parts either way, so they equal an uninterrupted run's. A folder that
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import re
 import socket
@@ -28,12 +36,40 @@ from pathlib import Path
 
 from .. import atomic
 from ..errors import UsageError
+from ..provenance import sha256_file
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MARKER = "IN_PROGRESS"
 LOCK = ".parity.lock"
 SCHEMA = "parity.manifest/1"
 OWN = {MANIFEST, MARKER, LOCK, "parts"}
+PART_METADATA = b"parity.part"  # the unit and content key inside each part file
+
+
+def plain_name(name) -> bool:
+    """A manifest's file entry may only name a file directly inside its folder."""
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name and "/" not in name and "\\" not in name
+
+
+def part_problem(path: Path, unit: str, key: str, sha: str | None) -> str | None:
+    """Why the part file at `path` is not this unit's part under this key (None: it is)."""
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        return "is missing"
+    if sha is None:
+        return "has no recorded sha256 (written before parts were verified)"
+    if sha256_file(path) != sha:
+        return "is not the file this run wrote (sha256 differs)"
+    try:
+        meta = json.loads((pq.read_schema(path).metadata or {}).get(PART_METADATA, b"{}"))
+    except Exception as exc:  # pyarrow raises several types for a damaged footer
+        return f"is not a readable parquet file ({type(exc).__name__})"
+    if meta.get("unit") != unit or meta.get("key") != key:
+        return f"holds the part of {meta.get('unit')!r} under another key"
+    return None
 
 
 def part_stem(name: str) -> str:
@@ -46,6 +82,8 @@ def part_stem(name: str) -> str:
 def check_finished(folder: str | os.PathLike) -> None:
     """Refuse a folder whose run has not finished (a reader would see another run's half)."""
     marker = Path(folder) / MARKER
+    if not marker.exists():
+        _check_tables(Path(folder))
     if marker.exists():
         try:
             info = json.loads(marker.read_text())
@@ -54,6 +92,20 @@ def check_finished(folder: str | os.PathLike) -> None:
             since = ""
         raise UsageError(f"{folder}: the run in this folder has not finished{since}; if it was killed, "
                          "run the same command again (or with --resume) to finish it")
+
+
+def _check_tables(folder: Path) -> None:
+    """Refuse a finished folder whose final tables are not the ones its run wrote (sha256 in the manifest)."""
+    try:
+        doc = json.loads((folder / MANIFEST).read_text())
+        recorded = doc.get("file_sha256") or {} if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return  # no manifest: the reader's own checks name what is missing
+    for name, sha in (recorded.items() if isinstance(recorded, dict) else ()):
+        path = folder / name
+        if plain_name(name) and path.is_file() and sha256_file(path) != sha:
+            raise UsageError(f"{path}: changed since its run finished (sha256 differs from the manifest's); "
+                             "run the same command again to rebuild it from the run's parts")
 
 
 class RunFolder:
@@ -179,18 +231,28 @@ class RunFolder:
         return {s: self.path / "parts" / f"{stem}{s}" for s in suffixes}
 
     def finished(self, unit: str, key: str) -> dict[str, Path] | None:
-        """The files of `unit` if a finished part with this content key is in the manifest (and on disk)."""
+        """The files of `unit` if the manifest holds a finished part with this content key and every
+        file is verified (part_problem); a part that fails is said in one line and left to recompute."""
         entry = self.manifest["parts"].get(unit)
         if not entry or entry.get("key") != key:
             return None
-        files = {s: self.path / "parts" / f for s, f in entry["files"].items()}
-        if not all(f.is_file() for f in files.values()):
+        names, shas = entry.get("files"), entry.get("sha256") or {}
+        bad = [f for f in names.values() if not plain_name(f)] if isinstance(names, dict) else [names]
+        if bad or not isinstance(shas, dict):
+            log.warning("%s: the manifest's part of %s names %r, not a file of parts/: recomputed", self.path, unit, (bad or [shas])[0])
             return None
+        files = {s: self.path / "parts" / f for s, f in names.items()}
+        for s, f in files.items():
+            problem = part_problem(f, unit, key, shas.get(s))
+            if problem:
+                log.warning("%s: part of %s %s: recomputed", f, unit, problem)
+                return None
         return files
 
     def add(self, unit: str, key: str, files: dict[str, Path]) -> None:
-        """Record a part whose files are written (atomically) and complete."""
+        """Record a part whose files are written (atomically) and complete, with each file's sha256."""
         self.manifest["parts"][unit] = {"key": key, "files": {s: Path(f).name for s, f in files.items()},
+                                        "sha256": {s: sha256_file(f) for s, f in files.items()},
                                         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         self._save()
 
@@ -208,6 +270,7 @@ class RunFolder:
 
     def finish(self, files: list[str]) -> None:
         """The final tables and summary are written: the run is complete and readable."""
-        self.manifest.update(status="complete", files=files, finished=datetime.now(timezone.utc).isoformat())
+        shas = {f: sha256_file(self.path / f) for f in files if plain_name(f) and (self.path / f).is_file()}
+        self.manifest.update(status="complete", files=files, file_sha256=shas, finished=datetime.now(timezone.utc).isoformat())
         self._save()
         (self.path / MARKER).unlink(missing_ok=True)

@@ -100,7 +100,30 @@ def write_table(table, path) -> None:
     import pyarrow.parquet as pq
 
     with atomic.atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, write_page_checksum=True)
+
+
+def write_part(table, path, unit: str, key: str) -> None:
+    """A run part: the table with its unit and content key in the file's metadata (runs.folder verifies both)."""
+    from .folder import PART_METADATA
+
+    meta = dict(table.schema.metadata or {})
+    meta[PART_METADATA] = json.dumps({"unit": unit, "key": key}).encode()
+    write_table(table.replace_schema_metadata(meta), path)
+
+
+def read_part(path):
+    """A verified part's table (page checksums checked), without the part's own metadata."""
+    import pyarrow.parquet as pq
+
+    from .folder import PART_METADATA
+
+    try:
+        table = pq.read_table(path, page_checksum_verification=True)
+    except Exception as exc:  # pyarrow's errors for a damaged page vary by type
+        raise UsageError(f"{path}: damaged run part ({type(exc).__name__}: {exc}); run the same command again to recompute it") from None
+    meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != PART_METADATA}
+    return table.replace_schema_metadata(meta or None)
 
 
 def run_lanes(run: str | Path, runner: str, pipeline: str):
@@ -271,9 +294,10 @@ class CaseParts:
             if error is None:
                 try:
                     files = self.folder.part_files(case.name, self.SUFFIXES)
-                    write_table(pa.concat_tables(result["tables"]), files[".parquet"])
-                    write_table(jitter_table(result["jitter"]), files[".jitter.parquet"])
-                    write_table(pa.concat_tables(result["outputs"]), files[".outputs.parquet"])
+                    key = self.keys[case.name]
+                    write_part(pa.concat_tables(result["tables"]), files[".parquet"], case.name, key)
+                    write_part(jitter_table(result["jitter"]), files[".jitter.parquet"], case.name, key)
+                    write_part(pa.concat_tables(result["outputs"]), files[".outputs.parquet"], case.name, key)
                     self.folder.add(case.name, self.keys[case.name], files)
                     self.runner_info = self.runner_info or result.get("runners", {})
                 except OSError as exc:  # a full disk fails this case, said with the file
@@ -292,13 +316,12 @@ class CaseParts:
         (a DataFrame, None when no part finished), and the run's merged tables (`lanes_name`,
         jitter.parquet, outputs.parquet) written beside them."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         done = []
         for c in self.cases:
             files = self.folder.finished(c.name, self.keys[c.name])
             if files is not None:
-                done.append((c, *(pq.read_table(files[s]) for s in self.SUFFIXES)))
+                done.append((c, *(read_part(files[s]) for s in self.SUFFIXES)))
         if not done:
             return [], None, []
         merged = [pa.concat_tables([d[i] for d in done]) for i in (1, 2, 3)]
