@@ -3,6 +3,10 @@
 An artifact's key holds everything that decides its bytes (input hashes, options, library
 versions); the cache folder is the key's digest. A build happens in a temporary folder renamed
 into place, so an interrupted build never leaves a half-written artifact behind.
+
+Nothing is handed out by its folder name alone: the first use in a process compares the file with
+the sha256 its meta.json recorded, later uses its size and mtime (a mismatch: the sha256 again).
+A file that fails, or a missing or unreadable meta.json, is said in one line and rebuilt.
 """
 from __future__ import annotations
 
@@ -22,8 +26,35 @@ log = logging.getLogger(__name__)
 OPSET = 17
 FP16_MIN_POSITIVE = 1e-7  # onnxconverter-common's default clamp range for initializers
 FP16_MAX_FINITE = 1e4
+_VERIFIED: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) whose sha256 this process has checked
 
 
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def artifact_problem(folder: Path, filename: str) -> tuple[dict | None, str | None]:
+    """(meta, None) when `folder/filename` is the artifact its meta.json describes, else (None, why)."""
+    path = folder / filename
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except FileNotFoundError:
+        return None, "has no meta.json"
+    except (OSError, ValueError) as exc:
+        return None, f"has an unreadable meta.json ({type(exc).__name__})"
+    if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str):
+        return None, "has a meta.json without the artifact's sha256"
+    if not path.is_file():
+        return None, f"has no {filename}"
+    stamp = _stamp(path)
+    if _VERIFIED.get(str(path)) == stamp:
+        return meta, None
+    if sha256_file(path) != meta["sha256"]:
+        _VERIFIED.pop(str(path), None)
+        return None, f"holds a {filename} that is not the one built (sha256 differs from meta.json's)"
+    _VERIFIED[str(path)] = stamp
+    return meta, None
 
 
 class ArtifactCache:
@@ -35,9 +66,12 @@ class ArtifactCache:
         """Path of `filename` for `key`, calling build(tmp_path) -> extra meta only on a miss."""
         digest = sha256_json({"kind": kind, **key})[:24]
         folder = self.root / kind / digest
-        meta_file = folder / "meta.json"
-        if meta_file.is_file() and (folder / filename).is_file():
-            return folder / filename, json.loads(meta_file.read_text())
+        if folder.exists():
+            meta, problem = artifact_problem(folder, filename)
+            if meta is not None:
+                return folder / filename, meta
+            log.warning("%s: cached %s artifact %s: rebuilt", folder, kind, problem)
+            self._discard(folder)
         self.root.joinpath(kind).mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", dir=self.root / kind))
         try:
@@ -53,7 +87,20 @@ class ArtifactCache:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return folder / filename, json.loads(meta_file.read_text())
+        meta, problem = artifact_problem(folder, filename)
+        if meta is None:
+            raise OSError(f"{folder}: the {kind} artifact just built fails verification: {problem}")
+        return folder / filename, meta
+
+    @staticmethod
+    def _discard(folder: Path) -> None:
+        """Move a failed artifact aside, then delete it (a reader holding it open keeps its file)."""
+        aside = folder.with_name(f".{folder.name}.bad.{os.getpid()}")
+        try:
+            os.replace(folder, aside)
+        except OSError:
+            return  # someone else moved or rebuilt it; the build below races them fairly
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def export_onnx(checkpoint, cache: ArtifactCache) -> tuple[Path, dict]:

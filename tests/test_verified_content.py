@@ -1,7 +1,8 @@
-"""Run parts are trusted by content, not by name: another run's part copied in, two parts swapped, a
+"""Nothing read back is trusted by its name. Run parts:  another run's part copied in, two parts swapped, a
 manifest path leaving the folder and a truncated part are each said in one line and recomputed by
 the same command; a final table changed after the run finished is named by its readers and rebuilt
-by the same command. Each of these passed silently (or crashed) while parts were read by file name."""
+by the same command. The artifact cache: a truncated or replaced cached ONNX, or a missing
+meta.json, is rebuilt with one line. Each of these passed silently (or crashed) before."""
 from __future__ import annotations
 
 import json
@@ -128,3 +129,58 @@ def test_parts_carry_their_unit_key_and_page_checksums(clean_run):
         assert len(entry["sha256"][suffix]) == 64
     # merged tables do not carry any one part's identity
     assert PART_METADATA not in (pq.read_schema(clean_run / "frames.parquet").metadata or {})
+
+
+# ---- the artifact cache ---------------------------------------------------------------------------
+
+def _fresh_process(monkeypatch):
+    from parity.runners import artifacts
+
+    monkeypatch.setattr(artifacts, "_VERIFIED", {})
+
+
+def test_a_truncated_or_replaced_cached_onnx_and_a_missing_meta_are_rebuilt(random_checkpoint, tmp_path, monkeypatch, caplog):
+    import torch
+
+    from parity.models.checkpoint import save_checkpoint
+    from parity.provenance import sha256_file
+    from parity.runners.artifacts import ArtifactCache, export_onnx
+
+    cache = ArtifactCache(tmp_path / "cache")
+    path, meta = export_onnx(random_checkpoint, cache)
+    good = sha256_file(path)
+    assert cache.builds == 1 and meta["sha256"] == good
+
+    path.write_bytes(path.read_bytes()[:1000])  # truncated, seen by a later process
+    _fresh_process(monkeypatch)
+    again = ArtifactCache(tmp_path / "cache")
+    path2, _ = export_onnx(random_checkpoint, again)
+    assert again.builds == 1 and sha256_file(path2) == good and "sha256 differs from meta.json's" in caplog.text
+
+    model = random_checkpoint.build_model()
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    other, _ = export_onnx(save_checkpoint(tmp_path / "other.pt", model, dict(random_checkpoint.meta)), again)
+    shutil.copy(other, path2)  # another model's valid ONNX in its place, within the same process
+    caplog.clear()
+    path3, _ = export_onnx(random_checkpoint, again)
+    assert sha256_file(path3) == good and "rebuilt" in caplog.text and again.builds == 3
+
+    (path3.parent / "meta.json").unlink()
+    caplog.clear()
+    path4, meta4 = export_onnx(random_checkpoint, again)
+    assert "has no meta.json: rebuilt" in caplog.text and meta4["sha256"] == sha256_file(path4)
+
+
+def test_the_sha256_is_checked_once_per_process_then_size_and_mtime(random_checkpoint, tmp_path, monkeypatch):
+    from parity.runners import artifacts
+
+    cache = artifacts.ArtifactCache(tmp_path / "cache")
+    artifacts.export_onnx(random_checkpoint, cache)
+    _fresh_process(monkeypatch)
+    calls = []
+    real = artifacts.sha256_file
+    monkeypatch.setattr(artifacts, "sha256_file", lambda p: calls.append(p) or real(p))
+    for _ in range(3):
+        artifacts.export_onnx(random_checkpoint, cache)
+    assert len(calls) == 1 and cache.builds == 1
