@@ -19,6 +19,12 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if getattr(exc, "filename", None):
+            raise
+        # a write into an open file (a full disk) names no file: say which result could not be written
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}", str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

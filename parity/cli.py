@@ -280,6 +280,8 @@ def _cmd_rank(args) -> int:
     from .decisions.rank import RankConfig, rank
     from .runs.sweep import parse_severities
 
+    if args.n_boot < 100:
+        raise UsageError(f"--n-boot {args.n_boot}: at least 100 resamples (an interval from fewer is noise; the default is 2000)")
     out, summary, code = rank(RankConfig(
         checkpoints=args.checkpoints, cases=args.cases, runners=args.runners, deployed=args.deployed, pipelines=args.pipelines,
         perturb_pipeline=args.perturb_pipeline, perturb=args.perturb, severities=parse_severities(args.severities),
@@ -496,9 +498,23 @@ def _folder_options(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a different run found in --out (only the files its manifest lists)")
 
 
+def _everywhere(parser, flag: str, **kw) -> None:
+    """Add `flag` to every (sub)command that has no subcommands of its own, so it works after the command name too."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        if flag not in parser._option_string_actions:
+            parser.add_argument(flag, **kw)
+        return
+    for action in subs:
+        for child in action.choices.values():
+            _everywhere(child, flag, **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="parity", description="Deployment-parity harness for lane-detection models.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("--max-frame-pixels", type=int, default=argparse.SUPPRESS,
+                   help="largest frame a case may declare, width x height (default 8192 x 8192 = 67108864)")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("replay", help="replay cases through runners and score them")
@@ -799,6 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rn = sub.add_parser("runners", help="list runners and whether this machine can run them")
     rn.set_defaults(func=_cmd_runners)
+    _everywhere(p, "--max-frame-pixels", type=int, default=argparse.SUPPRESS, help="largest frame a case may declare, width x height pixels (default 8192 x 8192)")
     return p
 
 
@@ -836,6 +853,12 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     args = build_parser().parse_args(argv)
+    cap = getattr(args, "max_frame_pixels", None)
+    if cap is not None:
+        if cap < 1:
+            print(f"parity: error: --max-frame-pixels must be at least 1, got {cap}", file=sys.stderr)
+            return 2
+        os.environ["PARITY_MAX_FRAME_PIXELS"] = str(cap)  # workers (pool, Ray) inherit it
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="parity: %(levelname)s: %(message)s")
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:

@@ -14,7 +14,7 @@ from parity.decisions import gate as G
 from parity.decisions.baseline import load_baseline, read_replay
 from parity.errors import UsageError
 
-from .conftest import _tiny_scenario, run_cli, run_main
+from .conftest import _tiny_scenario, rerecord_run, run_cli, run_main
 from .defects import plant_overflow
 
 XSD = Path(__file__).with_name("junit.xsd")
@@ -163,6 +163,7 @@ def _edited_run(world, tmp_path, edit) -> Path:
     doc = json.loads((run / "summary.json").read_text())
     edit(doc)
     (run / "summary.json").write_text(json.dumps(doc))
+    rerecord_run(run)
     return run
 
 

@@ -14,7 +14,7 @@ import pytest
 from parity.decisions.report import GALLERY, GALLERY_PER_CASE, write_report
 
 from . import browser
-from .conftest import _tiny_scenario, run_cli
+from .conftest import _tiny_scenario, rerecord_run, run_cli
 
 
 def _need_browser():
@@ -123,5 +123,6 @@ def test_report_survives_cases_that_moved(folders, tmp_path):
     for c in doc["provenance"]["cases"].values():
         c["path"] = str(tmp_path / "gone")
     (run / "summary.json").write_text(json.dumps(doc))
+    rerecord_run(run)  # the run as if its cases had been elsewhere
     text = write_report(run).read_text()
     assert "could not be read" in text and 'id="per-case"' in text

@@ -29,6 +29,18 @@ STREAMS = ("nv12", "jpeg", "png", "rgb")
 RGB_STREAMS = ("jpeg", "png", "rgb")  # rgb: raw RGB frames kept in a drive log (rgb8, bgr8, mono8, 4:2:2 YUV)
 DATASET_SOURCES = ("tusimple", "culane")  # imports whose frame paths are the names the official GT files use
 MAX_CASE_JSON_BYTES = 64 << 20  # a case.json of 10,000 frames is ~2 MB
+DEFAULT_MAX_FRAME_PIXELS = 8192 * 8192  # --max-frame-pixels (PARITY_MAX_FRAME_PIXELS) changes it
+MAX_TIMESTAMP_S = 1e10  # seconds; epoch time is 1.8e9: a larger value is a unit error (ns, us), not a time
+MAX_LISTED = 3  # a problem met on many frames is said once, with this many examples
+
+
+def max_frame_pixels() -> int:
+    """The frame-size cap: PARITY_MAX_FRAME_PIXELS (the CLI's --max-frame-pixels sets it), else 8192 x 8192."""
+    raw = os.environ.get("PARITY_MAX_FRAME_PIXELS")
+    try:
+        return int(raw) if raw else DEFAULT_MAX_FRAME_PIXELS
+    except ValueError:
+        return DEFAULT_MAX_FRAME_PIXELS
 # A case name becomes part of file names (run parts, exports): one path component, nothing hidden.
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.+ ")
 
@@ -115,6 +127,8 @@ class Case:
         if rel is None:
             raise CaseError([f"{self.root / CASE_FILE}: frame {index} has no {stream!r} stream"])
         path = self.root / rel
+        from PIL import Image
+
         try:
             if stream == "nv12":
                 data = np.fromfile(path, dtype=np.uint8)
@@ -122,14 +136,12 @@ class Case:
                 if data.size != expected:
                     raise ValueError(f"{data.size} bytes, expected {expected} for {self.width}x{self.height} NV12")
                 return data.reshape(self.height * 3 // 2, self.width)
-            from PIL import Image
-
             with Image.open(path) as im:
                 rgb = np.asarray(im.convert("RGB"))
             if rgb.shape[:2] != (self.height, self.width):
                 raise ValueError(f"image is {rgb.shape[1]}x{rgb.shape[0]}, case.json says {self.width}x{self.height}")
             return rgb
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise CaseError([f"{path}: cannot read frame {index} ({stream}): {exc}"]) from None
 
     def content_hash(self) -> str:
@@ -241,6 +253,8 @@ def load_case(path: str | os.PathLike) -> Case:
         raise CaseError([f"{cj}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"]) from None
     except RecursionError:
         raise CaseError([f"{cj}: nested too deeply to be a case.json"]) from None
+    except ValueError as exc:  # json's limit on integer digits
+        raise CaseError([f"{cj}: not a usable case.json: {exc}"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CaseError([f"{cj}: cannot read: {exc}"]) from None
     if not isinstance(meta, dict):
@@ -284,6 +298,10 @@ def load_case(path: str | os.PathLike) -> Case:
                 bad(f"image.{key}", f"must be a positive integer, got {val!r}")
                 width = height = None
 
+    if width and height and width * height > max_frame_pixels():
+        bad("image", f"{width}x{height} is {width * height} pixels, more than the cap of {max_frame_pixels()} "
+                     "(8192 x 8192 by default; --max-frame-pixels N to raise it)")
+        raise CaseError(problems)  # nothing of this size is hashed, read or allocated
     streams = meta.get("streams")
     if not isinstance(streams, list) or not streams or any(not isinstance(s, str) or s not in STREAMS for s in streams):
         bad("streams", f"must be a non-empty list drawn from {list(STREAMS)}, got {streams!r}")
@@ -308,18 +326,16 @@ def load_case(path: str | os.PathLike) -> Case:
         frames = []
     nv12_bytes = width * height * 3 // 2 if width and height else None
     dirs: dict = {}  # folders already resolved (symlinks) for _inside
+    missing: list[str] = []
     for i, entry in enumerate(frames):
         where = f"frames[{i}]"
         if not isinstance(entry, dict):
             bad(where, "must be an object {t, <stream>: path}")
             continue
-        t = entry.get("t")
-        if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t):
-            bad(f"{where}.t", f"timestamp must be a finite number, got {t!r}")
-            t = float("nan")
-        elif timestamps and not t > timestamps[-1]:
-            bad(f"{where}.t", f"timestamps must increase: {t} after {timestamps[-1]}")
-        timestamps.append(float(t))
+        t, why = _timestamp(entry.get("t"), timestamps[-1] if timestamps else None)
+        if why:
+            bad(f"{where}.t", why)
+        timestamps.append(t)
         files = {}
         if "source_file" in entry:
             why = relative_path_problem(entry["source_file"])
@@ -341,7 +357,7 @@ def load_case(path: str | os.PathLike) -> Case:
                 continue
             fp = root / rel
             if not fp.is_file():
-                problems.append(f"{fp}: missing frame file ({where}.{s})")
+                missing.append(f"{fp} ({where}.{s})")
                 continue
             if s == "nv12" and nv12_bytes and fp.stat().st_size != nv12_bytes:
                 problems.append(
@@ -387,9 +403,12 @@ def load_case(path: str | os.PathLike) -> Case:
                 labelled = np.zeros(len(frames), dtype=bool)
                 labelled[lf] = True
 
+    if missing:
+        problems.append(_many(f"{len(missing)} frame file(s) missing", missing) if len(missing) > MAX_LISTED else
+                        "; ".join(f"{m}: missing frame file" for m in missing))
     problems.extend(_extra_files(root, frame_files, streams))
     if problems:
-        raise CaseError(problems)
+        raise CaseError(_summarised(problems))
     from .logs.frames import LogFrames
 
     return Case(
@@ -406,6 +425,32 @@ def load_case(path: str | os.PathLike) -> Case:
     )
 
 
+def _timestamp(t, previous: float | None) -> tuple[float, str | None]:
+    """(t as float, None) or (NaN, why): finite, plausible seconds, increasing."""
+    if not isinstance(t, (int, float)) or isinstance(t, bool):
+        return float("nan"), f"timestamp must be a number of seconds, got {t!r}"[:200]
+    try:
+        v = float(t)
+    except OverflowError:
+        return float("nan"), f"timestamp has {len(str(t))} digits; expected seconds (|t| <= {MAX_TIMESTAMP_S:g})"
+    if not math.isfinite(v):
+        return float("nan"), f"timestamp must be a finite number, got {t!r}"
+    if abs(v) > MAX_TIMESTAMP_S:
+        return float("nan"), f"timestamp {v:g} s is beyond {MAX_TIMESTAMP_S:g} s; timestamps are seconds (not ns or us)"
+    if previous is not None and math.isfinite(previous) and not v > previous:
+        return v, f"timestamps must increase: {v} after {previous}"
+    return v, None
+
+
+def _many(what: str, items: list[str]) -> str:
+    return f"{what}: {', '.join(items[:MAX_LISTED])} ... and {len(items) - MAX_LISTED} more"
+
+
+def _summarised(problems: list[str], keep: int = 20) -> list[str]:
+    """At most `keep` problems: a flood (one malformed field on every frame) ends with a count of the rest."""
+    return problems if len(problems) <= keep else problems[:keep] + [f"... and {len(problems) - keep} more problems"]
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -417,6 +462,8 @@ def _image_size_problems(path: Path, width: int, height: int, where: str) -> lis
     try:
         with Image.open(path) as im:
             size = im.size
+    except Image.DecompressionBombError as exc:
+        return [f"{path}: decompression bomb ({where}): {exc}"]
     except (OSError, UnidentifiedImageError) as exc:
         return [f"{path}: not a readable image ({where}): {exc}"]
     if size != (width, height):
@@ -433,18 +480,39 @@ def _load_array(root, lanes, key, want, what, bad, problems, required=False):
     if not path.is_file():
         problems.append(f"{path}: missing GT file (lanes.{key})")
         return None
+    header = npy_header_problem(path, want, what)
+    if header:
+        problems.append(header)
+        return None
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         problems.append(f"{path}: not a readable .npy array: {exc}")
         return None
-    if arr.shape != want or not np.issubdtype(arr.dtype, np.floating):
-        problems.append(f"{path}: GT must be float {what} = {want}, got {arr.dtype} {arr.shape}")
-        return None
     if np.isinf(arr).any():
         problems.append(f"{path}: GT contains Inf (use NaN for absent points)")
         return None
     return arr.astype(np.float32)
+
+
+def npy_header_problem(path: Path, want: tuple, what: str) -> str | None:
+    """Read only the .npy header: the shape and dtype the case expects, and a file that holds them
+    (a header claiming 268 GiB is refused before anything is allocated)."""
+    from numpy.lib import format as npf
+
+    try:
+        with open(path, "rb") as f:
+            version = npf.read_magic(f)
+            shape, fortran, dtype = npf.read_array_header_2_0(f) if version >= (2, 0) else npf.read_array_header_1_0(f)
+            offset = f.tell()
+    except (OSError, ValueError, SyntaxError) as exc:
+        return f"{path}: not a readable .npy array: {exc}"
+    if tuple(shape) != tuple(want) or not np.issubdtype(dtype, np.floating):
+        return f"{path}: GT must be float {what} = {want}, got {dtype} {tuple(shape)}"
+    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if path.stat().st_size < need:
+        return f"{path}: holds {path.stat().st_size} bytes, its header promises {need}"
+    return None
 
 
 _STREAM_SUFFIXES = {"nv12": (".nv12", ".yuv"), "jpeg": (".jpg", ".jpeg"), "png": (".png",), "rgb": ()}

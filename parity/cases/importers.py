@@ -30,11 +30,18 @@ def _natural_key(p: Path):
 def _image_size(path: Path) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
+    from .format import max_frame_pixels
+
     try:
         with Image.open(path) as im:
-            return im.size
+            size = im.size
+    except Image.DecompressionBombError as exc:
+        raise CaseError([f"{path}: decompression bomb: {exc}"]) from None
     except (OSError, UnidentifiedImageError) as exc:
         raise CaseError([f"{path}: not a readable image: {exc}"]) from None
+    if size[0] * size[1] > max_frame_pixels():
+        raise CaseError([f"{path}: {size[0]}x{size[1]} is more than the frame cap of {max_frame_pixels()} pixels (--max-frame-pixels N to raise it)"])
+    return size
 
 
 def _images_in(folder: Path) -> list[Path]:

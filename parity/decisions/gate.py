@@ -210,7 +210,13 @@ def _check_value(rule: Rule, scope, case, runner, pipeline, measured: float, bas
 def compare(base: RunView, cand: RunView, rules: dict[str, Rule], rename: dict[str, str] | None = None) -> list[Check]:
     """Every check of the candidate against the baseline (see the module doc)."""
     rename = rename or {}
-    entries = {(c, rename.get(r, r), rename.get(p, p)): v for (c, r, p), v in cand.entries.items()}
+    entries, source = {}, {}
+    for (c, r, p), v in cand.entries.items():
+        key = (c, rename.get(r, r), rename.get(p, p))
+        if key in entries:  # --as OLD=NAME while the candidate has its own NAME: one would silently replace the other
+            raise UsageError(f"--as: the candidate's {source[key][1]}/{source[key][2]} and {r}/{p} would both be compared as "
+                             f"{key[1]}/{key[2]} (case {c}); rename one of them to a name the candidate does not use")
+        entries[key], source[key] = v, (c, r, p)
     checks: list[Check] = []
     by_case: dict[str, list] = {}
     for key in base.entries:
@@ -300,6 +306,11 @@ def parse_rename(specs: list[str]) -> dict[str, str]:
         new, sep, old = s.partition("=")
         if not sep or not new or not old:
             raise UsageError(f"--as expects CANDIDATE=BASELINE (a runner or pipeline name), got {s!r}")
+        if new in out and out[new] != old:
+            raise UsageError(f"--as {s}: {new!r} is already compared as {out[new]!r}")
+        twin = next((n for n, o in out.items() if o == old and n != new), None)
+        if twin is not None:
+            raise UsageError(f"--as {s}: {twin!r} is already compared as {old!r}; one baseline name takes one candidate")
         out[new] = old
     return out
 

@@ -43,6 +43,8 @@ def read_tusimple_predictions(path: str | Path) -> dict[str, dict]:
             if not isinstance(name, str):
                 raise ValueError("raw_file must be a string")
             h = np.asarray(h, np.float64).reshape(-1)
+            if len(np.unique(h)) != len(h):
+                raise ValueError("h_samples repeats a row (each row once)")
             if not isinstance(lanes, list) or not all(isinstance(lane, list) and len(lane) == len(h) for lane in lanes):
                 raise ValueError("every lane needs one x per h_sample")
             lanes = np.asarray(lanes, np.float64).reshape(len(lanes), len(h))
@@ -51,7 +53,7 @@ def read_tusimple_predictions(path: str | Path) -> dict[str, dict]:
             run_time = rec.get("run_time")
             if run_time is not None and (isinstance(run_time, bool) or not isinstance(run_time, (int, float)) or not np.isfinite(run_time)):
                 raise ValueError("run_time must be a number (ms)")
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise UsageError(f"{path}:{n}: not a TuSimple prediction line: {type(exc).__name__}: {exc}") from None
         if name in out:
             raise UsageError(f"{path}:{n}: raw_file {name!r} already given on line {out[name]['line']}; one line per frame")

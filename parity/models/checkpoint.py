@@ -82,6 +82,12 @@ def make_adapter(ref: str, config: dict, where: Path):
     cfg_cls = getattr(cls, "config_class", None)
     if cfg_cls is None:
         raise CheckpointError(f"{where}: adapter {ref!r} has no config_class")
+    fields = getattr(cfg_cls, "__dataclass_fields__", None)
+    if isinstance(config, dict) and fields is not None:
+        unknown = sorted(k for k in config if k not in fields and k != "name")
+        if unknown:  # a misspelt setting would otherwise be dropped and the default used in its place
+            raise CheckpointError(f"{sidecar_path(Path(where))}: config.{unknown[0]}: not a setting of the {ref} adapter "
+                                  f"({', '.join(sorted(fields))})")
     try:
         return cls(cfg_cls.from_dict(config))
     except (TypeError, ValueError) as exc:

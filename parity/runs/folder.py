@@ -108,6 +108,18 @@ def _check_tables(folder: Path) -> None:
                              "run the same command again to rebuild it from the run's parts")
 
 
+def _manifest_problem(doc: dict) -> str | None:
+    parts = doc.get("parts", {})
+    if not isinstance(parts, dict) or not all(isinstance(e, dict) and isinstance(e.get("files", {}), dict) for e in parts.values()):
+        return "parts must map each case to {key, files, sha256}"
+    for field in ("files",):
+        if field in doc and not (isinstance(doc[field], list) and all(isinstance(f, str) for f in doc[field])):
+            return f"{field} must be a list of file names"
+    if not isinstance(doc.get("extra", {}), dict):
+        return "extra must be an object"
+    return None
+
+
 class RunFolder:
     """Context manager owning `path` for a run of `kind` whose numbers are decided by `run_key`."""
 
@@ -187,6 +199,10 @@ class RunFolder:
                 raise UsageError(f"--out {self.path}: {MANIFEST} is unreadable; this folder is not a run parity can continue") from None
             if not isinstance(old, dict) or old.get("schema") != SCHEMA:
                 raise UsageError(f"--out {self.path}: {MANIFEST} is not a parity manifest; choose another --out")
+            why = _manifest_problem(old)
+            if why:
+                raise UsageError(f"--out {self.path}: {MANIFEST} is malformed ({why}); this folder is not a run parity can "
+                                 "continue or replace: remove it or choose another --out")
             if old.get("kind") != self.kind or old.get("run_key") != self.run_key:
                 if self.resume or not self.replace:
                     what = old.get("describe") or {}

@@ -161,7 +161,7 @@ def read_document(path: str | Path, schemas: tuple[str, ...], missing: str, what
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"{path}: {missing}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer of 5000 digits
         raise UsageError(f"{path}: unreadable{what}: {exc}") from None
     if not isinstance(doc, dict) or doc.get("schema") not in schemas:
         got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__

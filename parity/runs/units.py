@@ -74,7 +74,7 @@ class UnitCache:
             rec = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError):  # absent, or not ours: recompute
             return None
-        return rec if rec.get("key") == key else None
+        return rec if isinstance(rec, dict) and rec.get("key") == key else None
 
     def put(self, key: str, record: dict) -> None:
         atomic.write_json(self.path(key), {**record, "key": key})
