@@ -97,12 +97,17 @@ def _cmd_train(args) -> int:
         if not eq or not key:
             raise UsageError(f"--set takes key=value, not {item!r}")
         settings[key.strip()] = value.strip()
+    from .training.zoo import ZOO_EPOCHS, ZOO_LR
+
+    # A fine-tune gets the zoo's short, gentle schedule: a from-scratch one (30 epochs at 2e-3) undoes what the parent learnt.
+    epochs = args.epochs if args.epochs is not None else (ZOO_EPOCHS if args.parent else 30)
+    lr = args.lr if args.lr is not None else (ZOO_LR if args.parent else 2e-3)
     ck = train(
         [str(p) for p in find_cases(args.cases)], args.out,
         eval_cases=[str(p) for p in find_cases(args.eval_cases)] if args.eval_cases else [],
         select_cases=[str(p) for p in find_cases(args.select_cases)] if args.select_cases else [],
         unlabelled_cases=[str(p) for p in find_cases(args.unlabelled_cases)] if args.unlabelled_cases else [],
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads,
+        epochs=epochs, batch_size=args.batch_size, lr=lr, seed=args.seed, threads=args.threads,
         progress=not args.no_progress, method=args.method, parent=args.parent, settings=settings,
         adapter_name=args.adapter, adapter_config={"name": args.config} if args.config else None,
     )
@@ -510,6 +515,16 @@ def _everywhere(parser, flag: str, **kw) -> None:
             _everywhere(child, flag, **kw)
 
 
+def _runner_help(default_note: str) -> str:
+    from .runners import RUNNERS  # the registry only: no backend is imported
+
+    return f"comma-separated runner names ({', '.join(RUNNERS)}; `parity runners` says which run here){default_note}"
+
+
+PIPELINE_HELP = ("comma-separated: vehicle, training, or a pipeline file (.toml/.json: resize kernel, pixel centre, crop, "
+                 "YUV matrix/range, normalisation; docs/preprocessing.md)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="parity", description="Deployment-parity harness for lane-detection models.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -521,8 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cases", nargs="+", required=True, help="case folders, or folders of cases")
     r.add_argument("--checkpoint", default=default_checkpoint(),
                    help="checkpoint .pt with its .json sidecar (default $PARITY_CHECKPOINT or checkpoints/reference.pt)")
-    r.add_argument("--runners", default="auto", help="comma-separated runner names, or 'auto' for all available here")
-    r.add_argument("--pipeline", default="vehicle", help="vehicle, training, or both comma-separated")
+    r.add_argument("--runners", default="auto", help=_runner_help(", or 'auto' for all available here"))
+    r.add_argument("--pipeline", default="vehicle", help=PIPELINE_HELP + " (default vehicle)")
     r.add_argument("--out", help="output folder (default reports/<run-id>)")
     r.add_argument("--batch-size", type=int, default=16)
     r.add_argument("--cache-dir", help="artifact cache (default $PARITY_CACHE_DIR or ~/.cache/parity)")
@@ -566,9 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "the validation suite, never the cases you rank on")
     t.add_argument("--unlabelled-cases", nargs="+", help="recordings without labels that uat-ot/uat-ft learn from (the unlabelled suite)")
     t.add_argument("--out", required=True, help="checkpoint path (.pt); the .json sidecar is written beside it")
-    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--epochs", type=int, help="default 30 from scratch; with --from, the zoo's fine-tune (ZOO_EPOCHS)")
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--lr", type=float, help="peak learning rate: default 2e-3 from scratch, 5e-4 with --from (the zoo's)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     t.add_argument("--method", default="erm", help="training recipe (`parity methods list`)")
@@ -669,8 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="perturbation x severity sweep over cases and runners")
     sw.add_argument("--cases", nargs="+", required=True)
     sw.add_argument("--checkpoint", default=default_checkpoint(), help="default $PARITY_CHECKPOINT or checkpoints/reference.pt")
-    sw.add_argument("--runners", default="torch")
-    sw.add_argument("--pipeline", default="vehicle")
+    sw.add_argument("--runners", default="torch", help=_runner_help(" (default torch)"))
+    sw.add_argument("--pipeline", default="vehicle", help=PIPELINE_HELP + " (default vehicle)")
     sw.add_argument("--perturb", default="deploy", help="suite (deploy, corruptions, all) or comma-separated names")
     sw.add_argument("--severities", default="1..5")
     sw.add_argument("--window-s", type=float, default=3.0, help="seconds of consecutive frames per case, centred (0: the whole case)")
@@ -689,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--methods", nargs="+", metavar="LABEL=PATTERN", help="group checkpoints (by name, globs) as one method on the "
                                                                          "method board, e.g. 'erm-a=erm,erm-s1,erm-s2' (default: each sidecar's method)")
     rk.add_argument("--cases", nargs="+", required=True)
-    rk.add_argument("--runners", default="torch,ort-fp16", help="torch (the parity reference) is always run")
+    rk.add_argument("--runners", default="torch,ort-fp16", help=_runner_help("; torch (the parity reference) is always run"))
     rk.add_argument("--deployed", help="the runner that stands for the deployed engine (default: the last of --runners)")
     rk.add_argument("--pipelines", default="training,vehicle")
     rk.add_argument("--perturb-pipeline", default="vehicle", help="the pipeline perturbations are applied to")
@@ -758,7 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--out", required=True, help="folder for localize.json and layers.png")
     lo.set_defaults(func=_cmd_localize)
 
-    from .training.zoo import ZOO_EPOCHS
+    from .training.zoo import ZOO_EPOCHS, ZOO_LR
 
     zo = sub.add_parser("zoo", help="every recipe applied to a trained reference, cached and resumable")
     zo.add_argument("--cases", nargs="+", required=True, help="training cases")
@@ -769,7 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
     zo.add_argument("--out", required=True, help="folder for <method>.pt/.json and zoo.json")
     zo.add_argument("--methods", help="comma-separated subset (default: every recipe)")
     zo.add_argument("--epochs", type=int, default=ZOO_EPOCHS, help=f"fine-tuning epochs per recipe (default {ZOO_EPOCHS})")
-    zo.add_argument("--lr", type=float, default=5e-4)
+    zo.add_argument("--lr", type=float, default=ZOO_LR, help=f"peak learning rate (default {ZOO_LR})")
     zo.add_argument("--seeds", type=int, default=1, help="train every recipe with seeds 0..N-1 (<method>.pt, <method>-s1.pt ...); "
                                                          "a method-level ranking needs >= 3")
     zo.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))

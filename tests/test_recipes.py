@@ -253,6 +253,16 @@ def test_cli_train_method_from_and_set(parent, tiny_case, tmp_path):
     assert listed.returncode == 0 and "wise-ft" in listed.stdout and "[needs --from]" in listed.stdout
 
 
+def test_a_fine_tune_without_epochs_or_lr_gets_the_zoos_schedule(parent, tiny_case, tmp_path):
+    from parity.training.zoo import ZOO_EPOCHS, ZOO_LR
+
+    res = run_main("train", "--cases", tiny_case, "--out", tmp_path / "f.pt", "--method", "erm", "--from", parent.path,
+                   "--batch-size", "3", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    hp = json.loads((tmp_path / "f.json").read_text())["hyperparameters"]
+    assert (hp["epochs"], hp["lr"]) == (ZOO_EPOCHS, ZOO_LR)
+
+
 def test_swalp_quantises_weights_to_a_block_grid_and_averages_in_full_precision(tiny_case, tmp_path):
     from parity.training.recipes.swalp import block_quantise
 

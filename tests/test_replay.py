@@ -166,3 +166,17 @@ def test_a_closed_pipe_is_not_a_traceback():
     proc.stdout.close()  # closed before the child has imported anything, let alone printed
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_help_names_the_runners_and_pipeline_files(capsys):
+    from parity.cli import build_parser
+    from parity.runners import RUNNERS
+
+    for cmd in ("replay", "sweep", "rank"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([cmd, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(name in text.replace("- ", "-") for name in RUNNERS), cmd
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["replay", "--help"])
+    assert "pipeline file" in capsys.readouterr().out
