@@ -103,11 +103,11 @@ def generate_suite(name: str, out: str | Path, force: bool = False, progress: bo
     out = Path(out)
     scenarios = make()
     todo = [s for s in scenarios if force or not (out / s.name / CASE_FILE).is_file()]
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     # Cases are independent and deterministic: render them in parallel, one process per core.
     workers = min(len(todo), os.cpu_count() or 1)
-    with tqdm(total=len(todo), desc=f"suite {name}", unit="case", disable=None if progress else True) as bar:
+    with progress_bar(len(todo), f"suite {name}", "case", progress) as bar:
         if workers > 1:
             with ProcessPoolExecutor(workers) as pool:
                 for _ in pool.map(_render_case, todo, [out] * len(todo), [streams] * len(todo), [name not in UNLABELLED] * len(todo)):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import sys
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -249,7 +248,7 @@ class UnitEvaluator:
         every runner (torch is the parity reference); perturbed ones only the deployed forms (every
         runner but torch, or torch alone if it is the only one): the leaderboard reads perturbations
         on the deployed runner, and this halves a rank's cost."""
-        from tqdm import tqdm
+        from ..progress import progress
 
         cache, keys = self.cache, self.keys
         deployed_forms = [r for r in runner_names if r != REFERENCE] or [REFERENCE]
@@ -270,8 +269,7 @@ class UnitEvaluator:
                     else:
                         groups.setdefault((case.name, cond), []).append((case, ck, ks))
         order = list(groups)
-        bar = tqdm(total=sum(len(ks) for items in groups.values() for _, _, ks in items), desc="rank", unit="unit",
-                   disable=None if self.progress else True, file=sys.stderr)
+        bar = progress(sum(len(ks) for items in groups.values() for _, _, ks in items), "rank", "unit", self.progress)
         root = os.path.abspath(self.artifacts.root)
         payloads = [{"case": os.path.abspath(items[0][0].root), "window": [int(f) for f in windows[cname]],
                      "pipeline": pipes[cond.pipeline].to_dict(), "perturbation": cond.perturbation if not cond.clean else None,

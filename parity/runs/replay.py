@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -110,10 +109,9 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     with RunFolder(out, "replay", run_key, resume=cfg.resume, describe=describe, replace=cfg.overwrite) as folder:
         parts = CaseParts(folder, run_key, cases)
         runner_info = folder.recall("runners", {})
-        from tqdm import tqdm
+        from ..progress import progress
 
-        bar = tqdm(total=sum(len(c) for c in parts.todo) * len(pipelines), desc="replay", unit="frame",
-                   disable=None if cfg.progress else True, file=sys.stderr)
+        bar = progress(sum(len(c) for c in parts.todo) * len(pipelines), "replay", "frame", cfg.progress)
         # Absolute paths: a worker may start elsewhere (a Ray worker's folder is its session's).
         unit = {"checkpoint": os.path.abspath(ckpt.path), "runners": names, "engines": [os.path.abspath(e) for e in cfg.engines], "pipelines": [p.to_dict() for p in pipelines],
                 "batch_size": cfg.batch_size, "cache_dir": os.path.abspath(cache.root), "trt_timing_cache": cfg.trt_timing_cache and os.path.abspath(cfg.trt_timing_cache),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -113,14 +112,13 @@ def sweep(cfg: SweepConfig):
     })
     describe = {"checkpoint": ckpt.name, "runners": ",".join(names), "perturb": cfg.perturb, "severities": cfg.severities}
     errors = []
-    from tqdm import tqdm
+    from ..progress import progress
 
     with RunFolder(out, "sweep", run_key, resume=cfg.resume, describe=describe, replace=cfg.overwrite) as folder:
         parts = CaseParts(folder, run_key, cases)
         runner_info = folder.recall("runners", {})
         per_frame = 1 + len(perts) * len(cfg.severities)
-        bar = tqdm(total=sum(len(windows[c.name]) for c in parts.todo) * per_frame, desc="sweep", unit="frame",
-                   disable=None if cfg.progress else True, file=sys.stderr)
+        bar = progress(sum(len(windows[c.name]) for c in parts.todo) * per_frame, "sweep", "frame", cfg.progress)
         # Absolute paths: a worker may start elsewhere (a Ray worker's folder is its session's).
         unit = {"checkpoint": os.path.abspath(ckpt.path), "runners": names, "pipeline": pipe.to_dict(), "perturbations": [p.name for p in perts],
                 "severities": cfg.severities, "window_s": cfg.window_s, "seed": cfg.seed, "batch_size": cfg.batch_size,

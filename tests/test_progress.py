@@ -1,0 +1,39 @@
+"""Progress a CI log shows: a line per finished unit with elapsed time and an estimate off a terminal,
+a tqdm bar on one, nothing when disabled."""
+import io
+
+from parity.progress import LineProgress, progress
+
+from .conftest import run_cli
+
+
+def test_lines_count_elapsed_and_estimate():
+    t = iter([0.0, 10.0, 30.0])
+    out = io.StringIO()
+    p = LineProgress(4, "replay", "case", out, clock=lambda: next(t))
+    p.update(1)
+    p.update(3)
+    assert out.getvalue().splitlines() == ["replay: 1/4 cases (25%), 10 s, about 30 s left", "replay: 4/4 cases (100%), 30 s"]
+
+
+def test_a_terminal_gets_a_bar_a_log_gets_lines_and_disabled_gets_nothing():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    from tqdm import tqdm
+
+    bar = progress(3, "rank", "unit", stream=Tty())
+    assert isinstance(bar, tqdm)
+    bar.close()
+    assert isinstance(progress(3, "rank", "unit", stream=io.StringIO()), LineProgress)
+    quiet = io.StringIO()
+    progress(3, "rank", "unit", enabled=False, stream=quiet).update(1)
+    assert quiet.getvalue() == ""
+
+
+def test_a_replay_into_a_log_says_how_far_it_is(tiny_case, random_checkpoint, cache_dir, tmp_path):
+    r = run_cli("replay", "--cases", tiny_case, "--checkpoint", random_checkpoint.path, "--runners", "torch", "--out", tmp_path / "o",
+                "--cache-dir", cache_dir, "--no-report")
+    assert r.returncode == 0, r.stderr
+    assert "replay: 6/6 frames (100%)" in r.stderr
