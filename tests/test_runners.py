@@ -133,3 +133,31 @@ def test_fp16_graph_uses_modelopt_autocast_when_installed(random_checkpoint, tmp
     _, meta = fp16_onnx(path, cache, ("/head/head.0/Gemm",))
     assert calls == [{"low_precision_type": "fp16", "keep_io_types": True, "nodes_to_exclude": ["^/head/head\\.0/Gemm$"]}]
     assert meta["converter"] == "modelopt-autocast" and meta["key"]["converter"] == "nvidia-modelopt 0.99"
+
+
+def test_emulation_folds_batch_norms_inside_residual_blocks():
+    import torch
+
+    from parity.runners.emulation import emulate, fold_every_batchnorm, unfolded_batchnorms
+
+    class Block(torch.nn.Module):  # torchvision's BasicBlock shape: attributes, not a Sequential
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = torch.nn.Conv2d(3, 3, 3, padding=1, bias=False), torch.nn.BatchNorm2d(3)
+            self.conv2, self.bn2 = torch.nn.Conv2d(3, 3, 3, padding=1, bias=False), torch.nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+    torch.manual_seed(0)
+    block = Block()
+    for bn in (block.bn1, block.bn2):
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 2)
+    block.eval()
+    x = torch.randn(2, 3, 8, 8)
+    folded = fold_every_batchnorm(block)
+    assert unfolded_batchnorms(block) == 2 and unfolded_batchnorms(folded) == 0
+    with torch.no_grad():
+        assert torch.allclose(folded(x), block(x), atol=1e-5)
+        assert torch.allclose(emulate(block, "tf32")(x), block(x), atol=1e-2)
+    assert unfolded_batchnorms(emulate(block, "fp16")) == 0

@@ -31,7 +31,8 @@ def round_tf32(t):
 
 
 def fold_batchnorm(model):
-    """A copy of `model` with every Conv2d -> BatchNorm2d pair inside a Sequential folded into the conv."""
+    """A copy of `model` with every Conv2d -> BatchNorm2d pair inside a Sequential folded into the conv
+    (the module tree is kept: cpu-fp16 traces it and localize maps its nodes by module scope)."""
     import torch
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -46,6 +47,32 @@ def fold_batchnorm(model):
     return model
 
 
+def fold_every_batchnorm(model):
+    """fold_batchnorm, then the pairs outside a Sequential (a residual block's conv1 -> bn1) on the
+    model's traced graph, as cpu-fp16 and exporters fold them. A model that does not trace keeps those
+    batch norms; `unfolded_batchnorms` says how many."""
+    import torch
+
+    from .half import fold_graph_batchnorm
+
+    model = fold_batchnorm(model)
+    if unfolded_batchnorms(model):
+        try:
+            gm = torch.fx.symbolic_trace(model)
+        except Exception:  # data-dependent control flow: keep the Sequential folding only
+            return model
+        fold_graph_batchnorm(gm)
+        gm.delete_all_unused_submodules()  # the folded batch norms
+        model = gm.eval()
+    return model
+
+
+def unfolded_batchnorms(model) -> int:
+    import torch
+
+    return sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
 def emulate(model, precision: str, keep_fp32: tuple[str, ...] = ()):
     """`model` with reduced-precision conv/linear layers; layers named in `keep_fp32` stay fp32."""
     import torch
@@ -53,7 +80,7 @@ def emulate(model, precision: str, keep_fp32: tuple[str, ...] = ()):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}")
     rnd = round_fp16 if precision == "fp16" else round_tf32
-    model = fold_batchnorm(model)
+    model = fold_every_batchnorm(model)
     for name, m in model.named_modules():
         if not isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) or name in keep_fp32:
             continue
