@@ -53,8 +53,6 @@ def fold_every_batchnorm(model):
     batch norms; `unfolded_batchnorms` says how many."""
     import torch
 
-    from .half import fold_graph_batchnorm
-
     model = fold_batchnorm(model)
     if unfolded_batchnorms(model):
         try:
@@ -65,6 +63,34 @@ def fold_every_batchnorm(model):
         gm.delete_all_unused_submodules()  # the folded batch norms
         model = gm.eval()
     return model
+
+
+def fold_graph_batchnorm(gm) -> int:
+    """Fold every conv -> batch norm pair left in a traced graph (modules used outside a Sequential);
+    returns how many were folded."""
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    modules = dict(gm.named_modules())
+    folded = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], torch.nn.BatchNorm2d):
+            continue
+        prev = node.args[0]
+        if not (isinstance(prev, torch.fx.Node) and prev.op == "call_module" and len(prev.users) == 1
+                and type(modules[prev.target]) is torch.nn.Conv2d):
+            continue
+        fused = fuse_conv_bn_eval(modules[prev.target], modules[node.target])
+        parent, _, name = str(prev.target).rpartition(".")
+        setattr(gm.get_submodule(parent) if parent else gm, name, fused)
+        modules[prev.target] = fused
+        node.replace_all_uses_with(prev)
+        gm.graph.erase_node(node)
+        folded += 1
+    if folded:
+        gm.graph.lint()
+        gm.recompile()
+    return folded
 
 
 def unfolded_batchnorms(model) -> int:

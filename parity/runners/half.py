@@ -60,34 +60,6 @@ def node_op(node, modules) -> str:
     return getattr(node.target, "__name__", str(node.target))
 
 
-def fold_graph_batchnorm(gm) -> int:
-    """Fold every conv -> batch norm pair left in a traced graph (modules used outside a Sequential);
-    returns how many were folded."""
-    import torch
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    modules = dict(gm.named_modules())
-    folded = 0
-    for node in list(gm.graph.nodes):
-        if node.op != "call_module" or not isinstance(modules[node.target], torch.nn.BatchNorm2d):
-            continue
-        prev = node.args[0]
-        if not (isinstance(prev, torch.fx.Node) and prev.op == "call_module" and len(prev.users) == 1
-                and type(modules[prev.target]) is torch.nn.Conv2d):
-            continue
-        fused = fuse_conv_bn_eval(modules[prev.target], modules[node.target])
-        parent, _, name = str(prev.target).rpartition(".")
-        setattr(gm.get_submodule(parent) if parent else gm, name, fused)
-        modules[prev.target] = fused
-        node.replace_all_uses_with(prev)
-        gm.graph.erase_node(node)
-        folded += 1
-    if folded:
-        gm.graph.lint()
-        gm.recompile()
-    return folded
-
-
 def _half_module(module):
     """The fp16 copy of a module that a node runs in fp16; a conv or linear one accumulates in fp32."""
     import torch
@@ -135,7 +107,7 @@ class HalfExecutor:
         import torch
         import torch.fx
 
-        from .emulation import fold_batchnorm
+        from .emulation import fold_batchnorm, fold_graph_batchnorm
 
         self._torch = torch
         gm = torch.fx.symbolic_trace(fold_batchnorm(model).eval())
