@@ -386,3 +386,24 @@ def test_a_frame_that_links_outside_the_case_is_refused(case_copy, tmp_path):
     frame.symlink_to(outside)
     with pytest.raises(CaseError, match="escapes the case folder"):
         load_case(case_copy)
+
+
+def test_a_part_is_hashed_once_while_untouched_and_again_once_changed(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    import parity.runs.folder as F
+    from parity.runs.tables import write_part
+
+    calls = []
+    real = F.part_problem
+    monkeypatch.setattr(F, "part_problem", lambda *a: calls.append(a[0]) or real(*a))
+    with RunFolder(tmp_path / "r", "replay", "k") as rf:
+        files = rf.part_files("case-a", (".parquet",))
+        write_part(pa.table({"x": [1.0, 2.0]}), files[".parquet"], "case-a", "key1")
+        rf.add("case-a", "key1", files)
+        assert rf.finished("case-a", "key1") and rf.finished("case-a", "key1") and len(calls) == 1
+        assert rf.finished("case-a", "key2") is None  # another key is never the memoised part
+        write_part(pa.table({"x": [9.0, 9.0, 9.0]}), files[".parquet"], "case-a", "key1")  # rewritten behind the run's back
+        assert rf.finished("case-a", "key1") is None and len(calls) == 2
+        files[".parquet"].unlink()
+        assert rf.finished("case-a", "key1") is None

@@ -71,20 +71,21 @@ def _probe_all(ckpts, cases, settings, cache_dir: Path, progress) -> tuple[np.nd
     """Probe sums S and counts N [C, K] per probe; computes only what the cache does not hold."""
     import torch
 
+    from ..runs.units import UnitCache
     from ..training import probes as P
 
     C, K = len(cases), len(ckpts)
     S = {m: np.zeros((C, K)) for m in P.PROBES}
     N = {m: np.zeros((C, K)) for m in P.PROBES}
-    code = source_hash(PROBE_CODE)
-    inputs, hits = {}, 0
+    cache = UnitCache(cache_dir.parent, cache_dir.name)
+    base = {"settings": settings.__dict__, "code": source_hash(PROBE_CODE)}
+    case_hashes = [case.content_hash() for case in cases]  # hashed once, not once per checkpoint
+    inputs = {}
     for k, (name, ck) in enumerate(ckpts):
-        keys = [sha256_json({"checkpoint": ck.sha256, "case": case.content_hash(), "settings": settings.__dict__, "code": code})[:32]
-                for case in cases]
-        paths = [cache_dir / key[:2] / f"{key}.json" for key in keys]
-        recs = [_read_probe(p) for p in paths]
+        keys = [sha256_json({"checkpoint": ck.sha256, "case": h, **base})[:32] for h in case_hashes]
+        recs = [_probes_of(cache.get(key)) for key in keys]
         todo = [c for c, rec in enumerate(recs) if rec is None]
-        hits += len(cases) - len(todo)
+        cache.hits += C - len(todo)
         if todo:
             torch.set_num_threads(2)
             model, adapter = ck.build_model(), ck.adapter()
@@ -96,23 +97,23 @@ def _probe_all(ckpts, cases, settings, cache_dir: Path, progress) -> tuple[np.nd
                 recs[c] = rec
             for c in todo:
                 recs[c] = recs[c] or {}  # a case without labelled frames: nothing to probe, counts stay 0
-                atomic.write_json(paths[c], {"key": keys[c], "probes": recs[c]})
+                cache.put(keys[c], {"probes": recs[c]})
         for c, rec in enumerate(recs):
             for m, (s, n) in rec.items():
                 S[m][c, k], N[m][c, k] = s, n
         progress(f"probed {k + 1}/{K} {name}")
-    return S, N, {"cached": hits, "evaluated": C * K - hits}
+    return S, N, {"cached": cache.hits, "evaluated": C * K - cache.hits}
 
 
-def _read_probe(path: Path) -> dict | None:
-    """A cached probe record, or None when absent or unreadable (it is then recomputed)."""
+def _probes_of(rec: dict | None) -> dict | None:
+    """A cached record's probes as {probe: (sum, count)}, or None when it is absent or malformed (recomputed)."""
     try:
-        rec = json.loads(path.read_text())
         probes = rec["probes"]
-        ok = rec["key"] == path.stem and all(isinstance(v, list) and len(v) == 2 and np.isfinite(v[0]) for v in probes.values())
-        return {m: (float(v[0]), int(v[1])) for m, v in probes.items()} if ok else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        if all(isinstance(v, (list, tuple)) and len(v) == 2 and np.isfinite(v[0]) for v in probes.values()):
+            return {m: (float(v[0]), int(v[1])) for m, v in probes.items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass
+    return None
 
 
 def run_claims(rank_dir, out=None, settings=None, progress=print) -> tuple[Path, dict]:

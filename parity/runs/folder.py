@@ -129,6 +129,9 @@ class RunFolder:
         self.describe = describe or {}
         self._lock_fd = None
         self.manifest: dict = {}
+        # (unit, key) -> each file's (size, mtime_ns) when its hash was checked: a resumed run asks for a
+        # part at start and again when collecting, and hashing it once is enough while the file is untouched.
+        self._verified: dict[tuple[str, str], dict[Path, tuple[int, int]]] = {}
 
     # -- ownership ------------------------------------------------------------------------------------
     def __enter__(self) -> "RunFolder":
@@ -258,11 +261,16 @@ class RunFolder:
             log.warning("%s: the manifest's part of %s names %r, not a file of parts/: recomputed", self.path, unit, (bad or [shas])[0])
             return None
         files = {s: self.path / "parts" / f for s, f in names.items()}
+        seen = self._verified.get((unit, key))
+        if seen is not None and seen == _stats(files.values()):
+            return files
         for s, f in files.items():
             problem = part_problem(f, unit, key, shas.get(s))
             if problem:
                 log.warning("%s: part of %s %s: recomputed", f, unit, problem)
                 return None
+        if (stats := _stats(files.values())) is not None:
+            self._verified[(unit, key)] = stats
         return files
 
     def add(self, unit: str, key: str, files: dict[str, Path]) -> None:
@@ -273,6 +281,7 @@ class RunFolder:
         self._save()
 
     def forget(self, unit: str) -> None:
+        self._verified = {uk: v for uk, v in self._verified.items() if uk[0] != unit}
         if self.manifest["parts"].pop(unit, None) is not None:
             self._save()
 
@@ -290,3 +299,11 @@ class RunFolder:
         self.manifest.update(status="complete", files=files, file_sha256=shas, finished=datetime.now(timezone.utc).isoformat())
         self._save()
         (self.path / MARKER).unlink(missing_ok=True)
+
+
+def _stats(files) -> dict[Path, tuple[int, int]] | None:
+    """Each file's (size, mtime_ns), or None when one is missing."""
+    try:
+        return {f: (st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()]}
+    except OSError:
+        return None

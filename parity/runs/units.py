@@ -58,11 +58,11 @@ class Condition:
 
 
 class UnitCache:
-    """One small JSON file per unit under `<root>/units/`, written atomically (an interrupted rank
+    """One small JSON file per unit under `<root>/<folder>/`, written atomically (an interrupted rank
     leaves only whole units, so a rerun resumes where it stopped)."""
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root) / "units"
+    def __init__(self, root: str | os.PathLike, folder: str = "units"):
+        self.root = Path(root) / folder
         self.hits = self.misses = 0
 
     def path(self, key: str) -> Path:
