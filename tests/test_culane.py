@@ -326,3 +326,41 @@ def test_hungarian_not_greedy():
     pred = np.stack([vertical(412), vertical(425)])[None]
     assert M.culane_counts(pred, rows, gt, rows, w, h, 0.3)[0, 0] == 2
     assert M.f1(np.array([[1, 1, 1]])) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("w, h, noise", [(640, 360, 0.0), (1280, 720, 3.0)])
+def test_row_spans_are_opencvs_pixels(w, h, noise):
+    """Lanes as one span per row (no drawing) are exactly the pixels cv2.line draws on the full
+    canvas, diagonal and long steps (their quadrilaterals) and lanes off every border included; the
+    lanes the spans cannot hold (two runs in a row, turning back in y) go to OpenCV's drawing."""
+    rng = np.random.default_rng(int(w + 10 * noise))
+    rows = np.linspace(0.3 * h, h - 1, 16)
+    lanes = 0
+    for t in range(40):
+        x = random_lanes(rng, w, h, rows, 4) + rng.normal(0, noise, (4, len(rows)))
+        L = CU._Lanes(x[None], rows, w, h)
+        for i, lane in zip(L.frames[0], as_official_lanes(x, rows, w, h)):
+            full = official_draw(lane)
+            np.testing.assert_array_equal(L.mask(i).full(), full)
+            assert L.area[i] == full.sum() or i in L.drawn
+            lanes += 1
+    assert lanes > 100
+
+
+def test_each_steps_stamp_is_opencvs_two_point_polyline():
+    from parity.metrics import culane_spans as SP
+
+    R, dl, dr = SP.disc(WIDTH)
+    for dx, dy in [(1, 1), (2, 0), (0, 3), (-5, 7), (12, -2), (31, 32)]:
+        o = 60
+        ref = np.zeros((2 * o, 2 * o), np.uint8)
+        cv2.line(ref, (o, o), (o + dx, o + dy), 1, WIDTH)
+        q = np.array([[[o, o], [o + dx, o + dy]]], np.int64)
+        left, right, ok = SP.lane_spans(q, 2 * o, 2 * o, WIDTH)
+        if not ok[0]:
+            assert SP.stamp_extension(dx, dy, WIDTH) is None
+            continue
+        got = CU.LaneMask.from_spans(left[0], right[0])
+        full = np.zeros_like(ref)
+        full[got.y0 : got.y1, got.x0 : got.x1] = got.mask
+        np.testing.assert_array_equal(full, ref, err_msg=str((dx, dy)))

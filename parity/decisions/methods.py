@@ -196,9 +196,10 @@ def format_methods(doc: dict) -> str:
             ("mce", "mCE", ".1f")]
 
     def cell(c, fmt, spread):
-        if not np.isfinite(c["value"]):
+        finite = lambda v: v is not None and np.isfinite(v)  # noqa: E731 (rank.json stores NaN as null)
+        if not finite(c["value"]):
             return "-"
-        sd = f" ±{format(c['seed_sd'], fmt)}" if spread and np.isfinite(c["seed_sd"]) else ""
+        sd = f" ±{format(c['seed_sd'], fmt)}" if spread and finite(c.get("seed_sd")) else ""
         return f"{format(c['value'], fmt)}{sd} [{format(c['ci'][0], fmt)},{format(c['ci'][1], fmt)}]{mark[c['vs_baseline']]}"
 
     cells = [[str(r["rank"]), r["method"], str(r["seeds"])] + [cell(r[m], f, m == "deploy_score") for m, _, f in cols] for r in doc["methods"]]

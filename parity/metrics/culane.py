@@ -31,18 +31,22 @@ Where this differs from the official evaluator, on purpose:
 - `t^3` is t*t*t rather than libm's pow(t, 3): at most an ulp of float64 apart, far below the
   float32 the samples are stored in.
 
-Speed (the drawing is the cost). Lanes of all frames are resampled together (grouped by point count),
-consecutive samples that round to the same pixel are merged (a zero-length segment only repeats the
-round cap already drawn there, so the pixels are identical), and each lane is drawn once, with
-cv2.polylines (the same caps and segments as one cv::line per pair), inside its bounding box (+- the
-half width, clipped to the image) instead of a full canvas; intersections are counted only where two
-boxes overlap. tests/test_culane.py checks the pixels and counts against an independent literal
-transcription drawing full canvases. Frames where every lane overlaps at most one lane of the other
-side skip the Hungarian algorithm (the assignment is forced).
+Speed (drawing was the cost). Lanes of all frames are resampled together (grouped by point count)
+and, instead of being drawn, held as one span of pixels per image row (`culane_spans`: the union of
+OpenCV's own per-step stamps, exact where every row of the lane is one run); areas and intersections
+are sums over rows. The few lanes that are not one run per row (a lane turning back in y, a long
+near-horizontal step) are drawn with cv2.polylines in their bounding box (the same caps and segments
+as one cv::line per pair, consecutive samples on the same pixel merged) and intersected on their
+drawing. GT lanes are computed once per content for every runner scored on the same frames.
+tests/test_culane.py checks spans and drawings against an independent literal transcription
+drawing full canvases. Frames where every lane overlaps at most one lane of the other side skip the
+Hungarian algorithm (the assignment is forced).
 """
 from __future__ import annotations
 
 import numpy as np
+
+from . import culane_spans as SP
 
 CULANE_WIDTH_PX = 30
 CULANE_IMAGE_SIZE = (1640, 590)  # (width, height) of the official evaluator's canvas
@@ -50,7 +54,7 @@ CULANE_IMAGE_WIDTH = float(CULANE_IMAGE_SIZE[0])
 SPLINE_STEPS = 50
 _PAD = CULANE_WIDTH_PX // 2 + 2  # the drawing reaches 15 px (round caps, polygon edges) from a point
 _CHUNK_FRAMES = 256  # frames resampled and drawn together (bounds the memory of the samples)
-_CHUNK_LANES = 16  # lanes per spline evaluation (its [lanes, samples] arrays stay in cache)
+_CHUNK_LANES = 64  # lanes per spline evaluation and span computation
 _MASK_CACHE_BYTES = 256 << 20  # drawn lanes kept for the next runner scored on the same frames
 
 
@@ -129,9 +133,7 @@ def _pixels(samples: np.ndarray) -> np.ndarray:
 
 
 def _pixels_batch(samples: np.ndarray) -> list[np.ndarray]:
-    # cvRound of the float32 value (half to even); beyond +-2^30 px (no real lane) clipped, where
-    # OpenCV's conversion would overflow
-    q = np.rint(np.clip(np.nan_to_num(samples, nan=0.0), -(2.0**30), 2.0**30)).astype(np.int32)
+    q = _round(samples).astype(np.int32)
     keep = np.ones(q.shape[:2], bool)
     keep[:, 1:] = (q[:, 1:] != q[:, :-1]).any(axis=2)
     out = []
@@ -171,12 +173,40 @@ class LaneMask:
         cv2.polylines(self.mask, [q.reshape(-1, 1, 2)], False, 1, thickness=CULANE_WIDTH_PX)
         self.area = int(np.count_nonzero(self.mask))
 
+    @classmethod
+    def from_spans(cls, left: np.ndarray, right: np.ndarray) -> "LaneMask":
+        """A lane given as row spans (left > right: an empty row) as its bounding-box crop."""
+        m = cls.__new__(cls)
+        rows = np.flatnonzero(right >= left)
+        if not len(rows):
+            m.x0 = m.y0 = m.x1 = m.y1 = 0
+            m.mask, m.area = np.zeros((0, 0), np.uint8), 0
+            return m
+        m.y0, m.y1 = int(rows[0]), int(rows[-1]) + 1
+        m.x0, m.x1 = int(left[rows].min()), int(right[rows].max()) + 1
+        cols = np.arange(m.x0, m.x1)
+        m.mask = ((cols >= left[m.y0 : m.y1, None]) & (cols <= right[m.y0 : m.y1, None])).astype(np.uint8)
+        m.area = int(np.count_nonzero(m.mask))
+        return m
+
     def full(self) -> np.ndarray:
         """The 1640x590 mask (for tests and pictures)."""
         W, H = CULANE_IMAGE_SIZE
         out = np.zeros((H, W), np.uint8)
         out[self.y0 : self.y1, self.x0 : self.x1] = self.mask
         return out
+
+    def pixels_within(self, left: np.ndarray, right: np.ndarray) -> int:
+        """How many of the lane's pixels lie in the row spans [left[y], right[y]] of the image."""
+        if not self.area:
+            return 0
+        n = self.x1 - self.x0
+        l = np.clip(left[self.y0 : self.y1].astype(np.int64) - self.x0, 0, n)
+        r = np.clip(right[self.y0 : self.y1].astype(np.int64) - self.x0 + 1, 0, n)
+        cs = np.zeros((self.y1 - self.y0, self.x1 - self.x0 + 1), np.int64)
+        np.cumsum(self.mask, axis=1, out=cs[:, 1:])
+        rows = np.arange(len(l))
+        return int(np.where(r > l, cs[rows, np.maximum(r, l)] - cs[rows, l], 0).sum())
 
     def intersection(self, other: "LaneMask") -> int:
         x0, y0 = max(self.x0, other.x0), max(self.y0, other.y0)
@@ -199,12 +229,12 @@ def _iou(pm: list[LaneMask], gm: list[LaneMask]) -> np.ndarray:
 
 
 # ---- lanes from arrays --------------------------------------------------------------------------
-def _frame_pixels(x: np.ndarray, rows, image_width: float, image_height: float) -> list[list[np.ndarray]]:
-    """x[T, L, R] at `rows` (source px; NaN or x < 0 = no point) -> per frame, per lane with >= 2
-    points (in lane order), the integer points the evaluator draws between (`_pixels`)."""
+def _frame_vertices(x: np.ndarray, rows, image_width: float, image_height: float):
+    """x[T, L, R] at `rows` (source px; NaN or x < 0 = no point) -> groups of lanes with >= 2 points
+    as (frame [G], lane [G], integer vertices [G, S, 2] the evaluator draws between: cvRound of the
+    float32 samples, repeats kept)."""
     W, H = CULANE_IMAGE_SIZE
     x = np.asarray(x, np.float64)
-    T, L = x.shape[:2]
     rows = np.asarray(rows, np.float64)
     order = np.argsort(-rows, kind="stable")  # bottom-up
     x = x[..., order]
@@ -215,23 +245,129 @@ def _frame_pixels(x: np.ndarray, rows, image_width: float, image_height: float) 
     valid &= np.isfinite(X)  # beyond float32 (> 3e38 px): no point
     Y = (rows[order] * H / image_height).astype(np.float32)
     cnt = valid.sum(axis=2)
-    out: list[list] = [[None] * L for _ in range(T)]
     for n in np.unique(cnt[cnt >= 2]):
         t, l = np.nonzero(cnt == n)
         idx = np.argsort(~valid[t, l], axis=1, kind="stable")[:, :n]  # the present points, in order
         P = np.stack([np.take_along_axis(X[t, l], idx, axis=1), Y[idx]], axis=2)  # [G, n, 2] float32
         zero = (P[:, 1:] == P[:, :-1]).all(axis=2).any(axis=1)  # a repeated point (not with distinct rows)
         for k in np.flatnonzero(zero):
-            out[t[k]][l[k]] = _pixels(spline_points(P[k]))
+            yield t[k : k + 1], l[k : k + 1], _round(spline_points(P[k])[None])
         ok = np.flatnonzero(~zero)
         if n > 2 and len(ok):
             coef = _spline_coefficients(P[ok])
         for s in range(0, len(ok), _CHUNK_LANES):
             sl = slice(s, s + _CHUNK_LANES)
             S = P[ok[sl]] if n == 2 else _spline_samples(tuple(v[sl] for v in coef), P[ok[sl], -1])
-            for k, q in zip(ok[sl], _pixels_batch(S)):
-                out[t[k]][l[k]] = q
-    return [[p for p in frame if p is not None] for frame in out]
+            yield t[ok[sl]], l[ok[sl]], _round(S)
+
+
+def _frame_pixels(x: np.ndarray, rows, image_width: float, image_height: float) -> list[list[np.ndarray]]:
+    """Per frame, per lane with >= 2 points (in lane order), the integer points cv::line receives,
+    consecutive repeats merged (`_pixels`): what the OpenCV path draws."""
+    out: list[dict] = [{} for _ in range(len(x))]
+    for t, l, q in _frame_vertices(x, rows, image_width, image_height):
+        for tk, lk, p in zip(t, l, _pixels_batch(q)):
+            out[tk][lk] = p
+    return [[f[k] for k in sorted(f)] for f in out]
+
+
+class _Lanes:
+    """One side's lanes of a chunk of frames: row spans of every lane, and the drawn masks of the
+    few whose rows are not one run (`drawn`); `frames[t]` lists frame t's lanes in lane order."""
+
+    def __init__(self, x, rows, image_width: float, image_height: float):
+        W, H = CULANE_IMAGE_SIZE
+        T = len(x)
+        ids, lefts, rights, self.drawn = [], [], [], {}
+        n = 0
+        for t, l, q in _frame_vertices(x, rows, image_width, image_height):
+            left, right, ok = SP.lane_spans(q, W, H, CULANE_WIDTH_PX)
+            for k in np.flatnonzero(~ok):  # drawn by OpenCV
+                m = _mask(_pixels_batch(q[k : k + 1])[0])
+                spans = SP.spans_of_mask(m.mask, m.x0, m.y0, W, H)
+                if spans is None:
+                    self.drawn[n + k] = m
+                else:
+                    left[k], right[k] = spans
+            ids.append(np.stack([t, l, n + np.arange(len(t))], axis=1))
+            lefts.append(left)
+            rights.append(right)
+            n += len(t)
+        self.left = np.concatenate(lefts) if lefts else np.zeros((0, H), np.int32)
+        self.right = np.concatenate(rights) if rights else np.zeros((0, H), np.int32)
+        self.area = SP.areas(self.left, self.right)
+        ids = np.concatenate(ids) if ids else np.zeros((0, 3), np.int64)
+        ids = ids[np.lexsort((ids[:, 1], ids[:, 0]))]
+        cut = np.searchsorted(ids[:, 0], np.arange(T + 1))
+        self.frames = [ids[cut[t] : cut[t + 1], 2] for t in range(T)]
+
+    @property
+    def nbytes(self) -> int:
+        return self.left.nbytes + self.right.nbytes + sum(m.mask.nbytes for m in self.drawn.values())
+
+    def mask(self, i: int) -> "LaneMask":
+        if i in self.drawn:
+            return self.drawn[i]
+        return LaneMask.from_spans(self.left[i], self.right[i])
+
+
+_GT_LANES: dict = {}  # content hash of a GT chunk -> its _Lanes, oldest first
+
+
+def _gt_lanes(gt: np.ndarray, rows, image_width: float, image_height: float) -> _Lanes:
+    """GT lanes as spans once for every runner, pipeline and perturbation scored on the same frames
+    (kept by content, not by name; the oldest dropped beyond _MASK_CACHE_BYTES)."""
+    import hashlib
+
+    h = hashlib.sha1(np.ascontiguousarray(gt, np.float64).tobytes())
+    h.update(np.ascontiguousarray(rows, np.float64).tobytes())
+    h.update(np.array([image_width, image_height, *gt.shape], np.float64).tobytes())
+    key = h.digest()
+    lanes = _GT_LANES.pop(key, None) or _Lanes(gt, rows, image_width, image_height)
+    _GT_LANES[key] = lanes
+    while sum(v.nbytes for v in _GT_LANES.values()) > _MASK_CACHE_BYTES and len(_GT_LANES) > 1:
+        _GT_LANES.pop(next(iter(_GT_LANES)))
+    return lanes
+
+
+def _round(samples: np.ndarray) -> np.ndarray:
+    """cvRound of the float32 samples (half to even); beyond +-2^30 px (no real lane) clipped, where
+    OpenCV's conversion would overflow."""
+    return np.rint(np.clip(np.nan_to_num(samples, nan=0.0), -(2.0**30), 2.0**30)).astype(np.int64)
+
+
+def _pair_iou(P: _Lanes, G: _Lanes) -> list[np.ndarray]:
+    """Per frame, the [Lp, Lg] IoU of its predicted and GT lanes."""
+    pairs = [(np.repeat(p, len(g)), np.tile(g, len(p))) for p, g in zip(P.frames, G.frames)]
+    a = np.concatenate([p for p, _ in pairs]) if pairs else np.zeros(0, np.int64)
+    b = np.concatenate([g for _, g in pairs]) if pairs else np.zeros(0, np.int64)
+    inter = np.zeros(len(a), np.int64)
+    for s in range(0, len(a), 1024):  # bounds the [pairs, rows] temporaries
+        inter[s : s + 1024] = SP.intersections(P.left[a[s : s + 1024]], P.right[a[s : s + 1024]],
+                                               G.left[b[s : s + 1024]], G.right[b[s : s + 1024]])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(inter > 0, inter / (P.area[a] + G.area[b] - inter), 0.0)
+    out, at = [], 0
+    for p, g in zip(P.frames, G.frames):
+        m = iou[at : at + len(p) * len(g)].reshape(len(p), len(g))
+        at += len(p) * len(g)
+        for r, i in enumerate(p):  # pairs with a lane whose rows are not one run: counted on its drawing
+            for c, j in enumerate(g):
+                if i in P.drawn or j in G.drawn:
+                    m[r, c] = _mixed_iou(P, i, G, j)
+        out.append(m)
+    return out
+
+
+def _mixed_iou(P: _Lanes, i: int, G: _Lanes, j: int) -> float:
+    if i in P.drawn and j in G.drawn:
+        a, b = P.drawn[i], G.drawn[j]
+        inter, area = a.intersection(b), a.area + b.area
+    else:
+        (a, la, lb), (sl, sr) = ((P.drawn[i], P.area[i], G.area[j]), (G.left[j], G.right[j])) if i in P.drawn else \
+            ((G.drawn[j], G.area[j], P.area[i]), (P.left[i], P.right[i]))
+        inter, area = a.pixels_within(sl, sr), la + lb
+    return inter / (area - inter) if inter else 0.0
 
 
 # ---- public API ---------------------------------------------------------------------------------
@@ -275,12 +411,11 @@ def culane_counts_at(pred, pred_rows, gt, gt_rows, image_width: float, image_hei
     out = [np.zeros((T, 3)) for _ in ious]
     thr = np.asarray(ious, np.float64)
     for s in range(0, T, _CHUNK_FRAMES):
-        P = _frame_pixels(pred[s : s + _CHUNK_FRAMES], pred_rows, image_width, image_height)
-        G = _frame_pixels(gt[s : s + _CHUNK_FRAMES], gt_rows, image_width, image_height)
-        for k, (pf, gf) in enumerate(zip(P, G)):
-            n_p, n_g = len(pf), len(gf)
+        P = _Lanes(pred[s : s + _CHUNK_FRAMES], pred_rows, image_width, image_height)
+        G = _gt_lanes(gt[s : s + _CHUNK_FRAMES], gt_rows, image_width, image_height)
+        for k, m in enumerate(_pair_iou(P, G)):
+            n_p, n_g = m.shape
             if n_p and n_g:
-                m = _iou([_mask(q) for q in pf], [_mask(q) for q in gf])
                 touch = m > 0
                 if (touch.sum(axis=0) > 1).any() or (touch.sum(axis=1) > 1).any():
                     r, c = linear_sum_assignment(-m)

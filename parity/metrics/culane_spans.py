@@ -1,0 +1,156 @@
+"""The official CULane evaluator's lane strokes as one span per image row, without drawing them.
+
+`cv::polylines(mask, lane, false, 1, 30)` draws, for every pair of consecutive integer vertices, a
+filled disc of radius 15 at both ends and the quadrilateral between them (OpenCV's ThickLine), so a
+lane's mask is the union of one *stamp* per segment: the two-point polyline [v_i, v_i+1]. OpenCV's
+integer rasterisation is translation invariant for integer vertices, so a stamp depends only on its
+step d = v_i+1 - v_i; each step's stamp is drawn once, by OpenCV itself, on a small canvas and kept.
+
+When the lane's vertices are monotone in y and every stamp is row-convex (one run of pixels per
+row), the union is row-convex too: the segments meeting a row form one run of consecutive indices,
+and consecutive stamps share the disc at their common vertex. Each row of the mask is then the
+interval [min of the stamps' lefts, max of their rights], computed here as (a) the discs: the
+leftmost/rightmost vertex of each row slid over the disc's 31 rows, plus (b) for the steps whose
+quadrilateral reaches beyond its two discs (diagonals, longer steps), those rows' extents. Areas and
+intersections are then sums over rows of interval lengths and overlaps: exact, and no pixel is drawn.
+
+Anything else (a lane that turns back in y, a step whose stamp has two runs in a row, a step longer
+than MAX_STEP, vertices far above or below the image) is left to the caller, which draws it with
+OpenCV; tests/test_culane.py checks spans against OpenCV's drawing on full canvases.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+MAX_STEP = 32  # longer steps (sparse samples of long segments) are drawn by the caller
+_ROWS_OFF = 64  # rows kept above and below the image for vertices just outside it
+_NEAR = 16  # vertices may lie this far above or below the image (their discs reach into it)
+_FAR = 1 << 28  # |x| beyond this is far off any image: clipped, so spans fit int32
+_BIG = np.int32(1 << 29)
+
+
+def _draw(points, thickness: int, size: int) -> np.ndarray:
+    import cv2
+
+    m = np.zeros((size, size), np.uint8)
+    cv2.polylines(m, [np.asarray(points, np.int32).reshape(-1, 1, 2)], False, 1, thickness=thickness)
+    return m
+
+
+def _row_extents(m: np.ndarray, o: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Rows (offset by -o) with pixels, their first and last columns (offset by -o), and whether every
+    row is one run."""
+    rows = np.flatnonzero(m.any(axis=1))
+    first = m[rows].argmax(axis=1)
+    last = m.shape[1] - 1 - m[rows, ::-1].argmax(axis=1)
+    convex = bool((m[rows].sum(axis=1, dtype=np.int64) == last - first + 1).all())
+    return rows - o, first - o, last - o, convex
+
+
+@functools.lru_cache(maxsize=4)
+def disc(thickness: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(radius R, left[2R+1], right[2R+1]): the cap OpenCV draws at a vertex, row r - R covering
+    columns [c + left[r], c + right[r]] of a vertex at column c."""
+    o = thickness + 2
+    rows, first, last, convex = _row_extents(_draw([(o, o), (o, o)], thickness, 2 * o + 1), o)
+    R = int(-rows[0])
+    if not (convex and np.array_equal(rows, np.arange(-R, R + 1))):
+        raise RuntimeError(f"OpenCV's {thickness} px cap is not one run per row: the span rasteriser does not apply")
+    return R, first.astype(np.int64), last.astype(np.int64)
+
+
+@functools.lru_cache(maxsize=8192)
+def stamp_extension(dx: int, dy: int, thickness: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The rows where segment [0, (dx, dy)]'s stamp reaches beyond its two end discs, as (row offsets,
+    lefts, rights) from the first vertex; None when the stamp is not one run per row."""
+    R, dl, dr = disc(thickness)
+    o = R + MAX_STEP + 2
+    rows, first, last, convex = _row_extents(_draw([(o, o), (o + dx, o + dy)], thickness, 2 * o + 1), o)
+    if not convex:
+        return None
+    lo, hi = np.full(len(rows), _BIG), np.full(len(rows), -_BIG)
+    for cy, cx in ((0, 0), (dy, dx)):  # the two discs' extents in each stamp row
+        r = rows - cy
+        on = np.abs(r) <= R
+        lo[on] = np.minimum(lo[on], cx + dl[r[on] + R])
+        hi[on] = np.maximum(hi[on], cx + dr[r[on] + R])
+    ext = (first < lo) | (last > hi)
+    return rows[ext].astype(np.int64), first[ext].astype(np.int64), last[ext].astype(np.int64)
+
+
+def lane_spans(q: np.ndarray, width: int, height: int, thickness: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer vertices q[G, S, 2] (x, y; repeats allowed) of G lanes -> (left, right [G, height]
+    int32, clipped to the image, left > right for an empty row; ok [G]): the rows of each lane's
+    mask where `ok`; lanes not ok are the caller's to draw."""
+    G, S, _ = q.shape
+    R, dl, dr = disc(thickness)
+    x, y = np.clip(q[..., 0], -_FAR, _FAR).astype(np.int32), q[..., 1]
+    d = np.diff(q, axis=1)
+    ok = ((d[..., 1] <= 0).all(axis=1) | (d[..., 1] >= 0).all(axis=1))
+    ok &= ((y >= -_NEAR) & (y < height + _NEAR)).all(axis=1) & (np.abs(d) <= MAX_STEP).all(axis=(1, 2))
+    Hp = height + 2 * _ROWS_OFF
+    yy = (np.clip(y, -_NEAR, height + _NEAR - 1) + _ROWS_OFF).astype(np.int64)
+    flat = (np.arange(G)[:, None] * Hp + yy).ravel()
+    minx, maxx = np.full(G * Hp, _BIG), np.full(G * Hp, -_BIG)
+    np.minimum.at(minx, flat, x.ravel())
+    np.maximum.at(maxx, flat, x.ravel())
+    minx, maxx = minx.reshape(G, Hp), maxx.reshape(G, Hp)
+    left, right = np.full((G, height), _BIG), np.full((G, height), -_BIG)
+    for r in range(-R, R + 1):  # a vertex on row v covers row v + r with its disc's row r
+        rows = slice(_ROWS_OFF - r, _ROWS_OFF - r + height)
+        np.minimum(left, minx[:, rows] + np.int32(dl[r + R]), out=left)
+        np.maximum(right, maxx[:, rows] + np.int32(dr[r + R]), out=right)
+    _add_extensions(left, right, x, y, d, ok, height, thickness)
+    np.clip(left, 0, width, out=left)  # an empty row stays left > right
+    np.clip(right, -1, width - 1, out=right)
+    return left, right, ok
+
+
+def _add_extensions(left, right, x, y, d, ok, height, thickness) -> None:
+    """The quadrilaterals reaching beyond their discs; a lane with a step that is not row-convex is not ok."""
+    g, i = np.nonzero((d != 0).any(axis=2) & ok[:, None])
+    if not len(g):
+        return
+    code = (d[g, i, 0] + MAX_STEP) * (2 * MAX_STEP + 1) + (d[g, i, 1] + MAX_STEP)
+    codes, inverse = np.unique(code, return_inverse=True)
+    exts = [stamp_extension(int(c // (2 * MAX_STEP + 1)) - MAX_STEP, int(c % (2 * MAX_STEP + 1)) - MAX_STEP, thickness) for c in codes]
+    convex = np.array([e is not None for e in exts])
+    ok[g[~convex[inverse]]] = False
+    exts = [e if e is not None else (np.zeros(0, np.int64),) * 3 for e in exts]
+    n = np.array([len(e[0]) for e in exts])
+    if not n.sum():
+        return
+    start = np.r_[0, np.cumsum(n)[:-1]]
+    rows, el, er = (np.concatenate([e[k] for e in exts]) for k in range(3))
+    per = n[inverse] * convex[inverse]  # extension rows of each step
+    seg = np.repeat(np.arange(len(g)), per)
+    at = np.repeat(start[inverse], per) + np.arange(per.sum()) - np.repeat(np.cumsum(per) - per, per)
+    yy = y[g[seg], i[seg]] + rows[at]
+    keep = (yy >= 0) & (yy < height)
+    seg, at, yy = seg[keep], at[keep], yy[keep]
+    flat = g[seg] * height + yy
+    xx = x[g[seg], i[seg]]
+    np.minimum.at(left.reshape(-1), flat, (xx + el[at]).astype(np.int32))
+    np.maximum.at(right.reshape(-1), flat, (xx + er[at]).astype(np.int32))
+
+
+def areas(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    return np.clip(right - left + 1, 0, None).sum(axis=-1, dtype=np.int64)
+
+
+def intersections(la, ra, lb, rb) -> np.ndarray:
+    """Pixels two row-span masks share, per pair (leading axes broadcast)."""
+    return np.clip(np.minimum(ra, rb) - np.maximum(la, lb) + 1, 0, None).sum(axis=-1, dtype=np.int64)
+
+
+def spans_of_mask(mask: np.ndarray, x0: int, y0: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A drawn crop (at x0, y0 of the image) as row spans, or None when a row has two runs."""
+    left, right = np.full(height, 1, np.int32), np.full(height, 0, np.int32)
+    if mask.size:
+        rows, first, last, convex = _row_extents(mask, 0)
+        if not convex:
+            return None
+        left[rows + y0], right[rows + y0] = first + x0, last + x0
+    return left, right
