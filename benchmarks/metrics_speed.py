@@ -84,7 +84,9 @@ def main() -> None:
                          "f1_50_30_on_these_frames": bench_f1, "default_cases": cases},
               "python": sys.version.split()[0]}
     result["targets"] = [{"name": f"every lane metric but CULane F1 on {T:,} frames, one core", "measured": lane_total, "unit": "s",
-                          "target": "< 1", "met": lane_total < 1.0}]
+                          "target": "< 1", "met": lane_total < 1.0},
+                         {"name": "exact CULane F1 on the default suite, per frame per runner (GT spans reused, as across runners)", "measured": cases["ms_per_frame"],
+                          "unit": "ms", "target": "<= 0.5", "met": cases["ms_per_frame"] <= 0.5}]
     out = ROOT / "reports" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     write_result(out / "metrics_speed.json", result)
@@ -95,16 +97,15 @@ def main() -> None:
     md += ["", f"All lane metrics but CULane F1 together: **{lane_total:.3f} s** (target < 1 s). Raw tensor parity runs on the "
            f"{T:,} x 101 x {R} x {L} logits ({logits.nbytes / 1e9:.1f} GB of float32 per runner), so it is reported apart.",
            "", "## CULane F1", "",
-           "CULane F1 draws every lane as the official evaluator does (spline, 30 px strokes on the 1640x590 "
-           "canvas) and does not meet the 1 s target: it is timed apart, per frame, on the first "
+           "CULane F1 counts every lane's pixels as the official evaluator draws them (spline, 30 px strokes on the 1640x590 "
+           "canvas; held as one span per row, OpenCV's drawing only for lanes with two runs in a row) and is timed apart, per frame, on the first "
            f"{n_cu:,} of the same frames (4 + 4 lanes, {R} rows, 1280x720; IoU at 0.5 and 0.3 from one drawing), "
            "beside the row-integrated approximation it replaced (kept in this file only to compare; it was not F1).", "",
            "| version | ms per frame | frames per second |", "|---|---:|---:|"]
     md += [f"| {k} | {v:.3f} | {1e3 / v:,.0f} |" for k, v in cu.items()]
     md += ["", f"The official rasterisation costs **{cu[new_name]:.2f} ms per frame**, {ratio:,.0f}x the old approximation; "
-           f"10,000 such frames take {cu[new_name] * 10:.0f} s. Most of it is OpenCV drawing each lane's polyline "
-           f"({vertices:.0f} vertices on average, after merging the {(R - 1) * 50 + 1:,} spline samples that fall on "
-           "the same pixel), then the spline. "
+           f"10,000 such frames take {cu[new_name] * 10:.0f} s ({vertices:.0f} distinct pixels per lane on average, of "
+           f"{(R - 1) * 50 + 1:,} spline samples). "
            f"F1 at 0.5 / 0.3 on these frames: new {bench_f1[new_name][0]:.4f} / {bench_f1[new_name][1]:.4f}, "
            f"old {bench_f1[old_name][0]:.4f} / {bench_f1[old_name][1]:.4f}.", "",
            f"On the default suite ({cases['frames']:,} labelled frames, 640x360, {cases['rows']} GT rows) CULane F1 takes "
