@@ -296,6 +296,8 @@ class _Lanes:
         self.left = np.concatenate(lefts) if lefts else np.zeros((0, H), np.int32)
         self.right = np.concatenate(rights) if rights else np.zeros((0, H), np.int32)
         self.area = SP.areas(self.left, self.right)
+        for i, m in self.drawn.items():  # their spans are not their pixels
+            self.area[i] = m.area
         ids = np.concatenate(ids) if ids else np.zeros((0, 3), np.int64)
         ids = ids[np.lexsort((ids[:, 1], ids[:, 0]))]
         cut = np.searchsorted(ids[:, 0], np.arange(T + 1))
@@ -364,9 +366,8 @@ def _mixed_iou(P: _Lanes, i: int, G: _Lanes, j: int) -> float:
         a, b = P.drawn[i], G.drawn[j]
         inter, area = a.intersection(b), a.area + b.area
     else:
-        (a, la, lb), (sl, sr) = ((P.drawn[i], P.area[i], G.area[j]), (G.left[j], G.right[j])) if i in P.drawn else \
-            ((G.drawn[j], G.area[j], P.area[i]), (P.left[i], P.right[i]))
-        inter, area = a.pixels_within(sl, sr), la + lb
+        a, (sl, sr) = (P.drawn[i], (G.left[j], G.right[j])) if i in P.drawn else (G.drawn[j], (P.left[i], P.right[i]))
+        inter, area = a.pixels_within(sl, sr), P.area[i] + G.area[j]
     return inter / (area - inter) if inter else 0.0
 
 
