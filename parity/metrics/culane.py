@@ -55,7 +55,7 @@ SPLINE_STEPS = 50
 _PAD = CULANE_WIDTH_PX // 2 + 2  # the drawing reaches 15 px (round caps, polygon edges) from a point
 _CHUNK_FRAMES = 256  # frames resampled and drawn together (bounds the memory of the samples)
 _CHUNK_LANES = 64  # lanes per spline evaluation and span computation
-_MASK_CACHE_BYTES = 256 << 20  # drawn lanes kept for the next runner scored on the same frames
+_MASK_CACHE_BYTES = 256 << 20  # per cache: GT spans and drawn lanes kept for the next runner scored on the same frames
 
 
 # ---- resampling: Spline::splineInterpTimes, vectorised over lanes of the same point count -------
@@ -284,7 +284,7 @@ class _Lanes:
             left, right, ok = SP.lane_spans(q, W, H, CULANE_WIDTH_PX)
             for k in np.flatnonzero(~ok):  # drawn by OpenCV
                 m = _mask(_pixels_batch(q[k : k + 1])[0])
-                spans = SP.spans_of_mask(m.mask, m.x0, m.y0, W, H)
+                spans = SP.spans_of_mask(m.mask, m.x0, m.y0, H)
                 if spans is None:
                     self.drawn[n + k] = m
                 else:
@@ -313,23 +313,35 @@ class _Lanes:
         return LaneMask.from_spans(self.left[i], self.right[i])
 
 
-_GT_LANES: dict = {}  # content hash of a GT chunk -> its _Lanes, oldest first
+class _Recent:
+    """Values by content key, the least recently used dropped once their bytes pass `budget`."""
+
+    def __init__(self, budget: int, size):
+        self.budget, self.size, self.bytes, self.store = budget, size, 0, {}
+
+    def get(self, key: bytes, make):
+        value = self.store.pop(key, None)
+        if value is None:
+            value = make()
+            self.bytes += self.size(value)
+        self.store[key] = value
+        while self.bytes > self.budget and len(self.store) > 1:
+            self.bytes -= self.size(self.store.pop(next(iter(self.store))))
+        return value
+
+
+_GT_LANES = _Recent(_MASK_CACHE_BYTES, lambda lanes: lanes.nbytes)  # content hash of a GT chunk -> its _Lanes
 
 
 def _gt_lanes(gt: np.ndarray, rows, image_width: float, image_height: float) -> _Lanes:
     """GT lanes as spans once for every runner, pipeline and perturbation scored on the same frames
-    (kept by content, not by name; the oldest dropped beyond _MASK_CACHE_BYTES)."""
+    (kept by content, not by name)."""
     import hashlib
 
     h = hashlib.sha1(np.ascontiguousarray(gt, np.float64).tobytes())
     h.update(np.ascontiguousarray(rows, np.float64).tobytes())
     h.update(np.array([image_width, image_height, *gt.shape], np.float64).tobytes())
-    key = h.digest()
-    lanes = _GT_LANES.pop(key, None) or _Lanes(gt, rows, image_width, image_height)
-    _GT_LANES[key] = lanes
-    while sum(v.nbytes for v in _GT_LANES.values()) > _MASK_CACHE_BYTES and len(_GT_LANES) > 1:
-        _GT_LANES.pop(next(iter(_GT_LANES)))
-    return lanes
+    return _GT_LANES.get(h.digest(), lambda: _Lanes(gt, rows, image_width, image_height))
 
 
 def _round(samples: np.ndarray) -> np.ndarray:
@@ -353,22 +365,21 @@ def _pair_iou(P: _Lanes, G: _Lanes) -> list[np.ndarray]:
     for p, g in zip(P.frames, G.frames):
         m = iou[at : at + len(p) * len(g)].reshape(len(p), len(g))
         at += len(p) * len(g)
-        for r, i in enumerate(p):  # pairs with a lane whose rows are not one run: counted on its drawing
-            for c, j in enumerate(g):
-                if i in P.drawn or j in G.drawn:
-                    m[r, c] = _mixed_iou(P, i, G, j)
+        if P.drawn or G.drawn:  # pairs with a lane whose rows are not one run: counted on its drawing
+            for r, c in zip(*np.nonzero(np.isin(p, list(P.drawn))[:, None] | np.isin(g, list(G.drawn))[None, :])):
+                m[r, c] = _mixed_iou(P, p[r], G, g[c])
         out.append(m)
     return out
 
 
 def _mixed_iou(P: _Lanes, i: int, G: _Lanes, j: int) -> float:
     if i in P.drawn and j in G.drawn:
-        a, b = P.drawn[i], G.drawn[j]
-        inter, area = a.intersection(b), a.area + b.area
+        inter = P.drawn[i].intersection(G.drawn[j])
+    elif i in P.drawn:
+        inter = P.drawn[i].pixels_within(G.left[j], G.right[j])
     else:
-        a, (sl, sr) = (P.drawn[i], (G.left[j], G.right[j])) if i in P.drawn else (G.drawn[j], (P.left[i], P.right[i]))
-        inter, area = a.pixels_within(sl, sr), P.area[i] + G.area[j]
-    return inter / (area - inter) if inter else 0.0
+        inter = G.drawn[j].pixels_within(P.left[i], P.right[i])
+    return inter / (P.area[i] + G.area[j] - inter) if inter else 0.0
 
 
 # ---- public API ---------------------------------------------------------------------------------
@@ -431,25 +442,15 @@ def culane_counts_at(pred, pred_rows, gt, gt_rows, image_width: float, image_hei
     return out
 
 
-_MASKS: dict = {}  # sha1 of a lane's pixels -> its LaneMask, oldest first
-_MASK_BYTES = [0]
+_MASKS = _Recent(_MASK_CACHE_BYTES, lambda m: m.mask.nbytes)  # sha1 of a lane's pixels -> its LaneMask
 
 
 def _mask(q: np.ndarray) -> LaneMask:
-    """The lane drawn once per distinct set of pixels: GT is the same for every runner and pipeline,
-    and a reduced-precision runner's lanes mostly round to the same pixels as torch's; drawing is
-    most of CULane F1's cost. The oldest drawings are dropped beyond _MASK_CACHE_BYTES."""
+    """A lane with two runs in a row, drawn once per distinct set of pixels (a reduced-precision
+    runner's lanes mostly round to the same pixels as torch's)."""
     import hashlib
 
-    key = hashlib.sha1(np.ascontiguousarray(q).tobytes()).digest()
-    m = _MASKS.pop(key, None)
-    if m is None:
-        m = LaneMask(pixels=q)
-        _MASK_BYTES[0] += m.mask.nbytes
-    _MASKS[key] = m
-    while _MASK_BYTES[0] > _MASK_CACHE_BYTES and len(_MASKS) > 1:
-        _MASK_BYTES[0] -= _MASKS.pop(next(iter(_MASKS))).mask.nbytes
-    return m
+    return _MASKS.get(hashlib.sha1(np.ascontiguousarray(q).tobytes()).digest(), lambda: LaneMask(pixels=q))
 
 
 def culane_counts(pred, pred_rows, gt, gt_rows, image_width: float, image_height: float, iou: float = 0.5) -> np.ndarray:

@@ -145,7 +145,7 @@ def intersections(la, ra, lb, rb) -> np.ndarray:
     return np.clip(np.minimum(ra, rb) - np.maximum(la, lb) + 1, 0, None).sum(axis=-1, dtype=np.int64)
 
 
-def spans_of_mask(mask: np.ndarray, x0: int, y0: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray] | None:
+def spans_of_mask(mask: np.ndarray, x0: int, y0: int, height: int) -> tuple[np.ndarray, np.ndarray] | None:
     """A drawn crop (at x0, y0 of the image) as row spans, or None when a row has two runs."""
     left, right = np.full(height, 1, np.int32), np.full(height, 0, np.int32)
     if mask.size:
