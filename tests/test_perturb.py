@@ -67,11 +67,60 @@ def test_seed_changes_random_perturbations_only(setup):
     assert _prepare(case, pipe, "gamma", 3, ctx, seed=0)[0].tobytes() == _prepare(case, pipe, "gamma", 3, ctx, seed=1)[0].tobytes()
 
 
+def _plain_jpeg(rgb, q):
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+
+
+def _plain_chroma(rgb, v):
+    import cv2
+
+    ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
+    h, w = rgb.shape[:2]
+    small = cv2.resize(np.ascontiguousarray(ycc[..., 1:]), (max(1, w // v), max(1, h // v)), interpolation=cv2.INTER_AREA)
+    ycc[..., 1:] = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+    return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
+
+
+def _plain_shot(rgb, v, rng):
+    bank = perturb._noise_bank(*rgb.shape[:2])
+    h, w = rgb.shape[:2]
+    dy, dx = int(rng.integers(0, 97)), int(rng.integers(0, 131))
+    fy, fx = rng.integers(0, 2, 2)
+    noise = bank[dy : dy + h, dx : dx + w][:: -1 if fy else 1, :: -1 if fx else 1]
+    sigma = np.sqrt(np.arange(256, dtype=np.float32) * np.float32(255.0 / v))[rgb]
+    return np.clip(rgb.astype(np.float32) + noise * sigma + 0.5, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name,plain", [("jpeg", _plain_jpeg), ("chroma_subsampling", _plain_chroma), ("shot_noise", _plain_shot)])
+def test_fast_raw_perturbations_equal_their_plain_numpy_form(setup, name, plain):
+    """The OpenCV-call-order rewrites (no negative-stride views, mixChannels, mirrored banks) change no pixel."""
+    case, pipe, _, _ = setup
+    p = perturb.get(name)
+    for frame in (0, 1):
+        rgb = pipe.decode(case, frame, "nv12")
+        for sev in range(1, 6):
+            a = perturb.Applied(p, sev, 3, case.name)
+            args = (a.v, a.rng(frame)) if name == "shot_noise" else (a.v,)
+            assert np.array_equal(a.raw(rgb.copy(), frame), plain(rgb.copy(), *args)), (name, sev, frame)
+
+
 def test_fp16_cast_is_exact_fp16_and_bf16_rounding():
     x = np.float32([1.0001, -3.14159, 1e-3, 65504.0])
     np.testing.assert_array_equal(perturb.get("fp16_input_cast").fn(x, 10, None, {}), x.astype(np.float16).astype(np.float32))
     bf16 = perturb.get("fp16_input_cast").fn(x, 7, None, {})
     assert np.all((bf16.view(np.uint32) & 0xFFFF) == 0) and np.allclose(bf16, x, rtol=2**-8)
+    import torch
+
+    # The generic mantissa rounding at 7 bits is torch's bfloat16 cast, ties included (1 + 2^-8 + k 2^-7 are ties).
+    ties = np.float32(1 + 2.0**-8 + np.arange(8) * 2.0**-7)
+    y = np.concatenate([ties, -ties, np.random.default_rng(0).standard_normal(10_000).astype(np.float32) * 40])
+    torch_bf16 = torch.from_numpy(y).to(torch.bfloat16).float().numpy()
+    np.testing.assert_array_equal(perturb.round_mantissa(y, 7), torch_bf16)
+    np.testing.assert_array_equal(perturb.get("fp16_input_cast").fn(y, 7, None, {}), torch_bf16)
+    assert not np.array_equal(perturb.round_mantissa(y, 5), torch_bf16)
 
 
 def test_fgsm_raises_the_loss(setup):

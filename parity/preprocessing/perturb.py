@@ -146,12 +146,23 @@ def _trunc(x, v, rng):
 def _fp16(x, v, rng, ctx):
     if v == 10:
         return x.astype(np.float16).astype(np.float32)
-    bits = x.astype(np.float32).view(np.uint32)
+    if v == 7:  # bfloat16: torch's cast rounds half to even as below, in one pass
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(torch.bfloat16).float().numpy()
+    return round_mantissa(x, v)
+
+
+def round_mantissa(x: np.ndarray, v: int) -> np.ndarray:
+    """float32 rounded half to even to a v-bit mantissa (the exponent kept)."""
+    bits = np.array(x, dtype=np.float32).view(np.uint32)
     drop = np.uint32(23 - v)
-    half = np.uint32(1) << (drop - np.uint32(1))
-    mask = ~((np.uint32(1) << drop) - np.uint32(1))
-    lsb = (bits >> drop) & np.uint32(1)
-    return ((bits + half - np.uint32(1) + lsb) & mask).view(np.float32)  # round half to even
+    lsb = bits >> drop
+    lsb &= np.uint32(1)
+    bits += (np.uint32(1) << (drop - np.uint32(1))) - np.uint32(1)  # round half to even: + half - 1 + lsb, truncate
+    bits += lsb
+    bits &= ~((np.uint32(1) << drop) - np.uint32(1))
+    return bits.view(np.float32)
 
 
 # ---- camera geometry (raw stage) -------------------------------------------------------------------
@@ -222,8 +233,12 @@ def _contrast(rgb, v, rng):
 def _wb(rgb, v, rng):
     import cv2
 
-    lut = np.stack([_lut(lambda x: x * (1 + v)), np.arange(256, dtype=np.uint8), _lut(lambda x: x * (1 - v))], axis=-1)
-    return cv2.LUT(rgb, lut[None])
+    return cv2.LUT(rgb, _wb_table(float(v)))
+
+
+@lru_cache(maxsize=16)
+def _wb_table(v: float) -> np.ndarray:
+    return np.stack([_lut(lambda x: x * (1 + v)), np.arange(256, dtype=np.uint8), _lut(lambda x: x * (1 - v))], axis=-1)[None]
 
 
 @register("saturation", "photometric", "raw", (0.8, 0.6, 0.4, 0.2, 0.0), "remaining saturation", "colours pulled toward luma (0 = grey)")
@@ -261,8 +276,9 @@ def _vignette_gain(h: int, w: int, v: float) -> np.ndarray:
 def _jpeg(rgb, v, rng):
     import cv2
 
-    ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(v)])
-    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+    # cvtColor, not a reversed view: OpenCV copies a negative-stride array slowly (3x the codec's time).
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(v)])
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 @register("chroma_subsampling", "codec_sensor", "raw", (2, 3, 4, 6, 8), "chroma decimation factor",
@@ -272,8 +288,12 @@ def _chroma(rgb, v, rng):
 
     ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
     h, w = rgb.shape[:2]
-    small = cv2.resize(ycc[..., 1:], (max(1, w // v), max(1, h // v)), interpolation=cv2.INTER_AREA)
-    ycc[..., 1:] = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+    # The two chroma planes as one 2-channel image (OpenCV's 2x area fast path rounds differently for
+    # 1 or 3 channels), moved with mixChannels: numpy's strided channel copies cost 3x the resizes.
+    chroma = np.empty((h, w, 2), np.uint8)
+    cv2.mixChannels([ycc], [chroma], [1, 0, 2, 1])
+    small = cv2.resize(chroma, (max(1, w // v), max(1, h // v)), interpolation=cv2.INTER_AREA)
+    cv2.mixChannels([cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)], [ycc], [0, 1, 1, 2])
     return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
 
 
@@ -303,25 +323,36 @@ def _noise_bank(h: int, w: int) -> np.ndarray:
 
 def _noise_window(shape, rng) -> np.ndarray:
     h, w = shape[:2]
-    bank = _noise_bank(h, w)
     dy, dx = int(rng.integers(0, 97)), int(rng.integers(0, 131))
     flip = rng.integers(0, 2, 2)  # mirrored windows multiply the variety
-    win = bank[dy : dy + h, dx : dx + w]
-    return win[:: -1 if flip[0] else 1, :: -1 if flip[1] else 1]
+    # The window of the bank mirrored = the mirrored window of a mirrored bank: a forward-strided
+    # view, which OpenCV reads without a copy.
+    bank = _mirrored_bank(h, w, bool(flip[0]), bool(flip[1]))
+    y0 = bank.shape[0] - dy - h if flip[0] else dy
+    x0 = bank.shape[1] - dx - w if flip[1] else dx
+    return bank[y0 : y0 + h, x0 : x0 + w]
 
 
-def _add_noise(rgb, noise):
-    import cv2
+@lru_cache(maxsize=8)
+def _mirrored_bank(h: int, w: int, flip_y: bool, flip_x: bool) -> np.ndarray:
+    return np.ascontiguousarray(_noise_bank(h, w)[:: -1 if flip_y else 1, :: -1 if flip_x else 1])
 
-    out = cv2.add(rgb.astype(np.float32), noise)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+@lru_cache(maxsize=16)
+def _shot_sigma(photons: float) -> np.ndarray:
+    return np.sqrt(np.arange(256, dtype=np.float32) * np.float32(255.0 / photons))  # std in levels for each input level
 
 
 @register("shot_noise", "codec_sensor", "raw", (300, 120, 60, 30, 12), "photons at white",
           "photon noise: variance proportional to the signal (Gaussian approximation of imagecorruptions' Poisson shot_noise)")
 def _shot(rgb, v, rng):
-    sigma = np.sqrt(np.arange(256, dtype=np.float32) * np.float32(255.0 / v))  # std in levels for each input level
-    return _add_noise(rgb, _noise_window(rgb.shape, rng) * sigma[rgb])
+    import cv2
+
+    noise = cv2.multiply(_noise_window(rgb.shape, rng), cv2.LUT(rgb, _shot_sigma(float(v))))
+    out = cv2.add(noise, rgb, dtype=cv2.CV_32F)
+    np.add(out, 0.5, out=out)  # half up, then truncation: floor(x + 0.5), as before
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
 
 
 @register("motion_blur", "codec_sensor", "raw", (3, 5, 9, 13, 19), "kernel length, px",
@@ -329,13 +360,18 @@ def _shot(rgb, v, rng):
 def _motion(rgb, v, rng):
     import cv2
 
+    return cv2.filter2D(rgb, -1, motion_kernel(v, rng), borderType=cv2.BORDER_REPLICATE)
+
+
+def motion_kernel(v: int, rng) -> np.ndarray:
+    """A normalised line of length v at the frame's random angle (the benchmark hands it to OpenCV directly)."""
     k = np.zeros((v, v), np.float32)
     angle = rng.uniform(-30, 30)
     c = (v - 1) / 2
     dx, dy = math.cos(math.radians(angle)), math.sin(math.radians(angle))
     for t in np.linspace(-c, c, 4 * v):
         k[int(round(c + t * dy)), int(round(c + t * dx))] = 1.0
-    return cv2.filter2D(rgb, -1, k / k.sum(), borderType=cv2.BORDER_REPLICATE)
+    return k / k.sum()
 
 
 @register("defocus_blur", "codec_sensor", "raw", (1, 2, 3, 4.5, 6), "disk radius, px",
@@ -343,10 +379,15 @@ def _motion(rgb, v, rng):
 def _defocus(rgb, v, rng):
     import cv2
 
+    return cv2.filter2D(rgb, -1, disk_kernel(float(v)), borderType=cv2.BORDER_REPLICATE)
+
+
+@lru_cache(maxsize=8)
+def disk_kernel(v: float) -> np.ndarray:
     r = int(math.ceil(v))
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float32)
     k = np.clip(v + 0.5 - np.sqrt(xx * xx + yy * yy), 0, 1)
-    return cv2.filter2D(rgb, -1, k / k.sum(), borderType=cv2.BORDER_REPLICATE)
+    return k / k.sum()
 
 
 # ---- temporal (sequence stage): fn(n_frames, timestamps, v, rng) -> (fed frame per slot, -1 = dropped; timestamps)
@@ -411,6 +452,21 @@ def _seed(*parts) -> list[int]:
     return [p if isinstance(p, int) and p >= 0 else zlib.crc32(str(p).encode()) for p in parts]
 
 
+class _SeededOnUse:
+    """numpy's generator for one frame, seeded at its first draw: most perturbations draw nothing, and
+    seeding costs as much as a whole lookup-table pass over the frame."""
+
+    __slots__ = ("_seed", "_gen")
+
+    def __init__(self, seed):
+        self._seed, self._gen = seed, None
+
+    def __getattr__(self, name):
+        if self._gen is None:
+            self._gen = np.random.default_rng(self._seed)
+        return getattr(self._gen, name)
+
+
 class Applied:
     """One perturbation at one severity for one case: the pipeline to use, the hooks it calls, the
     frame schedule. Severity 0 is the identity everywhere."""
@@ -423,7 +479,7 @@ class Applied:
         self.v = (value if value is not None else pert.value(severity)) if self.active else None
 
     def rng(self, frame: int) -> np.random.Generator:
-        return np.random.default_rng(_seed(self.seed, self.pert.name, self.severity, self.case_name, int(frame)))
+        return _SeededOnUse(_seed(self.seed, self.pert.name, self.severity, self.case_name, int(frame)))
 
     def pipeline(self, pipe: Pipeline) -> Pipeline:
         return self.pert.fn(pipe, self.v) if self.active and self.pert.stage == "pipeline" else pipe

@@ -258,10 +258,14 @@ class DecodedFrames:
 
 def quantize(x: np.ndarray, mode: str = "round", bits: int = 8) -> np.ndarray:
     """Float image in 0..255 -> 8-bit values (still float): rounded half up or truncated, then `bits` deep."""
-    x = np.clip(np.floor(x + 0.5) if mode == "round" else np.floor(x), 0, 255)
+    x = x + np.float32(0.5) if mode == "round" else np.array(x, dtype=np.result_type(x, np.float32))
+    np.floor(x, out=x)  # in place from here: one new array, not four
+    np.clip(x, 0, 255, out=x)
     if bits < 8:
-        step = np.float32(2.0 ** (8 - bits))
-        x = np.floor(x / step) * step
+        step = np.float32(2.0 ** (8 - bits))  # a power of two: dividing and multiplying back are exact
+        x /= step
+        np.floor(x, out=x)
+        x *= step
     return x
 
 
