@@ -363,14 +363,38 @@ def test_lanes_with_two_runs_in_a_row_are_intersected_on_their_drawing():
     drawn = 0
     for t in range(30):
         g = random_lanes(rng, w, h, rows, 4)
-        p = g + rng.normal(0, 8, g.shape)
-        P, G = CU._Lanes(p[None], rows, w, h), CU._Lanes(g[None], rows, w, h)
-        drawn += len(P.drawn)
-        got = CU._pair_iou(P, G)[0]
-        op, og = as_official_lanes(p, rows, w, h), as_official_lanes(g, rows, w, h)
-        ref = np.array([[_similarity_or_0(a, b) for b in og] for a in op]).reshape(len(op), len(og))
-        np.testing.assert_allclose(got, ref, atol=1e-12, rtol=0)
+        drawn += _check_pair_iou(g + rng.normal(0, 8, g.shape), g, rows, w, h)
     assert drawn > 5
+
+
+def test_lanes_that_only_graze_are_paired_with_their_shared_pixels():
+    """Pairs are intersected only where their boxes meet: lanes a stroke width apart (sharing one column,
+    or none) and lanes whose ends share a few rows get the IoU of the full canvases, not 0 and not more."""
+    w, h = 1640, 590  # the evaluator's canvas: no scaling
+    rows = np.linspace(300, 580, 8)
+    for dx in range(26, 34):  # strokes 30 px wide: from overlapping to apart
+        g = np.full((1, len(rows)), 400.0)
+        p = np.full((1, len(rows)), 400.0 + dx)
+        _check_pair_iou(p, g, rows, w, h)
+    for gap in range(26, 34):  # the predicted lane ends `gap` rows above the GT lane's top: their caps meet, or not
+        g = np.full((1, len(rows)), 700.0)
+        p_rows = np.linspace(100, rows[0] - gap, 6)
+        _check_pair_iou(np.full((1, len(p_rows)), 700.0), g, rows, w, h, p_rows)
+        _check_pair_iou(g, np.full((1, len(p_rows)), 700.0), p_rows, w, h, rows)  # and the GT lane above
+
+
+def _check_pair_iou(p, g, rows, w, h, p_rows=None):
+    """p at p_rows (default: rows), g at rows: IoU from the spans equals the full canvases'. Returns how
+    many predicted lanes were drawn (not spans)."""
+    p_rows = rows if p_rows is None else p_rows
+    P, G = CU._Lanes(p[None], p_rows, w, h), CU._Lanes(g[None], rows, w, h)
+    frame, r, c, iou = CU._pairs(P, G)
+    got = np.zeros((len(P.frames[0]), len(G.frames[0])))
+    got[r, c] = iou
+    op, og = as_official_lanes(p, p_rows, w, h), as_official_lanes(g, rows, w, h)
+    ref = np.array([[_similarity_or_0(a, b) for b in og] for a in op]).reshape(len(op), len(og))
+    np.testing.assert_allclose(got, ref, atol=1e-12, rtol=0)
+    return len(P.drawn)
 
 
 def test_each_steps_stamp_is_opencvs_two_point_polyline():

@@ -38,9 +38,11 @@ are sums over rows. The few lanes that are not one run per row (a lane turning b
 near-horizontal step) are drawn with cv2.polylines in their bounding box (the same caps and segments
 as one cv::line per pair, consecutive samples on the same pixel merged) and intersected on their
 drawing. GT lanes are computed once per content for every runner scored on the same frames.
+Only pairs whose bounding boxes meet are intersected, and only on the rows their boxes span; a drawn
+lane is intersected as its runs of pixels. Frames where every lane overlaps at most one lane of the
+other side skip the Hungarian algorithm (the assignment is forced, counted for all frames at once).
 tests/test_culane.py checks spans and drawings against an independent literal transcription
-drawing full canvases. Frames where every lane overlaps at most one lane of the other side skip the
-Hungarian algorithm (the assignment is forced).
+drawing full canvases.
 """
 from __future__ import annotations
 
@@ -149,9 +151,10 @@ class LaneMask:
 
     `LaneMask(points)` takes one lane's (N >= 2, 2) points at 1640x590 in drawing order."""
 
-    __slots__ = ("x0", "y0", "x1", "y1", "mask", "area")
+    __slots__ = ("x0", "y0", "x1", "y1", "mask", "area", "_runs")
 
     def __init__(self, pts: np.ndarray | None = None, *, pixels: np.ndarray | None = None):
+        self._runs = None
         if pixels is None:
             pixels = _pixels(spline_points(pts))
         self._draw(pixels)
@@ -177,6 +180,7 @@ class LaneMask:
     def from_spans(cls, left: np.ndarray, right: np.ndarray) -> "LaneMask":
         """A lane given as row spans (left > right: an empty row) as its bounding-box crop."""
         m = cls.__new__(cls)
+        m._runs = None
         rows = np.flatnonzero(right >= left)
         if not len(rows):
             m.x0 = m.y0 = m.x1 = m.y1 = 0
@@ -196,17 +200,26 @@ class LaneMask:
         out[self.y0 : self.y1, self.x0 : self.x1] = self.mask
         return out
 
+    def runs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The mask as runs of pixels (image row, first column, last column), row by row, left to right;
+        found once (a drawn lane meets several lanes of the other side)."""
+        if self._runs is None:
+            if not self.area:
+                self._runs = (np.zeros(0, np.int64),) * 3
+            else:
+                h, w = self.mask.shape
+                flat = np.zeros(h * (w + 1) + 1, bool)  # a zero before the first row and after each row
+                flat[1:].reshape(h, w + 1)[:, :w] = self.mask
+                edge = np.flatnonzero(flat[1:] != flat[:-1])  # a run's first pixel, then one past its last
+                start, end = edge[0::2], edge[1::2]
+                row = start // (w + 1)
+                self._runs = (row + self.y0, start - row * (w + 1) + self.x0, end - 1 - row * (w + 1) + self.x0)
+        return self._runs
+
     def pixels_within(self, left: np.ndarray, right: np.ndarray) -> int:
         """How many of the lane's pixels lie in the row spans [left[y], right[y]] of the image."""
-        if not self.area:
-            return 0
-        n = self.x1 - self.x0
-        l = np.clip(left[self.y0 : self.y1].astype(np.int64) - self.x0, 0, n)
-        r = np.clip(right[self.y0 : self.y1].astype(np.int64) - self.x0 + 1, 0, n)
-        cs = np.zeros((self.y1 - self.y0, self.x1 - self.x0 + 1), np.int64)
-        np.cumsum(self.mask, axis=1, out=cs[:, 1:])
-        rows = np.arange(len(l))
-        return int(np.where(r > l, cs[rows, np.maximum(r, l)] - cs[rows, l], 0).sum())
+        rows, first, last = self.runs()
+        return int(np.clip(np.minimum(last, right[rows]) - np.maximum(first, left[rows]) + 1, 0, None).sum())
 
     def intersection(self, other: "LaneMask") -> int:
         x0, y0 = max(self.x0, other.x0), max(self.y0, other.y0)
@@ -284,7 +297,7 @@ class _Lanes:
             left, right, ok = SP.lane_spans(q, W, H, CULANE_WIDTH_PX)
             for k in np.flatnonzero(~ok):  # drawn by OpenCV
                 m = _mask(_pixels_batch(q[k : k + 1])[0])
-                spans = SP.spans_of_mask(m.mask, m.x0, m.y0, H)
+                spans = SP.spans_of_runs(*m.runs(), H)
                 if spans is None:
                     self.drawn[n + k] = m
                 else:
@@ -300,8 +313,24 @@ class _Lanes:
             self.area[i] = m.area
         ids = np.concatenate(ids) if ids else np.zeros((0, 3), np.int64)
         ids = ids[np.lexsort((ids[:, 1], ids[:, 0]))]
-        cut = np.searchsorted(ids[:, 0], np.arange(T + 1))
-        self.frames = [ids[cut[t] : cut[t + 1], 2] for t in range(T)]
+        self.order = ids[:, 2]  # lane ids frame by frame, in lane order
+        self.cut = np.searchsorted(ids[:, 0], np.arange(T + 1))  # frame t's lanes: order[cut[t]:cut[t + 1]]
+        self.frames = [self.order[self.cut[t] : self.cut[t + 1]] for t in range(T)]
+        self._boxes()
+
+    def _boxes(self) -> None:
+        """Each lane's rows [top, bottom) and columns [x0, x1] (empty lanes: top = bottom); pairs whose
+        boxes do not meet share no pixel and are never intersected."""
+        H = self.left.shape[1]
+        on = self.right >= self.left
+        self.top = np.where(on.any(axis=1), on.argmax(axis=1), H)
+        self.bottom = np.where(on.any(axis=1), H - on[:, ::-1].argmax(axis=1), H)
+        self.x0 = np.where(on, self.left, SP._BIG).min(axis=1, initial=SP._BIG)
+        self.x1 = np.where(on, self.right, -SP._BIG).max(axis=1, initial=-SP._BIG)
+        for i, m in self.drawn.items():
+            self.top[i], self.bottom[i], self.x0[i], self.x1[i] = (m.y0, m.y1, m.x0, m.x1 - 1) if m.area else (H, H, SP._BIG, -SP._BIG)
+        self.is_drawn = np.zeros(len(self.left), bool)
+        self.is_drawn[list(self.drawn)] = True
 
     @property
     def nbytes(self) -> int:
@@ -350,36 +379,36 @@ def _round(samples: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(np.nan_to_num(samples, nan=0.0), -(2.0**30), 2.0**30)).astype(np.int64)
 
 
-def _pair_iou(P: _Lanes, G: _Lanes) -> list[np.ndarray]:
-    """Per frame, the [Lp, Lg] IoU of its predicted and GT lanes."""
-    pairs = [(np.repeat(p, len(g)), np.tile(g, len(p))) for p, g in zip(P.frames, G.frames)]
-    a = np.concatenate([p for p, _ in pairs]) if pairs else np.zeros(0, np.int64)
-    b = np.concatenate([g for _, g in pairs]) if pairs else np.zeros(0, np.int64)
+def _pairs(P: _Lanes, G: _Lanes):
+    """Every (predicted, GT) pair of the same frame whose boxes meet, as flat arrays: frame, the two
+    lanes' places in their frame (r, c), and their IoU. Pairs not listed have IoU 0."""
+    n_p, n_g = np.diff(P.cut), np.diff(G.cut)
+    per = n_p * n_g
+    frame = np.repeat(np.arange(len(per)), per)
+    k = np.arange(per.sum()) - np.repeat(np.cumsum(per) - per, per)
+    r, c = k // n_g[frame], k % n_g[frame]
+    a, b = P.order[P.cut[frame] + r], G.order[G.cut[frame] + c]
+    meet = (P.top[a] < G.bottom[b]) & (G.top[b] < P.bottom[a]) & (P.x0[a] <= G.x1[b]) & (G.x0[b] <= P.x1[a])
+    frame, r, c, a, b = frame[meet], r[meet], c[meet], a[meet], b[meet]
     inter = np.zeros(len(a), np.int64)
-    for s in range(0, len(a), 1024):  # bounds the [pairs, rows] temporaries
-        inter[s : s + 1024] = SP.intersections(P.left[a[s : s + 1024]], P.right[a[s : s + 1024]],
-                                               G.left[b[s : s + 1024]], G.right[b[s : s + 1024]])
+    if len(a):
+        band = slice(int(min(P.top[a].min(), G.top[b].min())), int(max(P.bottom[a].max(), G.bottom[b].max())))
+        for s in range(0, len(a), 1024):  # bounds the [pairs, rows] temporaries
+            A, B = a[s : s + 1024], b[s : s + 1024]
+            inter[s : s + 1024] = SP.intersections(P.left[A, band], P.right[A, band], G.left[B, band], G.right[B, band])
+    for k in np.flatnonzero(P.is_drawn[a] | G.is_drawn[b]):  # a lane whose rows are not one run: counted on its drawing
+        inter[k] = _drawn_intersection(P, a[k], G, b[k])
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(inter > 0, inter / (P.area[a] + G.area[b] - inter), 0.0)
-    out, at = [], 0
-    for p, g in zip(P.frames, G.frames):
-        m = iou[at : at + len(p) * len(g)].reshape(len(p), len(g))
-        at += len(p) * len(g)
-        if P.drawn or G.drawn:  # pairs with a lane whose rows are not one run: counted on its drawing
-            for r, c in zip(*np.nonzero(np.isin(p, list(P.drawn))[:, None] | np.isin(g, list(G.drawn))[None, :])):
-                m[r, c] = _mixed_iou(P, p[r], G, g[c])
-        out.append(m)
-    return out
+    return frame, r, c, iou
 
 
-def _mixed_iou(P: _Lanes, i: int, G: _Lanes, j: int) -> float:
+def _drawn_intersection(P: _Lanes, i: int, G: _Lanes, j: int) -> int:
     if i in P.drawn and j in G.drawn:
-        inter = P.drawn[i].intersection(G.drawn[j])
-    elif i in P.drawn:
-        inter = P.drawn[i].pixels_within(G.left[j], G.right[j])
-    else:
-        inter = G.drawn[j].pixels_within(P.left[i], P.right[i])
-    return inter / (P.area[i] + G.area[j] - inter) if inter else 0.0
+        return P.drawn[i].intersection(G.drawn[j])
+    if i in P.drawn:
+        return P.drawn[i].pixels_within(G.left[j], G.right[j])
+    return G.drawn[j].pixels_within(P.left[i], P.right[i])
 
 
 # ---- public API ---------------------------------------------------------------------------------
@@ -414,32 +443,46 @@ def culane_counts_at(pred, pred_rows, gt, gt_rows, image_width: float, image_hei
     image_width x image_height image; NaN or x < 0 = no point. Lanes with fewer than two points are
     not lanes (see the module docstring).
     """
-    from scipy.optimize import linear_sum_assignment
-
     pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
     T = len(gt)
     if len(pred) != T:
         raise ValueError(f"pred has {len(pred)} frames, gt {T}")
     out = [np.zeros((T, 3)) for _ in ious]
-    thr = np.asarray(ious, np.float64)
     for s in range(0, T, _CHUNK_FRAMES):
         P = _Lanes(pred[s : s + _CHUNK_FRAMES], pred_rows, image_width, image_height)
         G = _gt_lanes(gt[s : s + _CHUNK_FRAMES], gt_rows, image_width, image_height)
-        for k, m in enumerate(_pair_iou(P, G)):
-            n_p, n_g = m.shape
-            if n_p and n_g:
-                touch = m > 0
-                if (touch.sum(axis=0) > 1).any() or (touch.sum(axis=1) > 1).any():
-                    r, c = linear_sum_assignment(-m)
-                    matched = m[r, c]
-                else:  # every lane overlaps at most one other: the assignment is forced
-                    matched = m[touch]
-                tp = (matched[:, None] > thr).sum(axis=0)
-            else:
-                tp = np.zeros(len(thr), int)
-            for j in range(len(thr)):
-                out[j][s + k] = (tp[j], n_p - tp[j], n_g - tp[j])
+        n_p, n_g = np.diff(P.cut), np.diff(G.cut)
+        tp = _true_positives(*_pairs(P, G), n_p, n_g, ious)
+        for j in range(len(ious)):
+            out[j][s : s + len(n_g)] = np.stack([tp[j], n_p - tp[j], n_g - tp[j]], axis=1)
     return out
+
+
+def _true_positives(frame, r, c, iou, n_p, n_g, ious) -> list[np.ndarray]:
+    """Per frame, the GT lanes matched with IoU > each threshold. A frame where every lane overlaps at
+    most one lane of the other side has its assignment forced; the others go to the Hungarian algorithm."""
+    from scipy.optimize import linear_sum_assignment
+
+    T = len(n_p)
+    touch = iou > 0
+    frame, r, c, iou = frame[touch], r[touch], c[touch], iou[touch]
+    width = int(max(n_p.max(initial=0), n_g.max(initial=0))) + 1
+    contested = np.zeros(T, bool)
+    for lane in (r, c):
+        key = frame * width + lane
+        u, n = np.unique(key, return_counts=True)
+        contested[u[n > 1] // width] = True
+    free = ~contested[frame]
+    tp = [np.bincount(frame[free & (iou > t)], minlength=T) for t in ious]
+    bounds = np.searchsorted(frame, np.arange(T + 1))  # pairs come frame by frame
+    for t in np.flatnonzero(contested):
+        at = slice(bounds[t], bounds[t + 1])
+        m = np.zeros((n_p[t], n_g[t]))
+        m[r[at], c[at]] = iou[at]
+        rr, cc = linear_sum_assignment(-m)
+        for j, thr in enumerate(ious):
+            tp[j][t] = int((m[rr, cc] > thr).sum())
+    return tp
 
 
 _MASKS = _Recent(_MASK_CACHE_BYTES, lambda m: m.mask.nbytes)  # sha1 of a lane's pixels -> its LaneMask
