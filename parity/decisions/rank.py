@@ -28,6 +28,7 @@ from ..runs import units as U
 from ..runs.inputs import load_all_cases, new_run_id, resolve_pipeline
 from ..runs.executor import ExecutorSpec, active_runners, release_runners, run_units
 from ..runs.folder import RunFolder
+from ..runs.prepared import PreparedInputs
 from ..runs.tables import write_table
 from ..runs.windows import DEFAULT_WINDOW_S, check_window, window_frames
 
@@ -275,6 +276,8 @@ class UnitEvaluator:
                      "pipeline": pipes[cond.pipeline].to_dict(), "perturbation": cond.perturbation if not cond.clean else None,
                      "severity": cond.severity, "seed": self.seed, "batch_size": self.batch_size, "with_f1": cond.clean,
                      "cache_dir": root, "runners": runner_names,
+                     "prepared_key": keys.prepared_key(items[0][0], pipes[cond.pipeline].to_dict(), U.perturbation_spec(perts.get(cond.perturbation)),
+                                                       cond.severity, windows[cname], self.batch_size),
                      "checkpoints": [{"path": os.path.abspath(ck.path), "runners": list(ks)} for _, ck, ks in items]}
                     for (cname, cond), items in ((k, groups[k]) for k in order)]
 
@@ -305,17 +308,24 @@ class UnitEvaluator:
 
 def rank_unit(payload: dict) -> list[dict]:
     """One case x condition for every checkpoint that misses it (the unit every executor runs): the
-    condition's batches are prepared once; per checkpoint, {"records": {runner: unit record}} or
-    {"error": ...}. A condition that cannot be prepared fails the whole unit."""
+    condition's batches are prepared once, or read back from the last rank that prepared them
+    (parity.runs.prepared); per checkpoint, {"records": {runner: unit record}} or {"error": ...}.
+    A condition that cannot be prepared fails the whole unit."""
     import numpy as np
 
     from ..cases.format import load_case
     from ..preprocessing.pipeline import Pipeline
 
     case = load_case(payload["case"])
-    pert = perturb.get(payload["perturbation"]) if payload["perturbation"] else None
-    batches, slots, ts = U.prepare_condition(case, np.asarray(payload["window"], dtype=int), Pipeline.from_dict(payload["pipeline"]), pert,
-                                             payload["severity"], payload["seed"], payload["batch_size"])
+    pipe = Pipeline.from_dict(payload["pipeline"])
+    store = PreparedInputs(payload["cache_dir"])
+    prepared = store.get(payload["prepared_key"], pipe)
+    if prepared is None:
+        pert = perturb.get(payload["perturbation"]) if payload["perturbation"] else None
+        prepared = U.prepare_condition(case, np.asarray(payload["window"], dtype=int), pipe, pert,
+                                       payload["severity"], payload["seed"], payload["batch_size"])
+        store.put(payload["prepared_key"], pipe, *prepared)
+    batches, slots, ts = prepared
     out = []
     for ck in payload["checkpoints"]:
         try:

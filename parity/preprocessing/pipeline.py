@@ -217,6 +217,17 @@ class Pipeline:
         x = quantize(x, self.quantize, self.bits)
         if self.channel_order == "bgr":
             x = x[..., ::-1]
+        x = self._normalised(x)
+        if hooks is not None:
+            x = hooks.tensor(x, indices)
+        return x.astype(self.dtype, copy=False)
+
+    def normalise(self, levels: np.ndarray) -> np.ndarray:
+        """8-bit levels [N, H, W, 3] in the model's channel order -> the model input, as `apply` makes it
+        (parity.runs.prepared keeps a condition's inputs as these levels)."""
+        return self._normalised(levels).astype(self.dtype, copy=False)
+
+    def _normalised(self, x: np.ndarray) -> np.ndarray:
         mean, std, scale = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32), np.float32(self.scale)
         if self.layout == "NCHW":  # channel by channel into the planar tensor: no transpose of the whole batch
             out = np.empty((x.shape[0], 3, x.shape[1], x.shape[2]), np.float32)
@@ -225,12 +236,8 @@ class Pipeline:
                 np.multiply(x[..., c], scale, out=o)
                 o -= mean[c]
                 o /= std[c]
-            x = out
-        else:
-            x = np.ascontiguousarray((x * scale - mean) / std, dtype=np.float32)
-        if hooks is not None:
-            x = hooks.tensor(x, indices)
-        return x.astype(self.dtype, copy=False)
+            return out
+        return np.ascontiguousarray((x * scale - mean) / std, dtype=np.float32)
 
 
 class DecodedFrames:

@@ -10,7 +10,7 @@ that computes the result (`code_version`). A changed byte in any of them is a di
 
 Cost: preprocessing does not depend on the checkpoint, so each case x condition is prepared once
 and fed to every checkpoint that still misses a unit there; a fully cached condition is not even
-decoded.
+decoded, and the prepared inputs are kept on disk (parity.runs.prepared) for the checkpoint added next.
 """
 from __future__ import annotations
 
@@ -97,6 +97,13 @@ class UnitKeys:
     def key(self, ckpt_sha: str, case, runner: str, pipe_spec: dict, pert_spec: dict | None, severity: int, window: tuple[int, int]) -> str:
         return sha256_json({**self.base, "checkpoint": ckpt_sha, "case": self.case_hash(case), "runner": runner,
                             "pipeline": pipe_spec, "perturbation": pert_spec, "severity": severity, "window": list(window)})[:32]
+
+
+    def prepared_key(self, case, pipe_spec: dict, pert_spec: dict | None, severity: int, frames, batch_size: int) -> str:
+        """The key of a case x condition's prepared inputs (parity.runs.prepared): what decides them, not the checkpoint."""
+        base = {k: self.base[k] for k in ("code", "libs", "seed")}
+        return sha256_json({**base, "case": self.case_hash(case), "pipeline": pipe_spec, "perturbation": pert_spec,
+                            "severity": severity, "frames": [int(f) for f in frames], "batch_size": batch_size})[:32]
 
 
 def perturbation_spec(p) -> dict | None:
