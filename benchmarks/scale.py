@@ -3,7 +3,7 @@
 Side by side in one run, interleaved, each figure a ratio of medians:
 - replay (torch, ort-fp32, ort-fp16, vehicle pipeline, the default suite) vs a bare loop that reads
   the same NV12 frames, preprocesses them with the same Pipeline.prepare and calls the same
-  activated runners: what replay adds (scoring, tables, parts, summary). Target <= 1.1x.
+  activated runners: what replay adds (scoring, tables, parts, summary). Target <= 1.25x (issue 27).
 - a sweep (4 default cases, the deploy suite at severities 1, 3, 5, 3 s windows, torch + ort-fp16)
   on 1 worker and on 2 (1 thread each: the same work per unit, results equal): target >= 1.7x.
   A sweep's unit is one case, so the case count must split evenly over the workers for the ratio to
@@ -131,7 +131,7 @@ def main() -> None:
                                       for k in ("2 workers, 1 thread each", "Ray, 2 CPUs")}
     res["targets"] = [
         {"name": "replay vs a bare loop of the same preprocessing and inference", "measured": res["replay_over_bare"], "unit": "x",
-         "target": "<= 1.1", "met": res["replay_over_bare"] <= 1.1},
+         "target": "<= 1.25", "met": res["replay_over_bare"] <= 1.25},
         {"name": "sweep, 2 workers vs 1 (1 thread each)", "measured": res["sweep_2_workers_speedup"], "unit": "x faster",
          "target": ">= 1.7", "met": res["sweep_2_workers_speedup"] >= 1.7},
         {"name": "sweep, Ray on 2 local CPUs vs the local pool of 2", "measured": res["ray_over_pool"], "unit": "x the time",
@@ -146,7 +146,7 @@ def main() -> None:
           f"`make bench` (benchmarks/scale.py), {os.cpu_count()} CPUs, runs interleaved, medians.", "",
           f"**Replay vs a bare loop** (torch, ort-fp32, ort-fp16; vehicle pipeline; the 9 default cases, 1,080 frames; both "
           f"in-process, the ONNX graphs exported beforehand): replay {statistics.median(res['replay_s']):.1f} s, bare loop "
-          f"{statistics.median(res['bare_s']):.1f} s: **{res['replay_over_bare']:.2f}x** (target <= 1.1x). The bare loop reads the "
+          f"{statistics.median(res['bare_s']):.1f} s: **{res['replay_over_bare']:.2f}x** (target <= 1.25x). The bare loop reads the "
           "same NV12 frames, runs the same `Pipeline.prepare` and the same activated runners; replay adds decoding the lanes, every "
           "metric, the tables, the parts and the summary.", "",
           f"**Sweep** of {len(SWEEP_CASES)} default cases ({', '.join(SWEEP_CASES)}), the 10 deploy perturbations at severities 1, 3, 5, "
