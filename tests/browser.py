@@ -95,7 +95,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("png")
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=2200)
-    ap.add_argument("--at", help="id of the element the screenshot starts at (a section heading: e.g. worst-bends)")
+    ap.add_argument("--at", help="id of the element the screenshot starts at (a section heading: e.g. where-the-deployed-forms-differ-most-from-torch)")
     a = ap.parse_args(argv)
     why = missing()
     if why:

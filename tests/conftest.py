@@ -106,3 +106,16 @@ def run_main(*args):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in args])
     return subprocess.CompletedProcess(["parity", *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Skipped browser tests are easy to miss in a long log: say once, at the end, why and how to run them."""
+    from . import browser
+
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "browser" in str(getattr(r, "longrepr", "")) or
+               "chromium" in str(getattr(r, "longrepr", ""))]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} browser test(s) skipped: {browser.missing() or 'see their skip reason'}. To run them: "
+            "apt-get install chromium chromium-driver, then `make test` (CI sets PARITY_REQUIRE_BROWSER=1, where a missing "
+            "browser fails instead of skipping).", yellow=True)

@@ -11,7 +11,7 @@ from parity.cli import main
 from parity.cases.importers import import_culane, import_images, import_tusimple, import_video
 from parity.errors import CaseError
 
-from .conftest import run_main
+from .conftest import run_cli, run_main
 
 H_SAMPLES = list(range(160, 720, 40))  # 14 rows of a 1280x720 TuSimple frame
 
@@ -127,6 +127,24 @@ def test_images_and_video_import(tmp_path):
     assert "camera" not in load_case(tmp_path / "nocam" / "n").meta
     r = run_main("cases", "import", "video", "--video", video, "--out", tmp_path / "nocam", "--name", "v")
     assert r.returncode == 0 and "camera" not in load_case(tmp_path / "nocam" / "v").meta, r.stderr
+
+
+def test_a_replay_records_which_stream_each_pipeline_read_and_says_when_the_vehicle_reads_rgb(tmp_path, random_checkpoint):
+    import cv2
+
+    video = tmp_path / "drive.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 96))
+    for i in range(4):
+        w.write(np.full((96, 128, 3), 30 * i, np.uint8))
+    w.release()
+    case = import_video(video, None, tmp_path / "cases")
+    r = run_cli("replay", "--cases", case, "--checkpoint", random_checkpoint.path, "--runners", "torch", "--pipeline", "vehicle,training",
+                "--out", tmp_path / "run", "--no-progress", "--no-report", "--cache-dir", tmp_path / "cache")
+    assert r.returncode == 0, r.stderr
+    assert "drive: pipeline vehicle reads the png stream (the case has no nv12 stream): its YUV matrix, range and chroma" in r.stderr
+    assert "pipeline training reads" not in r.stderr  # the training pipeline reads RGB images as it should
+    doc = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert doc["provenance"]["cases"]["drive"]["streams"] == {"vehicle": "png", "training": "png"}
 
 
 def test_camera_json_is_checked(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from parity.decisions.report import GALLERY, GALLERY_PER_CASE, write_report
+from parity.decisions.report import DIFFERS, GALLERY, GALLERY_PER_CASE, write_report
 
 from . import browser
 from .conftest import _tiny_scenario, rerecord_run, run_cli
@@ -50,6 +50,12 @@ def folders(tmp_path_factory, random_checkpoint):
     r = run_cli("gate", "--baseline", root / "base.json", "--run", root / "replay", "--out", root / "gate", "--no-report")
     assert r.returncode == 0, r.stderr
     out["gate"] = root / "gate"
+    spec = json.loads((root / "replay" / "summary.json").read_text())["provenance"]["pipelines"]["vehicle"]
+    (root / "vehicle-full.json").write_text(json.dumps({**spec, "crop_offset": [0, 40]}))  # an ROI 40 px off: lanes that move, drift to draw
+    r = run_cli("gate", "--baseline", root / "base.json", "--pipeline", f"{root / 'vehicle-full.json'},training", "--out", root / "gate-drift",
+                *common)
+    assert r.returncode in (0, 1), r.stdout + r.stderr  # random weights move their lanes little: drawn whether or not it fails
+    out["gate-drift"] = root / "gate-drift"
     ck = root / "ckpts"
     ck.mkdir()
     for name in ("erm", "twin"):
@@ -97,8 +103,25 @@ def test_replay_report_holds_what_a_reviewer_needs(folders):
     assert text.index('id="verdict"') < text.index('id="summary"') < text.index('id="per-case"')  # the verdict and summary come first
     assert "<script" not in text and not re.search(r'(src|href)="https?:', text)
     assert text.count("alt=\"lane position over time") == 2  # one per case (both cases are among the focus cases)
-    assert text.count("<figcaption>") == min(GALLERY, 2 * GALLERY_PER_CASE)  # the worst bends of the 2 cases, drawn on their frames
+    bends = text[text.index('class="gallery bends"'):]
+    assert bends.count("<figcaption>") == min(GALLERY, 2 * GALLERY_PER_CASE)  # the worst bends of the 2 cases, drawn on their frames
+    # where the deployed runner differs most from torch comes before the model's own worst bends, one frame per runner at least
+    differs = text[text.index('class="gallery differs"'):text.index('class="gallery bends"')]
+    assert 1 <= differs.count("<figcaption>") <= DIFFERS and "ort-fp16 vs torch: " in differs and " px</figcaption>" in differs
     assert "Provenance" in text and json.loads((folders["replay"] / "summary.json").read_text())["provenance"]["checkpoint"]["sha256"] in text
+
+
+def test_a_drifting_gate_draws_where_the_lanes_moved_from_the_baseline(folders, tmp_path):
+    text = (folders["gate-drift"] / "report.html").read_text()
+    assert text.index("Where the candidate&#x27;s lanes moved most from the baseline&#x27;s") < text.index("Overall checks")
+    drift = text[text.index('class="gallery drift"'):]
+    drift = drift[: drift.index("</div>")]
+    assert 1 <= drift.count("<figcaption>") <= 4 and " px from the baseline</figcaption>" in drift
+    doc = json.loads((folders["gate-drift"] / "gate.json").read_text())
+    assert doc["drift_worst"] and all(w["pipeline"] == "vehicle" for w in doc["drift_worst"])  # the training pipeline did not move
+    _need_browser()
+    page = browser.open_page(folders["gate-drift"] / "report.html", tmp_path / "shot.png")
+    assert page.console_errors == [] and page.broken_images == [] and page.images >= drift.count("<figcaption>")
 
 
 def test_rank_report_has_the_leaderboard_intervals_and_pareto(folders):
@@ -126,3 +149,20 @@ def test_report_survives_cases_that_moved(folders, tmp_path):
     rerecord_run(run)  # the run as if its cases had been elsewhere
     text = write_report(run).read_text()
     assert "could not be read" in text and 'id="per-case"' in text
+
+
+def test_skipped_browser_tests_are_named_at_the_end_with_how_to_run_them():
+    from types import SimpleNamespace
+
+    from .conftest import pytest_terminal_summary
+
+    lines = []
+    rep = SimpleNamespace(stats={"skipped": [SimpleNamespace(longrepr=("t.py", 1, "Skipped: Debian's chromium and chromium-driver are "
+                                                                                  "not installed"))] * 2, "passed": []},
+                          write_line=lambda line, **kw: lines.append(line))
+    pytest_terminal_summary(rep)
+    assert len(lines) == 1 and lines[0].startswith("2 browser test(s) skipped") and "apt-get install chromium chromium-driver" in lines[0]
+    rep.stats["skipped"] = [SimpleNamespace(longrepr=("t.py", 1, "Skipped: no CUDA"))]
+    lines.clear()
+    pytest_terminal_summary(rep)
+    assert lines == []

@@ -54,10 +54,12 @@ FAMILIES = {
     "accuracy": ("model", "accuracy vs GT"),
     "bend": ("model", "bend vs GT"),
     "jitter": ("model", "jitter vs GT"),
+    "drift": ("baseline", "lanes moved from the baseline run's own lanes"),
 }
 # An engine gate cannot be configured out of these: a rules file leaving one without a rule is refused.
 REQUIRED_FAMILIES = ("added-bend", "added-jitter", "added-flicker", "parity", "nonfinite")
 
+_NO_LANES = "the baseline keeps no lanes (made before baselines kept them: make it again with `parity baseline`)"
 GATED = {
     "added_bend_p99_px": Gated(False, "px", "bend the runner adds over torch fp32 (same frames and pipeline), p99 over lane-frames", "added-bend", PX_MAX),
     "added_kink_rate": Gated(False, "", "share of lane-frames where the runner adds a kink (> 20 px at 1280 wide) over torch fp32", "added-bend", 1.0),
@@ -82,6 +84,12 @@ GATED = {
     "jitter_rms_mid": Gated(False, "px/frame", "RMS frame-to-frame swing of the residual to GT, mid row", "jitter", PX_MAX),
     "jitter_rms_far": Gated(False, "px/frame", "RMS frame-to-frame swing of the residual to GT, far row", "jitter", PX_MAX),
     "jitter_oscillation_hz_near": Gated(False, "Hz", "left-right swings per second, near row", "jitter", HZ_MAX),
+    # The candidate's lanes against the baseline's own (parity.decisions.baseline_lanes); 0 in the baseline.
+    **{m: Gated(False, unit, meaning, "drift", upper, optional=_NO_LANES) for m, unit, meaning, upper in (
+        ("drift_mean_px", "px", "mean |x_candidate - x_baseline| over the lane points both runs have", PX_MAX),
+        ("drift_p99_px", "px", "p99 of |x_candidate - x_baseline| over the lane points both runs have", PX_MAX),
+        ("drift_max_px", "px", "largest |x_candidate - x_baseline| over the lane points both runs have", PX_MAX),
+        ("drift_existence_rate", "", "share of lane points one run has and the other does not (either direction)", 1.0))},
 }
 OVERALL = "*"  # the case name of run-level entries
 ONLY_ON = {"pipeline_gap_p99_px": "vehicle"}  # metrics defined on one pipeline only (the gap is stored on the vehicle rows)
@@ -101,6 +109,8 @@ class RunView:
     cases: dict  # case -> {"sha256": str, "frames": int}
     errors: dict  # case -> error message
     provenance: dict
+    lanes: tuple | None = None  # a baseline's own lanes (keys, x), parity.decisions.baseline_lanes
+    drift_worst: list | None = None  # a candidate's: the lane-frames farthest from a baseline's lanes, once compared
 
     @property
     def runners(self) -> list[str]:
@@ -179,7 +189,11 @@ def _portable(path: str | None) -> str | None:
 
 
 def write_baseline(run: str | os.PathLike, out: str | os.PathLike, name: str | None = None) -> dict:
+    """The baseline JSON at `out` and its run's lanes beside it (`<stem>.lanes.npz`)."""
+    from .baseline_lanes import lanes_path, write_lanes
+
     doc = make_baseline(run, name or Path(out).stem)
+    doc["lanes"] = write_lanes(run, lanes_path(out))
     atomic.write_json(out, doc)
     return doc
 
@@ -209,7 +223,19 @@ def load_baseline(path: str | os.PathLike) -> RunView:
         if key in entries:
             raise UsageError(f"{p}: entries[{i}] repeats {key}")
         entries[key] = {"frames": e["frames"], **vals}
-    return RunView(str(p), entries, cases, {}, prov)
+    lanes = None
+    if doc.get("lanes") is not None:
+        from .baseline_lanes import DRIFT, read_lanes
+
+        if not isinstance(doc["lanes"], dict):
+            raise UsageError(f"{p}: lanes must be an object (file, sha256), got {type(doc['lanes']).__name__}")
+        lanes = read_lanes(p, doc["lanes"])
+        kept = set(zip(lanes[0].case, lanes[0].runner, lanes[0].pipeline))
+        kept |= {(OVERALL, r, q) for _, r, q in kept}
+        for key, v in entries.items():  # the baseline's lanes against themselves
+            if key in kept:
+                v.update({m: 0.0 for m in DRIFT})
+    return RunView(str(p), entries, cases, {}, prov, lanes)
 
 
 def _count(v) -> bool:

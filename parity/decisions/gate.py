@@ -210,6 +210,8 @@ def _check_value(rule: Rule, scope, case, runner, pipeline, measured: float, bas
 def compare(base: RunView, cand: RunView, rules: dict[str, Rule], rename: dict[str, str] | None = None) -> list[Check]:
     """Every check of the candidate against the baseline (see the module doc)."""
     rename = rename or {}
+    if base.lanes is not None and cand.drift_worst is None:
+        cand.drift_worst = _attach_drift(base, cand, Path(cand.source), rename)
     entries, source = {}, {}
     for (c, r, p), v in cand.entries.items():
         key = (c, rename.get(r, r), rename.get(p, p))
@@ -334,7 +336,7 @@ def gate(cfg: GateConfig):
                            "pipelines": cfg.pipelines, "engines": cfg.engines, "engine_as": cfg.engine_as, "rename": rename,
                            "outputs": [_capture_key(o) for o in cfg.outputs],
                            "code": source_hash(("decisions/gate.py", "decisions/baseline.py", "decisions/gate_outputs.py",
-                                                "decisions/gate_verdict.py"))})
+                                                "decisions/gate_verdict.py", "decisions/baseline_lanes.py"))})
     with RunFolder(out, "gate", run_key, describe={"baseline": str(cfg.baseline)}, replace=cfg.overwrite) as folder:
         if cfg.run:
             run_dir = Path(cfg.run)
@@ -359,6 +361,7 @@ def gate(cfg: GateConfig):
                           "nondeterministic": r.nondeterministic} for m, r in rules.items()},
             "gate_git_sha": git_sha(),
             "checks": [asdict(c) for c in checks],
+            "drift_worst": cand.drift_worst or [],  # the lane-frames farthest from the baseline's lanes (the report draws them)
             "files": ["gate.json", "junit.xml", "gate.md"],
         }
         # What differs from the baseline, computed once: the summary, gate.md and the report read it.
@@ -372,6 +375,22 @@ def gate(cfg: GateConfig):
         atomic.write_json(out / "gate.json", doc)
         folder.finish(doc["files"])
     return out, doc, code
+
+
+def _attach_drift(base: RunView, cand: RunView, run_dir: Path, rename: dict) -> list[dict]:
+    """The drift of the candidate's lanes from the baseline's own, into the candidate's entries; the
+    lane-frames that moved most."""
+    if base.lanes is None:
+        return []
+    from .baseline_lanes import drift, run_points, worst_lane_frames
+
+    points = run_points(run_dir)
+    inverse = {v: k for k, v in rename.items()}  # entries are keyed by the candidate's own names until compare
+    for (c, r, p), values in drift(base.lanes, points, rename, OVERALL).items():
+        entry = cand.entries.get((c, inverse.get(r, r), inverse.get(p, p)))
+        if entry is not None:
+            entry.update(values)
+    return worst_lane_frames(base.lanes, points, rename)
 
 
 def _replay_candidate(cfg: GateConfig, base: RunView, rename: dict, run_dir: Path) -> None:

@@ -12,6 +12,7 @@ import base64
 import html
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from . import figures
 
 FOCUS_CASES = 3  # cases whose lane position over time is plotted
 GALLERY = 6  # worst bends drawn on their frames
+DIFFERS = 4  # frames where a deployed runner differs most from torch, drawn on their frames
 GALLERY_PER_CASE = 2  # so one hard case does not fill the gallery
 
 CSS = """
@@ -65,10 +67,15 @@ def _table(tid: str, head: list[str], rows: list[list[str]], row_class: list[str
     return f'<table id="{tid}"><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
+def _slug(heading: str) -> str:
+    """A section's id: its words joined by hyphens (a screenshot or a link starts there)."""
+    return re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-")
+
+
 def _page(title: str, subtitle: str, verdict: tuple[str, str], sections: list[tuple[str, str]]) -> str:
     cls, text = verdict
     parts = [f"<h1>{_e(title)}</h1>", f'<div class="meta">{subtitle}</div>', f'<div class="verdict {cls}" id="verdict">{_e(text)}</div>']
-    parts += [f'<h2 id="{_e(h.lower().replace(" ", "-"))}">{_e(h)}</h2>\n{body}' for h, body in sections if body]
+    parts += [f'<h2 id="{_slug(h)}">{_e(h)}</h2>\n{body}' for h, body in sections if body]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{_e(title)}</title>"
             f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
@@ -173,12 +180,22 @@ def replay_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
         sections.append(("Failed cases", "".join(f"<p><b>{_e(e['case'])}</b>: {_e(e['error'])}</p>" for e in doc["errors"])))
     lanes = _RunLanes(folder, doc)
     if lanes.ok:
+        if deployed:  # where the engine differs from torch is what a reviewer looks at first: right after the deltas
+            at = next(i for i, (title, _) in enumerate(sections) if title.startswith("Deployment deltas")) + 1
+            sections.insert(at, ("Where the deployed forms differ most from torch", lanes.differs()))
         sections.append(("Lane position over time", lanes.time_series()))
-        sections.append(("Worst bends", lanes.gallery()))
+        sections.append(("Worst bends (model quality: where the model itself is most jagged)", lanes.gallery()))
     else:
         sections.append(("Lane position over time", f'<p class="note">{_e(lanes.why)}</p>'))
     sections.append(("Provenance", _provenance(doc["provenance"])))
     return sections
+
+
+def _first_then_rest(first, rest):
+    """`first`'s rows, then `rest`'s that are not among them (same index), in order."""
+    import pandas as pd
+
+    return pd.concat([first, rest[~rest.index.isin(first.index)]])
 
 
 class _RunLanes:
@@ -190,7 +207,7 @@ class _RunLanes:
             import pandas as pd
 
             self.df = pd.read_parquet(folder / "frames.parquet", columns=["case", "frame", "t", "runner", "pipeline", "lane", "lane_name",
-                                                                             "x", "bend_px", "bend_row"])
+                                                                             "x", "bend_px", "bend_row", "dx_ref_max_px"])
         except (OSError, ValueError) as exc:
             self.why = f"frames.parquet could not be read: {exc}"
             return
@@ -271,6 +288,44 @@ class _RunLanes:
                 " fp32 on the same input, where a backend's own swing shows.</p>")
         return note + "".join(out)
 
+    def _drawn(self, case: str, frame: int, runners: list[tuple[str, str]], caption: str, with_gt: bool = True) -> str | None:
+        """One frame of a case with the lanes of `runners` ((name, kind)) drawn over it, as a figure."""
+        from ..cases.preview import frame_rgb
+
+        c, rows = self.case(case)
+        if c is None:
+            return None
+        lanes = {}
+        gt = self.gt(case, np.array([frame])) if with_gt else None
+        if gt is not None:
+            lanes["GT"] = (gt[0], "gt")
+        for name, kind in runners:
+            got = self.lanes(case, name)
+            if got is not None and f"{name} ({self.pipeline})" not in lanes:  # torch as the deployed runner: drawn once, as the reference
+                frames, _, x, _ = got
+                lanes[f"{name} ({self.pipeline})"] = (x[int(np.searchsorted(frames, frame))], kind)
+        png = figures.overlay(frame_rgb(c, int(frame)), rows, lanes, caption)
+        return f"<figure>{_img(png, caption)}<figcaption>{_e(caption)}</figcaption></figure>"
+
+    def differs(self) -> str:
+        """The lane-frames where each deployed runner's lanes are farthest from torch fp32's: each
+        runner's worst first, then the next worst of any runner, one per frame and runner."""
+        d = self.df[(self.df.pipeline == self.pipeline) & (self.df.runner.astype(str) != REFERENCE)].dropna(subset=["dx_ref_max_px"])
+        d = d[d.dx_ref_max_px > 0].sort_values("dx_ref_max_px", ascending=False).drop_duplicates(["case", "frame", "runner"])
+        if d.empty:
+            return '<p class="note">No deployed runner moves a lane point from torch fp32 on this pipeline.</p>'
+        firsts = d.drop_duplicates("runner")
+        pick = _first_then_rest(firsts, d).head(DIFFERS)
+        items = [self._drawn(r.case, int(r.frame), [(REFERENCE, "reference"), (r.runner, "deployed")],
+                             f"{r.runner} vs torch: {r.case} frame {r.frame} lane {r.lane_name}: {r.dx_ref_max_px:.2f} px", with_gt=False)
+                 for r in pick.itertuples()]
+        items = [i for i in items if i]
+        if not items:
+            return '<p class="note">The cases\' folders could not be read, so their frames are not shown.</p>'
+        return ('<p class="note">The lane-frames where a deployed runner\'s lanes are farthest from torch fp32\'s on the same input '
+                f'(largest point difference; each runner\'s worst first, at most {DIFFERS}): green torch fp32 (drawn wide), red the '
+                'deployed runner; the caption gives the difference in source px.</p><div class="gallery differs">' + "".join(items) + "</div>")
+
     def gallery(self) -> str:
         d = self.df[(self.df.pipeline == self.pipeline) & self.df.runner.isin(self.deployed)].dropna(subset=["bend_px"])
         if d.empty:
@@ -279,29 +334,18 @@ class _RunLanes:
         d = d.groupby("case", sort=False, observed=True).head(GALLERY_PER_CASE).head(GALLERY)
         items = []
         for r in d.itertuples():
-            c, rows = self.case(r.case)
-            if c is None:
-                continue
-            from ..cases.preview import frame_rgb
-
-            lanes = {}
-            gt = self.gt(r.case, np.array([r.frame]))
-            if gt is not None:
-                lanes["GT"] = (gt[0], "gt")
-            for name, kind in dict.fromkeys([(REFERENCE, "reference"), (r.runner, "deployed")]):
-                got = self.lanes(r.case, name)
-                if got is not None and name not in {k.split(" ")[0] for k in lanes}:
-                    frames, _, x, _ = got
-                    lanes[f"{name} ({self.pipeline})"] = (x[int(np.searchsorted(frames, r.frame))], kind)
+            _, rows = self.case(r.case)
             row = int(r.bend_row) if r.bend_row >= 0 else -1
             caption = f"{r.case} frame {r.frame}  {r.runner}  lane {r.lane_name}  bend {r.bend_px:.1f} px at row {rows[row]:.0f}"
-            png = figures.overlay(frame_rgb(c, int(r.frame)), rows, lanes, caption)
-            items.append(f"<figure>{_img(png, caption)}<figcaption>{_e(caption)}</figcaption></figure>")
+            item = self._drawn(r.case, int(r.frame), [(REFERENCE, "reference"), (r.runner, "deployed")], caption)
+            if item:
+                items.append(item)
         if not items:
             return '<p class="note">The cases\' folders could not be read, so their frames are not shown.</p>'
-        return (f'<p class="note">The lane-frames with the largest bend on the deployed runners (one per frame, at most {GALLERY_PER_CASE}'
-                ' per case): blue GT, green torch fp32 (drawn wide, so where the deployed runner agrees only its edges show), red the'
-                ' deployed runner.</p><div class="gallery">' + "".join(items) + "</div>")
+        return (f'<p class="note">Model quality, not the deployment: the lane-frames with the largest bend on the deployed runners (one'
+                f' per frame, at most {GALLERY_PER_CASE} per case; torch bends the same there unless the section above shows the frame):'
+                ' blue GT, green torch fp32 (drawn wide, so where the deployed runner agrees only its edges show), red the'
+                ' deployed runner.</p><div class="gallery bends">' + "".join(items) + "</div>")
 
 
 # ----------------------------------------------------------------------------------------------- sweep
@@ -406,11 +450,46 @@ def gate_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
         run_doc = read_summary(run, ("parity.replay/1",))
     except UsageError:
         run_doc = None
+    if run_doc is not None and doc.get("drift_worst"):
+        sections.insert(2, ("Where the candidate's lanes moved most from the baseline's", _drift_gallery(doc, run, run_doc)))
     if run_doc is not None:
         sections += [(f"Candidate run: {h}", b) for h, b in replay_sections(run, run_doc) if h != "Provenance"]
     sections.append(("Provenance", "<h3>baseline</h3>" + _provenance(doc["baseline"]["provenance"])
                      + "<h3>candidate</h3>" + _provenance(doc["candidate"]["provenance"] or {})))
     return sections
+
+
+def _drift_gallery(doc: dict, run: Path, run_doc: dict) -> str:
+    """The lane-frames the gate found farthest from the baseline's own lanes, both drawn on the frame."""
+    from .baseline import load_baseline
+
+    try:
+        keys, x = load_baseline(doc["baseline"]["path"]).lanes
+    except (UsageError, TypeError) as exc:  # moved, changed or lane-less since the gate ran
+        return f'<p class="note">The baseline\'s lanes cannot be read now: {_e(exc)}</p>'
+    inverse = {v: k for k, v in (doc.get("rename") or {}).items()}
+    lanes, items = _RunLanes(run, run_doc), []
+    for w in doc["drift_worst"]:
+        sel = ((keys.case == w["case"]) & (keys.runner == w["runner"]) & (keys.pipeline == w["pipeline"]) & (keys.frame == w["frame"])).to_numpy()
+        lanes.pipeline = w["pipeline"]
+        got = lanes.lanes(w["case"], inverse.get(w["runner"], w["runner"])) if lanes.ok else None
+        c, rows = lanes.case(w["case"]) if lanes.ok else (None, None)
+        if c is None or got is None or not sel.any():
+            continue
+        from ..cases.preview import frame_rgb
+
+        base_x = x[sel][np.argsort(keys.lane.to_numpy()[sel])]
+        frames, _, cand_x, names = got
+        caption = (f"{w['runner']} on {w['pipeline']}: {w['case']} frame {w['frame']} lane {names[w['lane']]}: "
+                   f"{w['drift_px']:.2f} px from the baseline")
+        png = figures.overlay(frame_rgb(c, w["frame"]), rows, {"baseline": (base_x, "reference"),
+                                                                "candidate": (cand_x[int(np.searchsorted(frames, w["frame"]))], "deployed")},
+                              caption)
+        items.append(f"<figure>{_img(png, caption)}<figcaption>{_e(caption)}</figcaption></figure>")
+    if not items:
+        return '<p class="note">The cases\' frames could not be read, so the lanes are not drawn.</p>'
+    return ('<p class="note">The lane-frames whose points moved most from the baseline run\'s own lanes (largest |dx|, one per frame '
+            'and runner): green the baseline (drawn wide), red the candidate.</p><div class="gallery drift">' + "".join(items) + "</div>")
 
 
 def _gate_verdict(doc: dict) -> tuple[str, str]:

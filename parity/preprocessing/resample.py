@@ -161,13 +161,15 @@ def _pass(x: np.ndarray, t: tuple[np.ndarray, np.ndarray], axis: int) -> np.ndar
     Along the width of a channels-last image the channels ride with their column (one gather over
     rows of W*C values: numpy is slow on a 3-long inner axis)."""
     idx, w = t
+    if x.dtype != np.float32 and idx.shape[1] * idx.shape[0] > x.shape[axis]:
+        x = x.astype(np.float32)  # converting the input once is cheaper than each tap's gather (exact either way)
     if axis == x.ndim - 2:  # [..., W, C] -> gather columns of W*C
         C = x.shape[-1]
         flat = x.reshape(-1, x.shape[-2] * C)
         out = None
         for k in range(idx.shape[1]):
             cols = (idx[:, k, None] * C + np.arange(C)).ravel()
-            term = np.take(flat, cols, axis=1).astype(np.float32)
+            term = np.take(flat, cols, axis=1).astype(np.float32, copy=False)
             term *= np.repeat(w[:, k], C)
             if out is None:
                 out = term
@@ -178,7 +180,7 @@ def _pass(x: np.ndarray, t: tuple[np.ndarray, np.ndarray], axis: int) -> np.ndar
     shape[axis] = -1
     out = None
     for k in range(idx.shape[1]):
-        term = np.take(x, idx[:, k], axis=axis).astype(np.float32)
+        term = np.take(x, idx[:, k], axis=axis).astype(np.float32, copy=False)
         term *= w[:, k].reshape(shape)
         if out is None:
             out = term

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import atomic
 from ..cases.lanes import resample_rows
-from ..errors import CaptureError, UsageError
+from ..errors import CaptureError, CaseError, UsageError
 from ..metrics import scoring
 from ..metrics.lateral import lateral_difference, metres_per_pixel
 from ..models.onnx_only import load_model
@@ -70,6 +70,17 @@ CODE = ("metrics", "preprocessing", "runners", "models", "cases", "colour.py", "
         "runs/schema.py")
 
 
+def streams_read(case, pipelines) -> dict[str, str | None]:
+    """pipeline name -> the stream of `case` it reads (None: none it can read; the case fails there)."""
+    out = {}
+    for p in pipelines:
+        try:
+            out[p.name] = p.stream_for(case)
+        except CaseError:
+            out[p.name] = None
+    return out
+
+
 def replay(cfg: ReplayConfig) -> ReplayResult:
     started = datetime.now(timezone.utc)
     cases = load_all_cases(cfg.cases)
@@ -83,6 +94,12 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     pipe_names = [p.name for p in pipelines]
     if len(set(pipe_names)) < len(pipe_names):
         raise UsageError(f"--pipeline: two pipelines share a name ({', '.join(pipe_names)}); results are keyed by it")
+    for c in cases:
+        for p in pipelines:
+            stream = streams_read(c, [p])[p.name]
+            if stream not in (None, "nv12") and p.streams and p.streams[0] == "nv12":  # e.g. a video import (RGB) under the vehicle pipeline
+                log.warning("%s: pipeline %s reads the %s stream (the case has no nv12 stream): its YUV matrix, range and chroma "
+                            "are not exercised (the stream each pipeline read is in summary.json, provenance.cases)", c.name, p.name, stream)
     names = resolve(cfg.runners)
     if cfg.runners == "auto" and not getattr(ckpt, "has_weights", True):  # what an ONNX-only model can run
         names = [n for n in names if not RUNNERS[n].needs_weights]
@@ -157,6 +174,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
                         "path": os.path.abspath(c.root), "sha256": c.content_hash(), "frames": len(c),
                         "labelled_frames": int(c.labelled.sum()) if c.labelled is not None else 0,
                         "model_rows": adapter.anchor_rows(c.height).tolist(),
+                        "streams": streams_read(c, pipelines),
                     }
                     for c in cases
                 },
