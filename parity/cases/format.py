@@ -519,16 +519,26 @@ _STREAM_SUFFIXES = {"nv12": (".nv12", ".yuv"), "jpeg": (".jpg", ".jpeg"), "png":
 
 
 def _extra_files(root: Path, frame_files: list[dict[str, str]], streams: list[str]) -> list[str]:
-    """Frame files lying in a stream's folders that case.json does not list (a frame dropped from the list)."""
+    """Frame files lying in a stream's folders that case.json does not list (a frame dropped from the list).
+    Compared by name within each listed folder, each folder resolved once (a case has thousands of frames)."""
     out = []
+    root_real = root.resolve()
     for s in streams:
-        listed = {(root / f[s]).resolve() for f in frame_files if s in f}
-        for folder in sorted({p.parent for p in listed}):
-            if folder == root.resolve():
+        by_folder: dict[str, set[str]] = {}
+        for f in frame_files:
+            if s in f:
+                p = os.path.normpath(root / f[s])
+                by_folder.setdefault(os.path.dirname(p), set()).add(os.path.basename(p))
+        for folder in sorted(by_folder):
+            if Path(folder).resolve() == root_real:
                 continue
-            for p in sorted(folder.iterdir()):
-                if p.suffix.lower() in _STREAM_SUFFIXES[s] and p.resolve() not in listed:
-                    out.append(f"{p}: extra frame file not listed in case.json frames ({s})")
+            try:
+                names = sorted(e.name for e in os.scandir(folder))
+            except OSError:  # a missing folder: its frames are reported missing elsewhere
+                continue
+            for name in names:
+                if os.path.splitext(name)[1].lower() in _STREAM_SUFFIXES[s] and name not in by_folder[folder]:
+                    out.append(f"{Path(folder) / name}: extra frame file not listed in case.json frames ({s})")
     return out
 
 
