@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 
 
 class _Context:
@@ -20,6 +21,8 @@ class _Context:
 
 class LineProgress(_Context):
     """tqdm's update/close, written as lines: `replay: 3/9 cases (33%), 41 s, about 82 s left`."""
+
+    per_batch = False  # a log gets a line per finished unit, not per batch
 
     def __init__(self, total: int, desc: str, unit: str, stream=None, clock=time.monotonic):
         self.total, self.desc, self.unit, self.n = int(total), desc, unit, 0
@@ -38,6 +41,7 @@ class LineProgress(_Context):
 
 
 class _Silent(_Context):
+    per_batch = False
     def update(self, n: int = 1) -> None:
         pass
 
@@ -55,3 +59,44 @@ def progress(total: int, desc: str, unit: str, enabled: bool = True, stream=None
 
         return tqdm(total=total, desc=desc, unit=unit, file=stream)
     return LineProgress(total, desc, unit, stream)
+
+
+# A unit of work that runs in this process (the serial executor) reports its finished frames batch by
+# batch here, so a terminal bar moves per batch and not only per case; units in other processes
+# (a pool, Ray) do not, and their bar moves per case.
+_TICK = None
+
+
+def tick(unit: str, n: int) -> None:
+    """`n` more frames of `unit` (a case) done, where a command in this process is counting."""
+    if _TICK is not None:
+        _TICK(unit, n)
+
+
+class Ticks:
+    """Per-batch ticks into a bar, and what is left of a unit once it finishes (ticks never count twice)."""
+
+    def __init__(self, bar):
+        self.bar, self.done = bar, {}
+
+    def __call__(self, unit: str, n: int) -> None:
+        if getattr(self.bar, "per_batch", True):  # a terminal bar moves per batch; a log line waits for the unit
+            self.done[unit] = self.done.get(unit, 0) + n
+            self.bar.update(n)
+
+    def finish(self, unit: str, total: int) -> None:
+        left = total - self.done.pop(unit, 0)
+        if left > 0:
+            self.bar.update(left)
+
+
+@contextmanager
+def ticking(bar):
+    """Route `tick` into `bar` while the block runs; yields the Ticks (call `.finish(unit, total)` per finished unit)."""
+    global _TICK
+    ticks, previous = Ticks(bar), _TICK
+    _TICK = ticks
+    try:
+        yield ticks
+    finally:
+        _TICK = previous

@@ -37,3 +37,30 @@ def test_a_replay_into_a_log_says_how_far_it_is(tiny_case, random_checkpoint, ca
                 "--cache-dir", cache_dir, "--no-report")
     assert r.returncode == 0, r.stderr
     assert "replay: 6/6 frames (100%)" in r.stderr
+
+
+def test_a_terminal_bar_moves_per_batch_and_a_log_line_per_case(tiny_case, random_checkpoint, cache_dir, tmp_path, monkeypatch):
+    import parity.progress as P
+
+    from .conftest import run_main
+
+    steps = {}
+
+    class Bar:  # what progress() returns on a terminal (tqdm's update/close), recording each step
+        def __init__(self, per_batch):
+            self.per_batch, self.steps = per_batch, []
+
+        def update(self, n=1):
+            self.steps.append(n)
+
+        def close(self):
+            pass
+
+    for per_batch in (True, False):
+        monkeypatch.setattr(P, "progress", lambda total, *a, **k: steps.setdefault(per_batch, Bar(per_batch)))
+        r = run_main("replay", "--cases", tiny_case, "--checkpoint", random_checkpoint.path, "--runners", "torch", "--pipeline", "vehicle",
+                     "--batch-size", "2", "--out", tmp_path / f"o{per_batch}", "--cache-dir", cache_dir, "--no-report")
+        assert r.returncode == 0, r.stderr
+    assert steps[True].steps == [2, 2, 2]  # 6 frames in batches of 2: the bar moved after each
+    assert steps[False].steps == [6]  # a log: one line when the case is done
+    assert P._TICK is None  # nothing left routed once the replay ended

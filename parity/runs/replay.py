@@ -17,6 +17,7 @@ import numpy as np
 from .. import atomic
 from ..cases.lanes import resample_rows
 from ..errors import CaptureError, CaseError, UsageError
+from ..progress import tick
 from ..metrics import scoring
 from ..metrics.lateral import lateral_difference, metres_per_pixel
 from ..models.onnx_only import load_model
@@ -126,7 +127,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     with RunFolder(out, "replay", run_key, resume=cfg.resume, describe=describe, replace=cfg.overwrite) as folder:
         parts = CaseParts(folder, run_key, cases)
         runner_info = folder.recall("runners", {})
-        from ..progress import progress
+        from ..progress import progress, ticking
 
         bar = progress(sum(len(c) for c in parts.todo) * len(pipelines), "replay", "frame", cfg.progress)
         # Absolute paths: a worker may start elsewhere (a Ray worker's folder is its session's).
@@ -134,8 +135,9 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
                 "batch_size": cfg.batch_size, "cache_dir": os.path.abspath(cache.root), "trt_timing_cache": cfg.trt_timing_cache and os.path.abspath(cfg.trt_timing_cache),
                 "captures": [c.spec.to_dict() for c in captures], "onnx_spec": cfg.onnx_spec}
         try:
-            errors = parts.compute(spec, replay_unit, {c.name: {**unit, "case": os.path.abspath(c.root)} for c in parts.todo},
-                                   lambda case, result: bar.update(len(case) * len(pipelines)))
+            with ticking(bar) as ticks:
+                errors = parts.compute(spec, replay_unit, {c.name: {**unit, "case": os.path.abspath(c.root)} for c in parts.todo},
+                                       lambda case, result: ticks.finish(case.name, len(case) * len(pipelines)))
         finally:
             release_runners()
         runner_info = parts.runner_info or runner_info
@@ -225,6 +227,7 @@ def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size) -> tuple[l
                 batches.feed(pipe.prepare(case, idx))
             except CaptureMismatch as exc:
                 raise capture_mismatch(exc, next(r for r in fed if r.name == exc.capture), case, pipe.name, spec_sha, idx) from None
+            tick(case.name, len(idx))
         for name, o in batches.outputs().items():
             outputs[(name, pipe.name)] = o
     lanes = {k: o.x for k, o in outputs.items()}
