@@ -22,16 +22,27 @@ class _Context:
 class LineProgress(_Context):
     """tqdm's update/close, written as lines: `replay: 3/9 cases (33%), 41 s, about 82 s left`."""
 
-    per_batch = False  # a log gets a line per finished unit, not per batch
+    INTERVAL_S = 30.0  # within a long unit, a line from its batches at most this often (a log never sits a minute silent)
 
     def __init__(self, total: int, desc: str, unit: str, stream=None, clock=time.monotonic):
         self.total, self.desc, self.unit, self.n = int(total), desc, unit, 0
         self.stream, self.clock = stream or sys.stderr, clock
-        self.start = clock()
+        self.start = self.last = clock()
+
+    def tick(self, n: int) -> None:
+        """Frames of a unit still running: counted, and written only when the last line is INTERVAL_S old."""
+        self.n += n
+        now = self.clock()
+        if now - self.last >= self.INTERVAL_S:
+            self._line(now)
 
     def update(self, n: int = 1) -> None:
         self.n += n
-        elapsed = self.clock() - self.start
+        self._line(self.clock())
+
+    def _line(self, now: float) -> None:
+        self.last = now
+        elapsed = now - self.start
         share = self.n / self.total if self.total else 1.0
         left = f", about {elapsed / share - elapsed:.0f} s left" if 0 < share < 1 else ""
         print(f"{self.desc}: {self.n}/{self.total} {self.unit}s ({100 * share:.0f}%), {elapsed:.0f} s{left}", file=self.stream, flush=True)
@@ -80,14 +91,13 @@ class Ticks:
         self.bar, self.done = bar, {}
 
     def __call__(self, unit: str, n: int) -> None:
-        if getattr(self.bar, "per_batch", True):  # a terminal bar moves per batch; a log line waits for the unit
-            self.done[unit] = self.done.get(unit, 0) + n
-            self.bar.update(n)
+        if not getattr(self.bar, "per_batch", True):
+            return
+        self.done[unit] = self.done.get(unit, 0) + n
+        getattr(self.bar, "tick", self.bar.update)(n)  # a terminal bar moves; a log line waits for the unit or the interval
 
     def finish(self, unit: str, total: int) -> None:
-        left = total - self.done.pop(unit, 0)
-        if left > 0:
-            self.bar.update(left)
+        self.bar.update(max(total - self.done.pop(unit, 0), 0))  # a log's line for the finished unit, even with nothing left
 
 
 @contextmanager

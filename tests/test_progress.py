@@ -61,6 +61,18 @@ def test_a_terminal_bar_moves_per_batch_and_a_log_line_per_case(tiny_case, rando
         r = run_main("replay", "--cases", tiny_case, "--checkpoint", random_checkpoint.path, "--runners", "torch", "--pipeline", "vehicle",
                      "--batch-size", "2", "--out", tmp_path / f"o{per_batch}", "--cache-dir", cache_dir, "--no-report")
         assert r.returncode == 0, r.stderr
-    assert steps[True].steps == [2, 2, 2]  # 6 frames in batches of 2: the bar moved after each
+    assert steps[True].steps == [2, 2, 2, 0]  # 6 frames in batches of 2: the bar moved after each (and 0 left when the case ended)
     assert steps[False].steps == [6]  # a log: one line when the case is done
     assert P._TICK is None  # nothing left routed once the replay ended
+
+
+def test_a_long_unit_still_writes_a_line_every_half_minute():
+    t = iter([0.0, 10.0, 20.0, 35.0, 40.0, 50.0, 70.0, 71.0])
+    out = io.StringIO()
+    p = LineProgress(100, "replay", "frame", out, clock=lambda: next(t))
+    for _ in range(6):
+        p.tick(10)  # batches of one long case, at 10, 20, 35, 40, 50 and 70 s
+    p.update(40)  # the case finished
+    assert out.getvalue().splitlines() == ["replay: 30/100 frames (30%), 35 s, about 82 s left",
+                                           "replay: 60/100 frames (60%), 70 s, about 47 s left",
+                                           "replay: 100/100 frames (100%), 71 s"]
