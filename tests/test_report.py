@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from parity.decisions.report import DIFFERS, GALLERY, GALLERY_PER_CASE, write_report
+from parity.decisions.report import DIFFERS, FILMSTRIP, GALLERY, GALLERY_PER_CASE, write_report
 
 from . import browser
 from .conftest import _tiny_scenario, rerecord_run, run_cli
@@ -106,8 +106,21 @@ def test_replay_report_holds_what_a_reviewer_needs(folders):
     bends = text[text.index('class="gallery bends"'):]
     assert bends.count("<figcaption>") == min(GALLERY, 2 * GALLERY_PER_CASE)  # the worst bends of the 2 cases, drawn on their frames
     # where the deployed runner differs most from torch comes before the model's own worst bends, one frame per runner at least
-    differs = text[text.index('class="gallery differs"'):text.index('class="gallery bends"')]
+    differs = text[text.index('class="gallery differs"'):]
+    differs = differs[: differs.index("</div>")]
     assert 1 <= differs.count("<figcaption>") <= DIFFERS and "ort-fp16 vs torch: " in differs and " px</figcaption>" in differs
+    # a filmstrip of consecutive frames around the largest swing ort-fp16 adds, after the differences
+    strip = text[text.index('class="filmstrip"'):]
+    strip = strip[: strip.index("</div>")]
+    assert text.index('class="gallery differs"') < text.index('class="filmstrip"')
+    assert strip.count("<figcaption>") == FILMSTRIP and strip.count(" px</figcaption>") == 1  # the frame after the largest swing says it
+    frames = [int(m) for m in re.findall(r"<figcaption>frame (\d+) ", strip)]
+    assert frames == list(range(frames[0], frames[0] + FILMSTRIP))  # consecutive
+    # each case a section of its own: its table and its lane over time
+    for case in ("r0", "r1"):
+        sec = text[text.index(f'<h2 id="case-{case}">'):]
+        sec = sec[: sec.index("<h2 ", 5)]
+        assert f'id="case-{case}-table"' in sec and f"alt=\"lane position over time, {case}" in sec
     assert "Provenance" in text and json.loads((folders["replay"] / "summary.json").read_text())["provenance"]["checkpoint"]["sha256"] in text
 
 

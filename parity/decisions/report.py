@@ -24,9 +24,9 @@ from ..runners import REFERENCE
 from ..runs.tables import read_summary
 from . import figures
 
-FOCUS_CASES = 3  # cases whose lane position over time is plotted
 GALLERY = 6  # worst bends drawn on their frames
 DIFFERS = 4  # frames where a deployed runner differs most from torch, drawn on their frames
+FILMSTRIP = 6  # consecutive frames around the largest frame-to-frame swing a deployed runner adds
 GALLERY_PER_CASE = 2  # so one hard case does not fill the gallery
 
 CSS = """
@@ -36,7 +36,7 @@ h1{font-size:22px;margin:4px 0 2px} h2{font-size:17px;margin:26px 0 8px;border-b
 .ok{background:#e3f5e6;color:#185c27} .bad{background:#fde4e1;color:#8a1c12} .warn{background:#fff3d6;color:#7a5300}
 table{border-collapse:collapse;font-size:12px;margin:6px 0 10px} th,td{border:1px solid #d8dce4;padding:3px 7px;text-align:right}
 th{background:#f2f4f8;position:sticky;top:0} td.l,th.l{text-align:left} tr.fail td{background:#fde4e1} tr.error td{background:#fff3d6}
-.gallery{display:flex;flex-wrap:wrap;gap:10px} figure{margin:0} figcaption{font-size:11px;color:#5a6275;max-width:640px}
+.gallery{display:flex;flex-wrap:wrap;gap:10px} .filmstrip{display:flex;flex-wrap:nowrap;gap:4px;overflow-x:auto} figure{margin:0} figcaption{font-size:11px;color:#5a6275;max-width:640px}
 img{max-width:100%;border:1px solid #d8dce4} details{margin:6px 0} pre{font-size:11px;background:#f6f7f9;padding:8px;overflow:auto}
 .note{font-size:12px;color:#5a6275;max-width:1000px}
 """
@@ -183,7 +183,12 @@ def replay_sections(folder: Path, doc: dict) -> list[tuple[str, str]]:
         if deployed:  # where the engine differs from torch is what a reviewer looks at first: right after the deltas
             at = next(i for i, (title, _) in enumerate(sections) if title.startswith("Deployment deltas")) + 1
             sections.insert(at, ("Where the deployed forms differ most from torch", lanes.differs()))
-        sections.append(("Lane position over time", lanes.time_series()))
+        strip = lanes.filmstrip()
+        if strip:
+            at = next(i for i, (title, _) in enumerate(sections) if title.startswith("Where the deployed forms differ")) + 1 if deployed else 1
+            sections.insert(at, ("Filmstrip: where a deployed runner swings most against torch", strip))
+        sections.append(("Lane position over time", lanes.time_series([])))  # the note and the cases by jitter; each case's plot is in its section
+        sections.extend(lanes.case_sections())
         sections.append(("Worst bends (model quality: where the model itself is most jagged)", lanes.gallery()))
     else:
         sections.append(("Lane position over time", f'<p class="note">{_e(lanes.why)}</p>'))
@@ -254,11 +259,15 @@ class _RunLanes:
         g = resample_rows(c.gt, c.anchor_rows, rows)
         return g if frames is None else g[frames]
 
-    def time_series(self) -> str:
+    def worst_jitter_cases(self) -> list[str]:
+        """The cases by near-row jitter on the deployed runner that moves lanes most from torch, worst first."""
         per_case = [r for r in self.doc.get("per_case", []) if r["pipeline"] == self.pipeline and r["runner"] in self.deployed]
         worst = sorted({r["case"]: r for r in sorted(per_case, key=lambda r: np.nan_to_num(r.get("jitter_rms_near") or 0.0))}.values(),
                        key=lambda r: -np.nan_to_num(r.get("jitter_rms_near") or 0.0))
-        focus = [r["case"] for r in worst[:FOCUS_CASES]] or sorted(self.df.case.astype(str).unique())[:FOCUS_CASES]
+        return [r["case"] for r in worst] or sorted(self.df.case.astype(str).unique())
+
+    def time_series(self, focus: list[str], note: bool = True) -> str:
+        """The lane-over-time plot of each case in `focus`, after the note that explains them when `note`."""
         out = []
         from ..metrics.jitter import lookahead_rows
 
@@ -283,12 +292,14 @@ class _RunLanes:
             png = figures.lane_over_time(title, t, {k: v[:, lane] for k, v in series.items()},
                                          gt[:, lane] if gt is not None and gt.shape == ref.shape else None, REFERENCE, looks)
             out.append(f"<figure>{_img(png, f'lane position over time, {case}')}</figure>")
-        note = ('<p class="note">The cases with the highest near-row jitter on the deployed runner that moves lanes most from torch'
-                f" ({_e(self.deployed[0])}). Top: the lane's x at the near, mid and far look-ahead rows; bottom: each runner minus torch"
-                " fp32 on the same input, where a backend's own swing shows.</p>")
-        return note + "".join(out)
+        text = ('<p class="note">Each case\'s section below plots the lane that swings most on the deployed runner that moves lanes most'
+                f" from torch ({_e(self.deployed[0])}). Top: the lane's x at the near, mid and far look-ahead rows; bottom: each runner"
+                " minus torch fp32 on the same input, where a backend's own swing shows. The cases by near-row jitter, worst first: "
+                + ", ".join(f'<a href="#{_slug("Case " + c)}">{_e(c)}</a>' for c in self.worst_jitter_cases()) + ".</p>")
+        return (text if note else "") + "".join(out)
 
-    def _drawn(self, case: str, frame: int, runners: list[tuple[str, str]], caption: str, with_gt: bool = True) -> str | None:
+    def _drawn(self, case: str, frame: int, runners: list[tuple[str, str]], caption: str, with_gt: bool = True,
+               width: int = 640) -> str | None:
         """One frame of a case with the lanes of `runners` ((name, kind)) drawn over it, as a figure."""
         from ..cases.preview import frame_rgb
 
@@ -304,7 +315,7 @@ class _RunLanes:
             if got is not None and f"{name} ({self.pipeline})" not in lanes:  # torch as the deployed runner: drawn once, as the reference
                 frames, _, x, _ = got
                 lanes[f"{name} ({self.pipeline})"] = (x[int(np.searchsorted(frames, frame))], kind)
-        png = figures.overlay(frame_rgb(c, int(frame)), rows, lanes, caption)
+        png = figures.overlay(frame_rgb(c, int(frame)), rows, lanes, caption, width=width)
         return f"<figure>{_img(png, caption)}<figcaption>{_e(caption)}</figcaption></figure>"
 
     def differs(self) -> str:
@@ -325,6 +336,58 @@ class _RunLanes:
         return ('<p class="note">The lane-frames where a deployed runner\'s lanes are farthest from torch fp32\'s on the same input '
                 f'(largest point difference; each runner\'s worst first, at most {DIFFERS}): green torch fp32 (drawn wide), red the '
                 'deployed runner; the caption gives the difference in source px.</p><div class="gallery differs">' + "".join(items) + "</div>")
+
+    def filmstrip(self) -> str | None:
+        """FILMSTRIP consecutive frames around the largest frame-to-frame change of x_runner - x_torch at
+        the near row, for the deployed runner and case with the most added swing: torch and the runner
+        drawn on each frame."""
+        from ..metrics.jitter import lookahead_rows
+
+        per_case = [r for r in self.doc.get("per_case", []) if r["pipeline"] == self.pipeline and r["runner"] != REFERENCE
+                    and np.isfinite(r.get("added_jitter_rms_near") or np.nan)]
+        if not per_case:
+            return None
+        worst = max(per_case, key=lambda r: r["added_jitter_rms_near"])
+        dep, ref = self.lanes(worst["case"], worst["runner"]), self.lanes(worst["case"], REFERENCE)
+        if dep is None or ref is None or len(dep[0]) < 2 or dep[2].shape != ref[2].shape:
+            return None
+        frames, t, x, names = dep
+        near = lookahead_rows(x.shape[2])["near"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            swing = np.nanmax(np.abs(np.diff(x[:, :, near] - ref[2][:, :, near], axis=0)), axis=1)  # [T-1]: the worst lane per step
+        if not np.isfinite(swing).any() or np.nanmax(swing) <= 0:
+            return None
+        k = int(np.nanargmax(swing))
+        lo = int(np.clip(k + 1 - FILMSTRIP // 2, 0, max(len(frames) - FILMSTRIP, 0)))
+        items = []
+        for i in range(lo, min(lo + FILMSTRIP, len(frames))):
+            caption = f"frame {frames[i]}  t {t[i]:.2f} s" + (f"  swing {swing[i - 1]:.3g} px" if i == k + 1 else "")
+            item = self._drawn(worst["case"], int(frames[i]), [(REFERENCE, "reference"), (worst["runner"], "deployed")], caption,
+                               with_gt=False, width=320)
+            if item:
+                items.append(item)
+        if not items:
+            return None
+        return (f'<p class="note">{_e(worst["runner"])} on {_e(worst["case"])} ({self.pipeline} pipeline), the deployed runner and case '
+                f'with the most added swing (jit+ near {worst["added_jitter_rms_near"]:.4f} px/frame): {len(items)} consecutive frames '
+                f'around its largest frame-to-frame change of x_runner - x_torch at the near row ({np.nanmax(swing):.2f} px, '
+                f'frames {frames[k]} to {frames[k + 1]}); green torch fp32 (drawn wide), red {_e(worst["runner"])}.</p>'
+                '<div class="filmstrip">' + "".join(items) + "</div>")
+
+    def case_sections(self) -> list[tuple[str, str]]:
+        """A section per case: its rows of the per-case table and its lane's position over time."""
+        cols = [("acc", "accuracy", ".4f"), ("F1", "f1_50", ".4f"), ("dx p99", "dx_ref_p99_px", ".3f"), ("dx max", "dx_ref_max_px", ".2f"),
+                ("bend p99", "bend_p99_px", ".2f"), ("jit near", "jitter_rms_near", ".3f"), ("bend+ p99", "added_bend_p99_px", ".3f"),
+                ("jit+ near", "added_jitter_rms_near", ".4f"), ("flicker+", "added_flicker_hz", ".3f")]
+        out = []
+        for case in sorted(self.df.case.astype(str).unique()):
+            rows = [r for r in self.doc.get("per_case", []) if r["case"] == case]
+            rows.sort(key=lambda r: (r["pipeline"], r["runner"] != REFERENCE, r["runner"]))
+            table = _table(f"case-{_slug(case)}-table", ["runner", "pipeline"] + [c for c, _, _ in cols],
+                           [[_e(r["runner"]), _e(r["pipeline"])] + [_n(r.get(k), f) for _, k, f in cols] for r in rows], left=2)
+            out.append((f"Case {case}", table + self.time_series([case], note=False)))
+        return out
 
     def gallery(self) -> str:
         d = self.df[(self.df.pipeline == self.pipeline) & self.df.runner.isin(self.deployed)].dropna(subset=["bend_px"])
