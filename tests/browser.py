@@ -36,6 +36,7 @@ class PageCheck:
     table_rows: dict[str, int]
     verdict: str
     external_requests: list[str]
+    sections: dict[str, int]  # h2 id -> images that decode between it and the next h2
 
 
 def open_page(html: Path, screenshot: Path | None = None, width: int = 1400, height: int = 2200, at: str | None = None) -> PageCheck:
@@ -62,6 +63,10 @@ def open_page(html: Path, screenshot: Path | None = None, width: int = 1400, hei
         rows = driver.execute_script(
             "const o = {}; document.querySelectorAll('table[id]').forEach(t => o[t.id] = t.querySelectorAll('tbody tr').length); return o;")
         verdict = driver.execute_script("const v = document.getElementById('verdict'); return v ? v.textContent : '';")
+        sections = driver.execute_script(
+            "const o = {}; let cur = null; document.querySelectorAll('h2[id], img').forEach(e => {"
+            " if (e.tagName === 'H2') { cur = e.id; o[cur] = 0; }"
+            " else if (cur !== null && e.complete && e.naturalWidth > 0) { o[cur] += 1; } }); return o;")
         logs = driver.get_log("browser")
         errors = [e["message"] for e in logs if e.get("level") in ("SEVERE", "ERROR")]
         external = []
@@ -81,7 +86,7 @@ def open_page(html: Path, screenshot: Path | None = None, width: int = 1400, hei
             Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(str(screenshot))
         return PageCheck(driver.title, errors, len(images), [i[0] for i in images if not (i[1] and i[2] > 0 and i[3] > 0)],
-                         dict(rows), verdict, external)
+                         dict(rows), verdict, external, dict(sections))
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)

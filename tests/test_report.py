@@ -95,6 +95,10 @@ def test_report_opens_in_a_real_browser(folders, kind, tmp_path):
     rows = _expected_rows(kind, folders[kind])
     assert {k: page.table_rows.get(k) for k in rows} == rows
     assert page.verdict and page.title.startswith(f"parity {kind}")
+    if kind == "replay":  # where the deployed runner differs, its filmstrip and each case: present, with pictures that decode
+        for section in ("where-the-deployed-forms-differ-most-from-torch", "filmstrip-where-a-deployed-runner-swings-most-against-torch",
+                        "case-r0", "case-r1", "worst-bends-model-quality-where-the-model-itself-is-most-jagged"):
+            assert page.sections.get(section, 0) >= 1, (section, page.sections)
     assert (tmp_path / "shot.png").stat().st_size > 10_000
 
 
@@ -135,6 +139,7 @@ def test_a_drifting_gate_draws_where_the_lanes_moved_from_the_baseline(folders, 
     _need_browser()
     page = browser.open_page(folders["gate-drift"] / "report.html", tmp_path / "shot.png")
     assert page.console_errors == [] and page.broken_images == [] and page.images >= drift.count("<figcaption>")
+    assert page.sections["where-the-candidate-s-lanes-moved-most-from-the-baseline-s"] == drift.count("<figcaption>")
 
 
 def test_rank_report_has_the_leaderboard_intervals_and_pareto(folders):
