@@ -294,7 +294,7 @@ class _Lanes:
         ids, lefts, rights, self.drawn = [], [], [], {}
         n = 0
         for t, l, q in _frame_vertices(x, rows, image_width, image_height):
-            left, right, ok = SP.lane_spans(q, W, H, CULANE_WIDTH_PX)
+            left, right, ok = _lane_spans(q)
             for k in np.flatnonzero(~ok):  # drawn by OpenCV
                 m = _mask(_pixels_batch(q[k : k + 1])[0])
                 spans = SP.spans_of_runs(*m.runs(), H)
@@ -358,8 +358,40 @@ class _Recent:
             self.bytes -= self.size(self.store.pop(next(iter(self.store))))
         return value
 
+    def find(self, key: bytes):
+        """The value kept under `key` (now the most recently used), or None; nothing is made."""
+        value = self.store.pop(key, None)
+        if value is not None:
+            self.store[key] = value
+        return value
+
+
+def _lane_spans(q: np.ndarray):
+    """SP.lane_spans of lanes [G, S, 2], each lane's spans computed once per distinct set of vertices:
+    runners whose lanes round to the same pixels as torch's (ONNX Runtime fp32: nearly every lane)
+    reuse torch's instead of rasterising them again. Exact: a lane's spans depend on its vertices only."""
+    import hashlib
+
+    keys = [hashlib.sha1(q[k].tobytes()).digest() + q.shape[1].to_bytes(4, "little") for k in range(len(q))]
+    found = [_SPANS.find(k) for k in keys]
+    miss = [k for k, f in enumerate(found) if f is None]
+    if len(miss) == len(q):  # nothing kept (GT, the first runner): one vectorised pass, each lane kept
+        left, right, ok = SP.lane_spans(q, *CULANE_IMAGE_SIZE, CULANE_WIDTH_PX)
+    else:
+        H = CULANE_IMAGE_SIZE[1]
+        left, right, ok = np.empty((len(q), H), np.int32), np.empty((len(q), H), np.int32), np.empty(len(q), bool)
+        for k, f in enumerate(found):
+            if f is not None:
+                left[k], right[k], ok[k] = f
+        if miss:
+            left[miss], right[miss], ok[miss] = SP.lane_spans(q[miss], *CULANE_IMAGE_SIZE, CULANE_WIDTH_PX)
+    for k in miss:
+        _SPANS.get(keys[k], lambda k=k: (left[k].copy(), right[k].copy(), bool(ok[k])))
+    return left, right, ok
+
 
 _GT_LANES = _Recent(_MASK_CACHE_BYTES, lambda lanes: lanes.nbytes)  # content hash of a GT chunk -> its _Lanes
+_SPANS = _Recent(_MASK_CACHE_BYTES, lambda v: v[0].nbytes + v[1].nbytes)  # sha1 of a lane's vertices -> its (left, right, one run)
 
 
 def _gt_lanes(gt: np.ndarray, rows, image_width: float, image_height: float) -> _Lanes:

@@ -134,11 +134,13 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
         unit = {"checkpoint": os.path.abspath(ckpt.path), "runners": names, "engines": [os.path.abspath(e) for e in cfg.engines], "pipelines": [p.to_dict() for p in pipelines],
                 "batch_size": cfg.batch_size, "cache_dir": os.path.abspath(cache.root), "trt_timing_cache": cfg.trt_timing_cache and os.path.abspath(cfg.trt_timing_cache),
                 "captures": [c.spec.to_dict() for c in captures], "onnx_spec": cfg.onnx_spec}
+        _LOADED.update({os.path.abspath(c.root): c for c in parts.todo})
         try:
             with ticking(bar) as ticks:
                 errors = parts.compute(spec, replay_unit, {c.name: {**unit, "case": os.path.abspath(c.root)} for c in parts.todo},
                                        lambda case, result: ticks.finish(case.name, len(case) * len(pipelines)))
         finally:
+            _LOADED.clear()
             release_runners()
         runner_info = parts.runner_info or runner_info
         if parts.runner_info:
@@ -197,6 +199,12 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     return ReplayResult(out, summary, exit_code)
 
 
+# The cases the replay running in this process loaded (and checked) a moment ago, by absolute path:
+# a unit run here (the serial executor) takes them instead of reading and checking every frame
+# file again; a unit in another process (a pool, Ray) loads its own.
+_LOADED: dict = {}
+
+
 def replay_unit(payload: dict) -> dict:
     """One case through every runner on every pipeline (the unit every executor runs): its lane
     table, jitter rows and the provenance of the runners that made them."""
@@ -206,7 +214,7 @@ def replay_unit(payload: dict) -> dict:
     ckpt, runners = active_runners(payload["checkpoint"], payload["runners"], payload["cache_dir"], payload["engines"],
                                    payload["trt_timing_cache"], payload.get("captures", ()), payload.get("onnx_spec"))
     pipelines = [Pipeline.from_dict(p) for p in payload["pipelines"]]
-    case = load_case(payload["case"])
+    case = _LOADED.get(payload["case"]) or load_case(payload["case"])
     tables, jitter_rows, outputs = _replay_case(case, ckpt, ckpt.adapter(), pipelines, runners, payload["batch_size"])
     return {"tables": tables, "jitter": jitter_rows, "outputs": outputs, "runners": {r.name: r.describe() for r in runners}}
 
