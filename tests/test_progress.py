@@ -76,3 +76,24 @@ def test_a_long_unit_still_writes_a_line_every_half_minute():
     assert out.getvalue().splitlines() == ["replay: 30/100 frames (30%), 35 s, about 82 s left",
                                            "replay: 60/100 frames (60%), 70 s, about 47 s left",
                                            "replay: 100/100 frames (100%), 71 s"]
+
+
+def test_a_sweep_bar_moves_per_batch_too(tiny_case, random_checkpoint, cache_dir, tmp_path, monkeypatch):
+    import parity.progress as P
+
+    from .conftest import run_main
+
+    steps = []
+
+    class Bar:
+        def update(self, n=1):
+            steps.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(P, "progress", lambda total, *a, **k: Bar())
+    r = run_main("sweep", "--cases", tiny_case, "--checkpoint", random_checkpoint.path, "--runners", "torch", "--perturb", "crop_shift_x",
+                 "--severities", "1,5", "--window-s", "0", "--batch-size", "4", "--out", tmp_path / "s", "--cache-dir", cache_dir)
+    assert r.returncode == 0, r.stderr
+    assert steps == [4, 2] * 3 + [0]  # 6 frames in batches of 4, for the clean pass and 2 severities, then nothing left

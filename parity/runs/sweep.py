@@ -25,6 +25,7 @@ from ..metrics.lateral import metres_per_pixel
 from ..models.checkpoint import load_checkpoint
 from ..preprocessing import perturb
 from ..preprocessing.pipeline import DecodedFrames
+from ..progress import tick
 from ..provenance import git_sha, machine, sha256_json, source_hash, versions
 from ..runners import REFERENCE, create, resolve
 from ..runners.artifacts import ArtifactCache
@@ -112,7 +113,7 @@ def sweep(cfg: SweepConfig):
     })
     describe = {"checkpoint": ckpt.name, "runners": ",".join(names), "perturb": cfg.perturb, "severities": cfg.severities}
     errors = []
-    from ..progress import progress
+    from ..progress import progress, ticking
 
     with RunFolder(out, "sweep", run_key, resume=cfg.resume, describe=describe, replace=cfg.overwrite) as folder:
         parts = CaseParts(folder, run_key, cases)
@@ -124,8 +125,9 @@ def sweep(cfg: SweepConfig):
                 "severities": cfg.severities, "window_s": cfg.window_s, "seed": cfg.seed, "batch_size": cfg.batch_size,
                 "cache_dir": os.path.abspath(cache.root), "captures": [c.spec.to_dict() for c in captures]}
         try:
-            errors = parts.compute(spec, sweep_unit, {c.name: {**unit, "case": os.path.abspath(c.root)} for c in parts.todo},
-                                   lambda case, result: bar.update(len(windows[case.name]) * per_frame))
+            with ticking(bar) as ticks:
+                errors = parts.compute(spec, sweep_unit, {c.name: {**unit, "case": os.path.abspath(c.root)} for c in parts.todo},
+                                       lambda case, result: ticks.finish(case.name, len(windows[case.name]) * per_frame))
         finally:
             release_runners()
         if parts.runner_info:
@@ -168,7 +170,7 @@ def sweep(cfg: SweepConfig):
     return out, summary, code
 
 
-def _run(runners, adapter, feed_fn, idx, width, batch, pipe=None, perturbation="none", severity=0):
+def _run(runners, adapter, feed_fn, idx, width, batch, pipe=None, perturbation="none", severity=0, unit=None):
     """Every runner's outputs for frames `idx`, each batch prepared once and fed to all of them (a
     capture only where it holds this pipeline and perturbation: export-inputs --perturb)."""
     if pipe is not None:
@@ -177,6 +179,8 @@ def _run(runners, adapter, feed_fn, idx, width, batch, pipe=None, perturbation="
     batches = RunnerBatches(runners, adapter, width, keep_logits={REFERENCE})
     for s in range(0, len(idx), batch):
         batches.feed(feed_fn(idx[s : s + batch]))
+        if unit is not None:
+            tick(unit, len(idx[s : s + batch]))  # a terminal bar moves per batch (parity.progress)
     return batches.outputs()
 
 
@@ -201,7 +205,7 @@ def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, perts, fgsm_
     mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
     track_gt = scoring.gt_usable_for_tracking(case, adapter)
     decoded = DecodedFrames()  # each frame decoded once for every perturbation that decodes it the same way
-    clean = _run(runners, adapter, lambda f: pipe.prepare(case, f, decoded=decoded), idx, case.width, cfg["batch_size"], pipe)
+    clean = _run(runners, adapter, lambda f: pipe.prepare(case, f, decoded=decoded), idx, case.width, cfg["batch_size"], pipe, unit=case.name)
     # FGSM pushes away from the GT where a frame is labelled, else from the clean prediction.
     targets = {int(f): c for f, c in zip(idx, clean[REFERENCE].logits.argmax(axis=1))}
     if gt is not None:
@@ -241,7 +245,7 @@ def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, perts, fgsm_
             ref_pos = np.array([order[int(f)] for f in slots], dtype=int)
             hooks = applied.hooks()
             outs = _run([r for r in runners if r.name in clean], adapter, lambda f: ppipe.prepare(case, f, hooks=hooks, decoded=decoded), src,
-                        case.width, cfg["batch_size"], pipe, p.name, sev)
+                        case.width, cfg["batch_size"], pipe, p.name, sev, unit=case.name)
             for r in (r for r in runners if r.name in outs):
                 record(p.name, sev, r, outs[r.name], slots, ts[slots], clean[r.name].x[ref_pos])
     return tables, jitter_rows, by_output
