@@ -53,6 +53,7 @@ class LineProgress(_Context):
 
 class _Silent(_Context):
     per_batch = False
+
     def update(self, n: int = 1) -> None:
         pass
 

@@ -140,5 +140,5 @@ def worst_lane_frames(base, cand, rename: dict[str, str] | None = None, k: int =
     worst = np.max(np.where(np.isfinite(d), d, -1.0), axis=1) if d.size else np.zeros(0)
     t = m[[*KEYS, "frame", "lane"]].assign(drift_px=worst)
     t = t[t.drift_px > 0].sort_values("drift_px", ascending=False).drop_duplicates(["case", "frame", "runner"]).head(k)
-    return [{**{c: (int(v) if c in ("frame", "lane") else float(v) if c == "drift_px" else str(v)) for c, v in r.items()}}
+    return [{c: (int(v) if c in ("frame", "lane") else float(v) if c == "drift_px" else str(v)) for c, v in r.items()}
             for r in t.to_dict("records")]

@@ -380,8 +380,6 @@ def gate(cfg: GateConfig):
 def _attach_drift(base: RunView, cand: RunView, run_dir: Path, rename: dict) -> list[dict]:
     """The drift of the candidate's lanes from the baseline's own, into the candidate's entries; the
     lane-frames that moved most."""
-    if base.lanes is None:
-        return []
     from .baseline_lanes import drift, run_points, worst_lane_frames
 
     points = run_points(run_dir)

@@ -289,7 +289,7 @@ class _Lanes:
     few whose rows are not one run (`drawn`); `frames[t]` lists frame t's lanes in lane order."""
 
     def __init__(self, x, rows, image_width: float, image_height: float):
-        W, H = CULANE_IMAGE_SIZE
+        H = CULANE_IMAGE_SIZE[1]
         T = len(x)
         ids, lefts, rights, self.drawn = [], [], [], {}
         n = 0
@@ -375,16 +375,13 @@ def _lane_spans(q: np.ndarray):
     keys = [hashlib.sha1(q[k].tobytes()).digest() + q.shape[1].to_bytes(4, "little") for k in range(len(q))]
     found = [_SPANS.find(k) for k in keys]
     miss = [k for k, f in enumerate(found) if f is None]
-    if len(miss) == len(q):  # nothing kept (GT, the first runner): one vectorised pass, each lane kept
-        left, right, ok = SP.lane_spans(q, *CULANE_IMAGE_SIZE, CULANE_WIDTH_PX)
-    else:
-        H = CULANE_IMAGE_SIZE[1]
-        left, right, ok = np.empty((len(q), H), np.int32), np.empty((len(q), H), np.int32), np.empty(len(q), bool)
-        for k, f in enumerate(found):
-            if f is not None:
-                left[k], right[k], ok[k] = f
-        if miss:
-            left[miss], right[miss], ok[miss] = SP.lane_spans(q[miss], *CULANE_IMAGE_SIZE, CULANE_WIDTH_PX)
+    H = CULANE_IMAGE_SIZE[1]
+    left, right, ok = np.empty((len(q), H), np.int32), np.empty((len(q), H), np.int32), np.empty(len(q), bool)
+    for k, f in enumerate(found):
+        if f is not None:
+            left[k], right[k], ok[k] = f
+    if miss:  # the lanes not kept, in one vectorised pass
+        left[miss], right[miss], ok[miss] = SP.lane_spans(q[miss], *CULANE_IMAGE_SIZE, CULANE_WIDTH_PX)
     for k in miss:
         _SPANS.get(keys[k], lambda k=k: (left[k].copy(), right[k].copy(), bool(ok[k])))
     return left, right, ok

@@ -95,9 +95,10 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     pipe_names = [p.name for p in pipelines]
     if len(set(pipe_names)) < len(pipe_names):
         raise UsageError(f"--pipeline: two pipelines share a name ({', '.join(pipe_names)}); results are keyed by it")
+    streams = {c.name: streams_read(c, pipelines) for c in cases}
     for c in cases:
         for p in pipelines:
-            stream = streams_read(c, [p])[p.name]
+            stream = streams[c.name][p.name]
             if stream not in (None, "nv12") and p.streams and p.streams[0] == "nv12":  # e.g. a video import (RGB) under the vehicle pipeline
                 log.warning("%s: pipeline %s reads the %s stream (the case has no nv12 stream): its YUV matrix, range and chroma "
                             "are not exercised (the stream each pipeline read is in summary.json, provenance.cases)", c.name, p.name, stream)
@@ -178,7 +179,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
                         "path": os.path.abspath(c.root), "sha256": c.content_hash(), "frames": len(c),
                         "labelled_frames": int(c.labelled.sum()) if c.labelled is not None else 0,
                         "model_rows": adapter.anchor_rows(c.height).tolist(),
-                        "streams": streams_read(c, pipelines),
+                        "streams": streams[c.name],
                     }
                     for c in cases
                 },

@@ -98,7 +98,6 @@ class UnitKeys:
         return sha256_json({**self.base, "checkpoint": ckpt_sha, "case": self.case_hash(case), "runner": runner,
                             "pipeline": pipe_spec, "perturbation": pert_spec, "severity": severity, "window": list(window)})[:32]
 
-
     def prepared_key(self, case, pipe_spec: dict, pert_spec: dict | None, severity: int, frames, batch_size: int) -> str:
         """The key of a case x condition's prepared inputs (parity.runs.prepared): what decides them, not the checkpoint."""
         base = {k: self.base[k] for k in ("code", "libs", "seed")}
