@@ -98,3 +98,38 @@ def test_taps_apply_exactly_the_dense_weights():
         got = apply_taps(img, taps(Wy), taps(Wx))
         np.testing.assert_allclose(got, dense, rtol=1e-5, atol=1e-3)
         assert taps(Wx)[0].shape[1] <= 2 * 4 * 70 / 31 + 2  # only the kernel's support is touched
+
+
+def test_taps_give_the_definition_bit_for_bit():
+    """However apply_taps gathers (OpenCV-transposed rows, frame by frame), each output is
+    sum_k w[k] * float32(x[idx[k]]) in k order, horizontal pass first: the exact float32 numbers
+    the definition gives, so a faster gather changes no figure."""
+    from parity.preprocessing.resample import apply_taps, taps, weights
+
+    def definition(img, ty, tx, pil):
+        def one_pass(x, t, axis):
+            idx, w = t
+            shape = [1] * x.ndim
+            shape[axis] = -1
+            out = np.take(x, idx[:, 0], axis=axis).astype(np.float32) * w[:, 0].reshape(shape)
+            for k in range(1, idx.shape[1]):
+                out += np.take(x, idx[:, k], axis=axis).astype(np.float32) * w[:, k].reshape(shape)
+            return out
+
+        x = one_pass(img, tx, img.ndim - 2)
+        if pil:
+            x = np.clip(np.floor(x + 0.5), 0, 255).astype(np.float32)
+        return one_pass(x, ty, img.ndim - 3)
+
+    rng = np.random.default_rng(9)
+    for shape, sub in (((2, 60, 90, 3), np.s_[:, 5:, 3:]), ((45, 70, 3), np.s_[:]), ((2, 2, 40, 30, 1), np.s_[...]), ((1, 33, 47, 4), np.s_[:])):
+        for dtype in (np.uint8, np.float32):
+            img = rng.integers(0, 256, shape).astype(dtype)[sub]
+            H, W = img.shape[-3], img.shape[-2]
+            for kernel, aa, centre in (("bilinear", False, "align_corners"), ("bicubic", False, "half_pixel"), ("lanczos4", False, "half_pixel"),
+                                       ("lanczos3", True, "half_pixel"), ("area", False, "half_pixel"), ("nearest", False, "asymmetric")):
+                ty, tx = taps(weights(H, 23, kernel, aa, centre, offset=0.3)), taps(weights(W, 31, kernel, aa, centre))
+                for pil in (False, True):
+                    got, want = apply_taps(img, ty, tx, pil), definition(img, ty, tx, pil)
+                    assert got.dtype == np.float32 and got.shape == want.shape
+                    np.testing.assert_array_equal(got, want, err_msg=f"{shape} {dtype.__name__} {kernel} aa={aa} pil={pil}")

@@ -2,7 +2,8 @@
 
 A resize is two weight matrices (rows x source rows, columns x source columns), so one
 implementation covers every kernel x antialias x pixel-centre choice; they are applied through
-their non-zero taps only (two per output sample for bilinear), one vectorised pass per tap. Which library matches which setting (tests check each within 1 LSB):
+their non-zero taps only (two per output sample for bilinear), one vectorised pass per tap (whole rows gathered: the width pass on the frame transposed by
+OpenCV). Which library matches which setting (tests check each within 1 LSB):
 
 | setting | matches |
 |---|---|
@@ -157,30 +158,14 @@ def window_taps(n_src: int, start: int, stop: int, n_out: int, **kw):
 
 
 def _pass(x: np.ndarray, t: tuple[np.ndarray, np.ndarray], axis: int) -> np.ndarray:
-    """One separable pass along `axis`: out[.., i, ..] = sum_k w[i, k] * x[.., idx[i, k], ..], in k order.
-    Along the width of a channels-last image the channels ride with their column (one gather over
-    rows of W*C values: numpy is slow on a 3-long inner axis)."""
+    """One separable pass along `axis`: out[.., i, ..] = sum_k w[i, k] * x[.., idx[i, k], ..], in k order
+    (the definition `apply_taps` computes faster; kept for what OpenCV cannot transpose)."""
     idx, w = t
-    if x.dtype != np.float32 and idx.shape[1] * idx.shape[0] > x.shape[axis]:
-        x = x.astype(np.float32)  # converting the input once is cheaper than each tap's gather (exact either way)
-    if axis == x.ndim - 2:  # [..., W, C] -> gather columns of W*C
-        C = x.shape[-1]
-        flat = x.reshape(-1, x.shape[-2] * C)
-        out = None
-        for k in range(idx.shape[1]):
-            cols = (idx[:, k, None] * C + np.arange(C)).ravel()
-            term = np.take(flat, cols, axis=1).astype(np.float32, copy=False)
-            term *= np.repeat(w[:, k], C)
-            if out is None:
-                out = term
-            else:
-                out += term
-        return out.reshape(*x.shape[:-2], idx.shape[0], C)
     shape = [1] * x.ndim
     shape[axis] = -1
     out = None
     for k in range(idx.shape[1]):
-        term = np.take(x, idx[:, k], axis=axis).astype(np.float32, copy=False)
+        term = np.take(x, idx[:, k], axis=axis).astype(np.float32)
         term *= w[:, k].reshape(shape)
         if out is None:
             out = term
@@ -189,14 +174,65 @@ def _pass(x: np.ndarray, t: tuple[np.ndarray, np.ndarray], axis: int) -> np.ndar
     return out
 
 
+class _Frame:
+    """The buffers of one frame's two passes, reused frame after frame. Each pass gathers whole rows:
+    the width pass on the frame transposed by OpenCV (numpy's gather of single columns of a
+    channels-last image was most of preprocessing), and the frame stays in cache between the passes."""
+
+    def __init__(self, H: int, C: int, ty, tx, dtype):
+        (self.iy, wy), (self.ix, wx) = ty, tx
+        h, w = len(self.iy), len(self.ix)
+        self.wx = [wx[:, k, None, None] for k in range(self.ix.shape[1])]
+        self.wy = [wy[:, k, None, None] for k in range(self.iy.shape[1])]
+        self.gx, self.cols, self.term = np.empty((w, H, C), dtype), np.empty((w, H, C), np.float32), np.empty((w, H, C), np.float32)
+        self.gy, self.rows = np.empty((h, w, C), np.float32), np.empty((h, w, C), np.float32)
+
+    def width(self, img: np.ndarray) -> np.ndarray:
+        """[H, W, C] -> [H, w, C] float32 (OpenCV drops a channel axis of 1: the caller reshapes)."""
+        import cv2
+
+        xt = cv2.transpose(np.ascontiguousarray(img)).reshape(img.shape[1], img.shape[0], -1)  # [W, H, C]
+        for k, wk in enumerate(self.wx):
+            np.take(xt, self.ix[:, k], axis=0, out=self.gx)
+            np.multiply(self.gx, wk, out=self.cols if k == 0 else self.term)  # x -> float32 exactly, then the product
+            if k:
+                self.cols += self.term
+        return cv2.transpose(self.cols.reshape(len(self.ix), -1) if self.cols.shape[2] == 1 else self.cols)
+
+    def height(self, x: np.ndarray, out: np.ndarray) -> None:
+        """[H, w, C] float32 -> out [h, w, C]: the rows' taps, summed in k order."""
+        for k, wk in enumerate(self.wy):
+            np.take(x, self.iy[:, k], axis=0, out=self.gy)
+            np.multiply(self.gy, wk, out=out if k == 0 else self.rows)
+            if k:
+                out += self.rows
+
+
+_TRANSPOSABLE = (np.uint8, np.uint16, np.int16, np.float32, np.float64)  # what cv2.transpose takes, up to 4 channels
+
+
 def apply_taps(img: np.ndarray, ty, tx, pil_rounding: bool = False) -> np.ndarray:
     """[..., H, W, C] -> [..., h, w, C] float32 through row taps ty and column taps tx: only the
-    non-zero weights are touched (a dense product would cost more than the model here)."""
-    x = _pass(img, tx, img.ndim - 2)  # horizontal first, as Pillow
-    if pil_rounding:
-        np.floor(x + 0.5, out=x)
-        np.clip(x, 0, 255, out=x)
-    return _pass(x, ty, img.ndim - 3)
+    non-zero weights are touched (a dense product would cost more than the model here). Horizontal
+    first, as Pillow; every output is sum_k w[k] * x[idx[k]] in k order, however it is gathered."""
+    if img.ndim < 3 or not 1 <= img.shape[-1] <= 4 or img.dtype.type not in _TRANSPOSABLE:
+        x = _pass(img, tx, img.ndim - 2)
+        if pil_rounding:
+            np.floor(x + 0.5, out=x)
+            np.clip(x, 0, 255, out=x)
+        return _pass(x, ty, img.ndim - 3)
+    frames = img.reshape(-1, *img.shape[-3:])
+    H, C = frames.shape[1], frames.shape[3]
+    h, w = len(ty[0]), len(tx[0])
+    buf = _Frame(H, C, ty, tx, frames.dtype)
+    out = np.empty((len(frames), h, w, C), np.float32)
+    for n, frame in enumerate(frames):
+        x = buf.width(frame).reshape(H, w, C)
+        if pil_rounding:
+            np.floor(x + 0.5, out=x)
+            np.clip(x, 0, 255, out=x)
+        buf.height(x, out[n])
+    return out.reshape(*img.shape[:-3], h, w, C)
 
 
 def apply_weights(img: np.ndarray, Wy: np.ndarray, Wx: np.ndarray, pil_rounding: bool = False) -> np.ndarray:
