@@ -51,6 +51,23 @@ def test_local_pool_and_ray_give_the_serial_tables(three_cases, random_checkpoin
     assert_same_run_tables(tmp_path / "sweep-serial", tmp_path / "sweep-ray", "sweep.parquet")
 
 
+def test_a_sweep_split_into_pieces_gives_the_whole_cases_tables(three_cases, random_checkpoint, cache_dir, tmp_path, monkeypatch):
+    """A case computed as pieces of its conditions (what keeps a pool's workers busy to the end) reads
+    back as the rows, order and summary of the case computed whole; each piece is its own resumable part."""
+    from parity.runs import sweep
+
+    assert sweep.pieces_for(150) == 4 and sweep.piece_conditions(150, 3, 4) == range(112, 150) and sweep.pieces_for(31) == 1
+    cases = list(map(str, three_cases[:2]))
+    assert (r := _sweep(cases, random_checkpoint, tmp_path / "whole", cache_dir, "--threads", "1")).returncode == 0, r.stderr
+    monkeypatch.setattr(sweep, "PIECE_CONDITIONS", 1)  # 2 conditions: 2 pieces per case
+    assert (r := _sweep(cases, random_checkpoint, tmp_path / "pieces", cache_dir, "--threads", "1")).returncode == 0, r.stderr
+    assert_same_run_tables(tmp_path / "whole", tmp_path / "pieces", "sweep.parquet")
+    from parity.runs.folder import MANIFEST
+
+    parts = json.loads((tmp_path / "pieces" / MANIFEST).read_text())["parts"]
+    assert sorted(parts) == sorted(f"{c.name}~{k}of2" for c in three_cases[:2] for k in (1, 2))
+
+
 def test_a_failing_unit_is_reported_and_the_others_finish(three_cases, random_checkpoint, cache_dir, tmp_path):
     import shutil
 

@@ -139,7 +139,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
         try:
             with ticking(bar) as ticks:
                 errors = parts.compute(spec, replay_unit, {c.name: {**unit, "case": os.path.abspath(c.root)} for c in parts.todo},
-                                       lambda case, result: ticks.finish(case.name, len(case) * len(pipelines)))
+                                       lambda case, _piece, result: ticks.finish(case.name, len(case) * len(pipelines)))
         finally:
             _LOADED.clear()
             release_runners()

@@ -116,10 +116,14 @@ def sweep(cfg: SweepConfig):
     from ..progress import progress, ticking
 
     with RunFolder(out, "sweep", run_key, resume=cfg.resume, describe=describe, replace=cfg.overwrite) as folder:
-        parts = CaseParts(folder, run_key, cases)
+        conditions = len(perts) * len(cfg.severities)
+        parts = CaseParts(folder, run_key, cases, pieces=pieces_for(conditions))
         runner_info = folder.recall("runners", {})
-        per_frame = 1 + len(perts) * len(cfg.severities)
-        bar = progress(sum(len(windows[c.name]) for c in parts.todo) * per_frame, "sweep", "frame", cfg.progress)
+
+        def piece_frames(case, k):  # each piece runs the clean pass (its reference) and its share of the conditions
+            return len(windows[case.name]) * (1 + len(piece_conditions(conditions, k, parts.pieces)))
+
+        bar = progress(sum(piece_frames(c, k) for c, k in parts.todo_parts), "sweep", "frame", cfg.progress)
         # Absolute paths: a worker may start elsewhere (a Ray worker's folder is its session's).
         unit = {"checkpoint": os.path.abspath(ckpt.path), "runners": names, "pipeline": pipe.to_dict(), "perturbations": [p.name for p in perts],
                 "severities": cfg.severities, "window_s": cfg.window_s, "seed": cfg.seed, "batch_size": cfg.batch_size,
@@ -127,7 +131,7 @@ def sweep(cfg: SweepConfig):
         try:
             with ticking(bar) as ticks:
                 errors = parts.compute(spec, sweep_unit, {c.name: {**unit, "case": os.path.abspath(c.root)} for c in parts.todo},
-                                       lambda case, result: ticks.finish(case.name, len(windows[case.name]) * per_frame))
+                                       lambda case, k, result: ticks.finish(parts.part(case.name, k), piece_frames(case, k)))
         finally:
             release_runners()
         if parts.runner_info:
@@ -170,6 +174,23 @@ def sweep(cfg: SweepConfig):
     return out, summary, code
 
 
+# A sweep's case is split into pieces of about this many perturbation x severity conditions (one unit
+# of work each): the full suite's 150 make 4, so 9 cases keep 2 workers busy to the end (36 units, not
+# 9 of which the last runs alone). Each piece runs the clean pass again as its reference (1 / 38 more).
+PIECE_CONDITIONS = 38
+
+
+def pieces_for(conditions: int) -> int:
+    return max(1, round(conditions / PIECE_CONDITIONS))
+
+
+def piece_conditions(conditions: int, piece: int, pieces: int) -> range:
+    """The conditions (indices into perturbation-major order) of piece `piece` of `pieces`: contiguous,
+    so the pieces read back in order give the rows of the whole case."""
+    bounds = np.linspace(0, conditions, pieces + 1).round().astype(int)
+    return range(int(bounds[piece]), int(bounds[piece + 1]))
+
+
 def _run(runners, adapter, feed_fn, idx, width, batch, pipe=None, perturbation="none", severity=0, unit=None):
     """Every runner's outputs for frames `idx`, each batch prepared once and fed to all of them (a
     capture only where it holds this pipeline and perturbation: export-inputs --perturb)."""
@@ -191,21 +212,28 @@ def sweep_unit(payload: dict) -> dict:
 
     ckpt, runners = active_runners(payload["checkpoint"], payload["runners"], payload["cache_dir"], captures=payload.get("captures", ()))
     perts = [perturb.get(n) for n in payload["perturbations"]]
-    fgsm_model = ckpt.build_model() if any(p.stage == "tensor" and p.name == "fgsm" for p in perts) else None
     case = load_case(payload["case"])
     idx = window_frames(case.timestamps, payload["window_s"])
+    conditions = [(p, sev) for p in perts for sev in payload["severities"]]
+    piece = piece_conditions(len(conditions), payload.get("piece", 0), payload.get("pieces", 1))
+    fgsm_model = ckpt.build_model() if any(p.stage == "tensor" and p.name == "fgsm" for p, _ in (conditions[i] for i in piece)) else None
     tables, jitter_rows, outputs = _sweep_case(case, idx, payload, ckpt, ckpt.adapter(), Pipeline.from_dict(payload["pipeline"]), runners,
-                                               perts, fgsm_model)
+                                               [conditions[i] for i in piece], fgsm_model, with_clean=piece.start == 0,
+                                               unit=payload.get("part", case.name))
     return {"tables": tables, "jitter": jitter_rows, "outputs": outputs, "runners": {r.name: r.describe() for r in runners}}
 
 
-def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, perts, fgsm_model) -> tuple[list, list[dict], list]:
+def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, conditions, fgsm_model, with_clean=True,
+                unit=None) -> tuple[list, list[dict], list]:
+    """The case's window under `conditions` [(perturbation, severity)], each against the clean pass
+    (computed here; its own rows written only `with_clean`: by the first piece of a split case)."""
     rows = adapter.anchor_rows(case.height)
     gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None
     mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
     track_gt = scoring.gt_usable_for_tracking(case, adapter)
     decoded = DecodedFrames()  # each frame decoded once for every perturbation that decodes it the same way
-    clean = _run(runners, adapter, lambda f: pipe.prepare(case, f, decoded=decoded), idx, case.width, cfg["batch_size"], pipe, unit=case.name)
+    unit = unit or case.name
+    clean = _run(runners, adapter, lambda f: pipe.prepare(case, f, decoded=decoded), idx, case.width, cfg["batch_size"], pipe, unit=unit)
     # FGSM pushes away from the GT where a frame is labelled, else from the clean prediction.
     targets = {int(f): c for f, c in zip(idx, clean[REFERENCE].logits.argmax(axis=1))}
     if gt is not None:
@@ -232,22 +260,21 @@ def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, perts, fgsm_
                                 "severity": sev, "lane_name": adapter.lane_names[row["lane"]], "reference": ref_name, **row})
 
     for r in runners:
-        if r.name in clean:
+        if r.name in clean and with_clean:
             record("none", 0, r, clean[r.name], idx, case.timestamps[idx], clean[r.name].x)
     order = {int(f): k for k, f in enumerate(idx)}
-    for p in perts:
-        for sev in cfg["severities"]:
-            applied = perturb.Applied(p, sev, cfg["seed"], case.name, tensor_context)
-            ppipe = applied.pipeline(pipe)
-            fed, ts = applied.schedule(case.timestamps)
-            keep = fed[idx] >= 0
-            slots, src = idx[keep], fed[idx][keep]
-            ref_pos = np.array([order[int(f)] for f in slots], dtype=int)
-            hooks = applied.hooks()
-            outs = _run([r for r in runners if r.name in clean], adapter, lambda f: ppipe.prepare(case, f, hooks=hooks, decoded=decoded), src,
-                        case.width, cfg["batch_size"], pipe, p.name, sev, unit=case.name)
-            for r in (r for r in runners if r.name in outs):
-                record(p.name, sev, r, outs[r.name], slots, ts[slots], clean[r.name].x[ref_pos])
+    for p, sev in conditions:
+        applied = perturb.Applied(p, sev, cfg["seed"], case.name, tensor_context)
+        ppipe = applied.pipeline(pipe)
+        fed, ts = applied.schedule(case.timestamps)
+        keep = fed[idx] >= 0
+        slots, src = idx[keep], fed[idx][keep]
+        ref_pos = np.array([order[int(f)] for f in slots], dtype=int)
+        hooks = applied.hooks()
+        outs = _run([r for r in runners if r.name in clean], adapter, lambda f: ppipe.prepare(case, f, hooks=hooks, decoded=decoded), src,
+                    case.width, cfg["batch_size"], pipe, p.name, sev, unit=unit)
+        for r in (r for r in runners if r.name in outs):
+            record(p.name, sev, r, outs[r.name], slots, ts[slots], clean[r.name].x[ref_pos])
     return tables, jitter_rows, by_output
 
 
