@@ -202,12 +202,8 @@ def read_groups(lanes, jitter=None) -> dict[tuple, dict]:
         table = lanes
     else:
         table = pa.Table.from_pandas(lanes, preserve_index=False)
-    cols = {k: table.column(k).to_pylist() for k in GROUP}
     n = table.num_rows
-    keys = list(zip(*(cols[k] for k in GROUP))) if n else []
-    order: dict[tuple, list[int]] = {}
-    for i, k in enumerate(keys):
-        order.setdefault(k, []).append(i)
+    order = _group_rows(table, GROUP)
     x_all = table.column("x").combine_chunks()
     R = x_all.type.list_size
     x_flat = x_all.flatten().to_numpy(zero_copy_only=False).reshape(n, R) if n else np.zeros((0, R), np.float32)
@@ -220,8 +216,7 @@ def read_groups(lanes, jitter=None) -> dict[tuple, dict]:
             np.asarray(c.to_pandas().to_numpy(dtype=np.float64, na_value=np.nan))
 
     num = {c: numeric(c) for c in FRAME_COLUMNS + LANE_COLUMNS + ("infer_ms", "frame", "t", "lane")}
-    lane_name = table.column("lane_name").to_pylist()
-    ref = table.column("bending_jitter_reference").to_pylist()
+    lane_name, ref = table.column("lane_name"), table.column("bending_jitter_reference")
     jit: dict[tuple, list[dict]] = {}
     if jitter is not None and len(jitter):
         jdf = jitter if not isinstance(jitter, pa.Table) else jitter.to_pandas()
@@ -233,11 +228,10 @@ def read_groups(lanes, jitter=None) -> dict[tuple, dict]:
                  **{f: float(rec[f]) for f in fields[3:]}})
     out = {}
     for key, idx in order.items():
-        idx = np.asarray(idx)
         lanes_of = num["lane"][idx].astype(int)
         L = int(lanes_of.max()) + 1
         T = len(idx) // L
-        sc = Scored(reference=ref[idx[0]])
+        sc = Scored(reference=ref[int(idx[0])].as_py())
         for c in FRAME_COLUMNS:
             if num[c] is not None:
                 sc.frame_cols[c] = num[c][idx].reshape(T, L)[:, 0]
@@ -248,10 +242,33 @@ def read_groups(lanes, jitter=None) -> dict[tuple, dict]:
         sc.jitter_rows = jit.get(key, [])
         out[key] = {
             "frames": num["frame"][idx].reshape(T, L)[:, 0].astype(np.int64), "t": num["t"][idx].reshape(T, L)[:, 0],
-            "x": x_flat[idx].reshape(T, L, R), "scored": sc, "lane_names": [lane_name[i] for i in idx[:L]],
+            "x": x_flat[idx].reshape(T, L, R), "scored": sc, "lane_names": lane_name.take(idx[:L]).to_pylist(),
             "infer_ms": None if num["infer_ms"] is None else num["infer_ms"][idx].reshape(T, L)[:, 0],
         }
     return out
+
+
+def _group_rows(table, columns) -> dict[tuple, np.ndarray]:
+    """Key (the row's values of `columns`) -> its row indices in table order, keys in order of first
+    appearance (a replay's table has tens of thousands of rows: no Python loop over them)."""
+    import pyarrow.compute as pc
+
+    if not table.num_rows:
+        return {}
+    codes, values = [], []
+    for k in columns:
+        enc = pc.dictionary_encode(table.column(k)).combine_chunks()
+        codes.append(enc.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+        values.append(enc.dictionary.to_pylist())
+    _, first, inverse = np.unique(np.stack(codes, axis=1), axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    rows = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[rows], np.arange(len(first) + 1))
+    groups = {}
+    for g in np.argsort(first, kind="stable"):  # the order a row of each key first appears
+        idx = rows[bounds[g] : bounds[g + 1]]
+        groups[tuple(v[c[idx[0]]] for v, c in zip(values, codes))] = idx
+    return groups
 
 
 class CaseParts:
