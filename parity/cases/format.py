@@ -220,14 +220,17 @@ def is_case_dir(path: Path) -> bool:
 
 
 def _inside(root: Path, rel: str, _dirs: dict | None = None) -> bool:
-    """`rel` names a file inside `root`, symlinks followed. Folders are resolved once per call site
-    (`_dirs`), files only when they are links: a case lists thousands of frames in a few folders."""
+    """`rel` names a file inside `root`, symlinks followed. The root and folders are resolved once per
+    call site (`_dirs`, one root), files only when they are links: a case lists thousands of frames
+    in a few folders."""
     if os.path.isabs(rel):
         return False
-    top = os.path.realpath(root)
-    folder, name = os.path.split(os.path.join(root, rel))
     if _dirs is None:
         _dirs = {}
+    top = _dirs.get(None)
+    if top is None:
+        top = _dirs[None] = os.path.realpath(root)
+    folder, name = os.path.split(os.path.join(root, rel))
     real = _dirs.get(folder)
     if real is None:
         real = _dirs[folder] = os.path.realpath(folder)
