@@ -241,3 +241,22 @@ def test_deployment_deltas_recover_a_1hz_swing_of_deployed_minus_torch():
     assert all(r["added_amplitude"] == pytest.approx(amp, rel=0.02) for r in near)
     assert agg["jitter_rms_near"] > 1.3 * agg["added_jitter_rms_near"]  # vs GT the model's own 0.4 Hz wobble is in it too
     assert agg["added_bend_p99_px"] < 1e-9  # a rigid swing bends nothing
+
+
+def test_the_reference_against_itself_gives_what_a_copy_gives():
+    """tensor_parity and argmax_flips skip the difference for the reference runner's own outputs
+    (the same array): the figures must be those of comparing it with an equal copy, NaN included."""
+    from parity.metrics.tensors import argmax_flips, tensor_parity
+
+    rng = np.random.default_rng(3)
+    finite = rng.standard_normal((4, 9, 5, 2)).astype(np.float32)
+    broken = finite.copy()
+    broken[1, 2, 3, 0] = np.nan
+    for a in (finite, broken, np.zeros((2, 3, 4), np.float32)):
+        with np.errstate(invalid="ignore"):
+            own, copy = tensor_parity(a, a), tensor_parity(a, a.copy())
+        for k in copy:
+            np.testing.assert_array_equal(own[k], copy[k], err_msg=k)
+        np.testing.assert_array_equal(argmax_flips(a, a), argmax_flips(a, a.copy()))
+    other = finite + np.float32(0.5) * (rng.random(finite.shape) > 0.9)
+    assert tensor_parity(finite, other)["max"].max() > 0.4  # a different array is still compared
