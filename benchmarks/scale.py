@@ -70,13 +70,43 @@ def timed(cmd: list[str]) -> float:
 
 
 def replay_time(out: Path, cache: str) -> float:
-    """In-process, as the bare loop (no interpreter start-up on either side)."""
+    """In-process, as the bare loop (no interpreter start-up on either side), and from what a new
+    process holds: no GT spans or lane drawings kept from the previous run (the metric caches serve
+    the runners of one run; a command never inherits another run's)."""
+    from parity.metrics.culane import clear_caches
     from parity.runs.replay import ReplayConfig, replay
 
+    clear_caches()
     t = time.perf_counter()
     replay(ReplayConfig(cases=[str(CASES)], checkpoint=str(CKPT), runners=",".join(RUNNERS), pipelines="vehicle", out=str(out),
                         cache_dir=cache, progress=False))
     return time.perf_counter() - t
+
+
+# What replay spends its time on, from one profiled run: function (file suffix, name) -> label.
+SHARES = {("runners/base.py", "infer"): "inference (3 runners)", ("preprocessing/pipeline.py", "prepare"): "preprocessing",
+          ("metrics/culane.py", "culane_counts_at"): "CULane F1", ("metrics/scoring.py", "score"): "other metrics",
+          ("runs/batch.py", "raw_parity"): "raw output parity", ("runs/inputs.py", "load_all_cases"): "loading and checking cases",
+          ("runs/tables.py", "collect"): "reading the parts back", ("runs/tables.py", "read_groups"): "reading the parts back"}
+
+
+def replay_shares(out: Path, cache: str) -> dict[str, float]:
+    """Share of one profiled replay's time per cost (cumulative times; F1 taken out of the metrics)."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.runcall(replay_time, out, cache)
+    stats = pstats.Stats(prof).stats
+    total = max(v[3] for (f, _, name), v in stats.items() if name == "replay_time")
+    shares: dict[str, float] = {}
+    for (f, _, name), v in stats.items():
+        label = next((lab for (suffix, fn), lab in SHARES.items() if f.endswith(suffix) and name == fn), None)
+        if label:
+            shares[label] = shares.get(label, 0.0) + v[3] / total
+    shares["other metrics"] = shares.get("other metrics", 0.0) - shares.get("CULane F1", 0.0)
+    shares["the rest (tables, parts, summary, runner set-up)"] = 1.0 - sum(shares.values())
+    return shares
 
 
 def sweep_cmd(out: Path, cache: str, *extra) -> list[str]:
@@ -110,6 +140,7 @@ def main() -> None:
             bare.append(bare_loop(cache))
             rep.append(replay_time(tmp / f"replay-{i}", cache))
         res["replay_s"], res["bare_s"] = rep, bare
+        res["replay_shares"] = replay_shares(tmp / "replay-profiled", cache)
         res["replay_over_bare"] = statistics.median(rep) / statistics.median(bare)
 
         configs = {"1 worker, 1 thread": ["--threads", "1"], "2 workers, 1 thread each": ["--workers", "2", "--threads", "1"],
@@ -148,7 +179,9 @@ def main() -> None:
           f"in-process, the ONNX graphs exported beforehand): replay {statistics.median(res['replay_s']):.1f} s, bare loop "
           f"{statistics.median(res['bare_s']):.1f} s: **{res['replay_over_bare']:.2f}x** (target <= 1.25x). The bare loop reads the "
           "same NV12 frames, runs the same `Pipeline.prepare` and the same activated runners; replay adds decoding the lanes, every "
-          "metric, the tables, the parts and the summary.", "",
+          "metric, the tables, the parts and the summary. Each replay starts without the GT spans and lane drawings a previous "
+          "run in the process kept (`parity.metrics.culane.clear_caches`), as a command does. Where replay's time goes (one "
+          "profiled run, cumulative): " + ", ".join(f"{k} {v:.0%}" for k, v in sorted(res["replay_shares"].items(), key=lambda kv: -kv[1])) + ".", "",
           f"**Sweep** of {len(SWEEP_CASES)} default cases ({', '.join(SWEEP_CASES)}), the 10 deploy perturbations at severities 1, 3, 5, "
           f"one 3 s window per case ({res['sweep_frame_conditions']} frame x condition pairs), torch + ort-fp16, as `parity sweep`:", "",
           "| configuration | wall s (each run) | median |", "|---|---|---:|"]

@@ -391,6 +391,14 @@ _GT_LANES = _Recent(_MASK_CACHE_BYTES, lambda lanes: lanes.nbytes)  # content ha
 _SPANS = _Recent(_MASK_CACHE_BYTES, lambda v: v[0].nbytes + v[1].nbytes)  # sha1 of a lane's vertices -> its (left, right, one run)
 
 
+def clear_caches() -> None:
+    """Forget every kept GT chunk, span and drawing (what a process that just started holds: a
+    benchmark timing one run after another in the same process calls this before each)."""
+    for cache in (_GT_LANES, _SPANS, _MASKS):
+        cache.store.clear()
+        cache.bytes = 0
+
+
 def _gt_lanes(gt: np.ndarray, rows, image_width: float, image_height: float) -> _Lanes:
     """GT lanes as spans once for every runner, pipeline and perturbation scored on the same frames
     (kept by content, not by name)."""
