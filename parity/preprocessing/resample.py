@@ -208,6 +208,12 @@ class _Frame:
                 out += self.rows
 
 
+def _to_8bit(x: np.ndarray) -> None:
+    """Pillow's rounding to 8-bit levels between its two passes, in place (half up, clipped)."""
+    np.floor(x + 0.5, out=x)
+    np.clip(x, 0, 255, out=x)
+
+
 _TRANSPOSABLE = (np.uint8, np.uint16, np.int16, np.float32, np.float64)  # what cv2.transpose takes, up to 4 channels
 
 
@@ -218,8 +224,7 @@ def apply_taps(img: np.ndarray, ty, tx, pil_rounding: bool = False) -> np.ndarra
     if img.ndim < 3 or not 1 <= img.shape[-1] <= 4 or img.dtype.type not in _TRANSPOSABLE:
         x = _pass(img, tx, img.ndim - 2)
         if pil_rounding:
-            np.floor(x + 0.5, out=x)
-            np.clip(x, 0, 255, out=x)
+            _to_8bit(x)
         return _pass(x, ty, img.ndim - 3)
     frames = img.reshape(-1, *img.shape[-3:])
     H, C = frames.shape[1], frames.shape[3]
@@ -229,8 +234,7 @@ def apply_taps(img: np.ndarray, ty, tx, pil_rounding: bool = False) -> np.ndarra
     for n, frame in enumerate(frames):
         x = buf.width(frame).reshape(H, w, C)
         if pil_rounding:
-            np.floor(x + 0.5, out=x)
-            np.clip(x, 0, 255, out=x)
+            _to_8bit(x)
         buf.height(x, out[n])
     return out.reshape(*img.shape[:-3], h, w, C)
 

@@ -216,23 +216,23 @@ def sweep_unit(payload: dict) -> dict:
     idx = window_frames(case.timestamps, payload["window_s"])
     conditions = [(p, sev) for p in perts for sev in payload["severities"]]
     piece = piece_conditions(len(conditions), payload.get("piece", 0), payload.get("pieces", 1))
-    fgsm_model = ckpt.build_model() if any(p.stage == "tensor" and p.name == "fgsm" for p, _ in (conditions[i] for i in piece)) else None
+    mine = [conditions[i] for i in piece]
+    fgsm_model = ckpt.build_model() if any(p.stage == "tensor" and p.name == "fgsm" for p, _ in mine) else None
     tables, jitter_rows, outputs = _sweep_case(case, idx, payload, ckpt, ckpt.adapter(), Pipeline.from_dict(payload["pipeline"]), runners,
-                                               [conditions[i] for i in piece], fgsm_model, with_clean=piece.start == 0,
-                                               unit=payload.get("part", case.name))
+                                               mine, fgsm_model, with_clean=piece.start == 0, unit=payload.get("part", case.name))
     return {"tables": tables, "jitter": jitter_rows, "outputs": outputs, "runners": {r.name: r.describe() for r in runners}}
 
 
-def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, conditions, fgsm_model, with_clean=True,
-                unit=None) -> tuple[list, list[dict], list]:
+def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, conditions, fgsm_model, with_clean: bool,
+                unit: str) -> tuple[list, list[dict], list]:
     """The case's window under `conditions` [(perturbation, severity)], each against the clean pass
-    (computed here; its own rows written only `with_clean`: by the first piece of a split case)."""
+    (computed here; its own rows written only `with_clean`: by the first piece of a split case).
+    `unit`: the name its progress ticks count under (the case, or its piece)."""
     rows = adapter.anchor_rows(case.height)
     gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None
     mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
     track_gt = scoring.gt_usable_for_tracking(case, adapter)
     decoded = DecodedFrames()  # each frame decoded once for every perturbation that decodes it the same way
-    unit = unit or case.name
     clean = _run(runners, adapter, lambda f: pipe.prepare(case, f, decoded=decoded), idx, case.width, cfg["batch_size"], pipe, unit=unit)
     # FGSM pushes away from the GT where a frame is labelled, else from the clean prediction.
     targets = {int(f): c for f, c in zip(idx, clean[REFERENCE].logits.argmax(axis=1))}

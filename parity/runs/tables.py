@@ -288,12 +288,13 @@ class CaseParts:
         from ..provenance import sha256_json
 
         self.folder, self.cases, self.pieces = folder, cases, pieces
-        self.keys = {}
+        self.keys, self.todo_parts = {}, []
         for c in cases:
             for k in range(pieces):
-                piece = {"piece": k, "pieces": pieces} if pieces > 1 else {}
-                self.keys[self.part(c.name, k)] = sha256_json({"run": run_key, "case": c.name, "content": c.content_hash(), **piece})
-        self.todo_parts = [(c, k) for c in cases for k in range(pieces) if folder.finished(self.part(c.name, k), self.keys[self.part(c.name, k)]) is None]
+                name, piece = self.part(c.name, k), ({"piece": k, "pieces": pieces} if pieces > 1 else {})
+                self.keys[name] = sha256_json({"run": run_key, "case": c.name, "content": c.content_hash(), **piece})
+                if folder.finished(name, self.keys[name]) is None:
+                    self.todo_parts.append((c, k))
         todo = {c.name for c, _ in self.todo_parts}
         self.todo = [c for c in cases if c.name in todo]  # the cases with a piece still to compute
         self.runner_info: dict = {}  # the runners' provenance, from the first unit computed here
@@ -342,9 +343,9 @@ class CaseParts:
             if on_done is not None:
                 on_done(case, k, result)
 
-        pieces = [payloads[c.name] if self.pieces == 1 else {**payloads[c.name], "piece": k, "pieces": self.pieces, "part": self.part(c.name, k)}
-                  for c, k in todo]
-        run_units(spec, unit, pieces, done)
+        sent = [payloads[c.name] if self.pieces == 1 else {**payloads[c.name], "piece": k, "pieces": self.pieces, "part": self.part(c.name, k)}
+                for c, k in todo]
+        run_units(spec, unit, sent, done)
         return errors
 
     def collect(self, lanes_name: str) -> tuple[list, object, list[str]]:
