@@ -328,6 +328,30 @@ def test_hungarian_not_greedy():
     assert M.f1(np.array([[1, 1, 1]])) == pytest.approx(0.5)
 
 
+def test_small_frames_count_the_matches_scipys_assignment_counts(monkeypatch):
+    """Enumerating every assignment of a few lanes gives the counts scipy's linear_sum_assignment gives,
+    sparse and tied IoUs included; a tie that changes the counts is left to scipy itself."""
+    from scipy.optimize import linear_sum_assignment
+
+    def scipys(m, ious):
+        rr, cc = linear_sum_assignment(-m)
+        return [int((m[rr, cc] > t).sum()) for t in ious]
+
+    rng = np.random.default_rng(5)
+    for _ in range(400):
+        m = rng.choice([0.0, 0.2, 0.31, 0.45, 0.5, 0.55, 0.7, 0.9, 1.0], size=tuple(rng.integers(1, 7, 2)), p=[0.4] + [0.075] * 8)
+        if rng.random() < 0.5:
+            m = np.where(m > 0, rng.random(m.shape), 0.0)
+        assert CU._matched_over(m, (0.5, 0.3)) == scipys(m, (0.5, 0.3)), m
+    tie = np.array([[0.6, 0.3], [0.3, 0.0]])  # 0.6 + 0.0 == 0.3 + 0.3: one pair over 0.5, or none
+    calls = []
+    monkeypatch.setattr("scipy.optimize.linear_sum_assignment", lambda c: calls.append(c) or linear_sum_assignment(c))
+    assert CU._matched_over(tie, (0.5,)) == scipys(tie, (0.5,)) and len(calls) == 1
+    assert CU._matched_over(np.array([[0.6, 0.3], [0.3, 0.2]]), (0.5,)) == [1] and len(calls) == 1  # unique best: no scipy
+    ulp = np.array([[0.3, 0.1], [0.2, 0.0]])  # 0.3 + 0.0 vs 0.1 + 0.2 (= 0.30000000000000004): a tie all the same
+    assert CU._matched_over(ulp, (0.25,)) == scipys(ulp, (0.25,)) and len(calls) == 2
+
+
 @pytest.mark.parametrize("w, h, noise", [(640, 360, 0.0), (1280, 720, 3.0)])
 def test_row_spans_are_opencvs_pixels(w, h, noise):
     """Lanes as one span per row (no drawing) are exactly the pixels cv2.line draws on the full

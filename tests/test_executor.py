@@ -118,3 +118,18 @@ def test_rank_units_from_a_pool_equal_the_serial_ones(three_cases, random_checkp
         assert r.returncode == 0, r.stderr
         outs[name] = pd.read_parquet(tmp_path / name / "units.parquet").drop(columns=["cached"])
     pd.testing.assert_frame_equal(outs["serial"], outs["pool"])
+
+
+def test_a_thread_count_set_before_torch_is_imported_reaches_torch():
+    """set_compute_threads does not import torch (2 s a run on an ONNX-only model never needs); torch,
+    imported later, still computes with the count the run set, and a later None restores its default."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom parity.runners.base import set_compute_threads\nset_compute_threads(1)\n"
+            "assert 'torch' not in sys.modules\nimport torch\nn = torch.get_num_threads()\nset_compute_threads(None)\n"
+            "print(n, torch.get_num_threads())")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["1", "2"]

@@ -41,10 +41,16 @@ drawing. GT lanes are computed once per content for every runner scored on the s
 Only pairs whose bounding boxes meet are intersected, and only on the rows their boxes span; a drawn
 lane is intersected as its runs of pixels. Frames where every lane overlaps at most one lane of the
 other side skip the Hungarian algorithm (the assignment is forced, counted for all frames at once).
+The others, up to 6 lanes a side, enumerate every assignment and take scipy's only where two near-best
+assignments count differently (the counts of any maximising assignment otherwise; scipy.optimize's
+import alone is ~0.9 s of a command).
 tests/test_culane.py checks spans and drawings against an independent literal transcription
 drawing full canvases.
 """
 from __future__ import annotations
+
+import functools
+import itertools
 
 import numpy as np
 
@@ -497,9 +503,7 @@ def culane_counts_at(pred, pred_rows, gt, gt_rows, image_width: float, image_hei
 
 def _true_positives(frame, r, c, iou, n_p, n_g, ious) -> list[np.ndarray]:
     """Per frame, the GT lanes matched with IoU > each threshold. A frame where every lane overlaps at
-    most one lane of the other side has its assignment forced; the others go to the Hungarian algorithm."""
-    from scipy.optimize import linear_sum_assignment
-
+    most one lane of the other side has its assignment forced; the others go to `_matched_over`."""
     T = len(n_p)
     touch = iou > 0
     frame, r, c, iou = frame[touch], r[touch], c[touch], iou[touch]
@@ -516,10 +520,40 @@ def _true_positives(frame, r, c, iou, n_p, n_g, ious) -> list[np.ndarray]:
         at = slice(bounds[t], bounds[t + 1])
         m = np.zeros((n_p[t], n_g[t]))
         m[r[at], c[at]] = iou[at]
-        rr, cc = linear_sum_assignment(-m)
-        for j, thr in enumerate(ious):
-            tp[j][t] = int((m[rr, cc] > thr).sum())
+        for j, k in enumerate(_matched_over(m, ious)):
+            tp[j][t] = k
     return tp
+
+
+_TIE = 1e-9  # assignments whose total IoU is this close to the best are ties (scipy's own sums err by ~1e-15)
+_ENUMERATED = 6  # up to this many lanes a side, every assignment is enumerated
+
+
+def _matched_over(m: np.ndarray, ious) -> list[int]:
+    """How many pairs of the assignment maximising the total IoU (scipy's linear_sum_assignment) have
+    IoU > each threshold. Frames of a few lanes enumerate every assignment instead: where the best is
+    unique, or every near-best gives the same counts, any maximising algorithm gives those counts, and
+    importing scipy.optimize (~0.9 s of a command) is left to the frames that need its tie-breaking."""
+    flip = m.shape[0] > m.shape[1]
+    a = m.T if flip else m  # rows <= columns: each row gets a distinct column
+    if a.shape[1] <= _ENUMERATED:
+        cols = _injections(*a.shape)
+        chosen = a[np.arange(a.shape[0]), cols]  # [assignments, rows]
+        total = chosen.sum(axis=1)
+        near = chosen[total >= total.max() - _TIE]
+        counts = np.stack([(near > thr).sum(axis=1) for thr in ious], axis=1)
+        if (counts == counts[0]).all():
+            return [int(k) for k in counts[0]]
+    from scipy.optimize import linear_sum_assignment
+
+    rr, cc = linear_sum_assignment(-m)
+    return [int((m[rr, cc] > thr).sum()) for thr in ious]
+
+
+@functools.lru_cache(maxsize=64)
+def _injections(rows: int, cols: int) -> np.ndarray:
+    """Every assignment of `rows` rows to distinct columns of `cols`: [cols! / (cols - rows)!, rows]."""
+    return np.array(list(itertools.permutations(range(cols), rows)), np.int64).reshape(-1, rows)
 
 
 _MASKS = _Recent(_MASK_CACHE_BYTES, lambda m: m.mask.nbytes)  # sha1 of a lane's pixels -> its LaneMask

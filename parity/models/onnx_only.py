@@ -48,26 +48,17 @@ class OnnxModel:
 def load_onnx_model(path: str | os.PathLike, adapter: str | None, config: dict | None = None) -> OnnxModel:
     """The graph checked against the adapter before anything runs: one float input of the adapter's
     input shape (any batch), and the adapter's outputs: one (any name), or all of its named ones."""
-    import onnx
-
     from .checkpoint import make_adapter
+    from .outputs import output_names
 
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"{p}: no such ONNX file")
     if not adapter:
         raise UsageError(f"{p}: an ONNX-only model needs --adapter (the model family that decodes its outputs, e.g. ufld)")
-    try:
-        graph = onnx.load(str(p), load_external_data=False).graph
-    except Exception as exc:  # protobuf raises its own DecodeError types
-        raise CheckpointError(f"{p}: not a readable ONNX model: {type(exc).__name__}: {exc}") from None
-    from .outputs import output_names
-
-    inits = {i.name for i in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in inits]
+    inputs, outputs = _graph_io(p)
     family = make_adapter(adapter, config or {}, p)
     expected = output_names(family)
-    outputs = [o.name for o in graph.output]
     if len(inputs) != 1 or len(outputs) != len(expected):
         raise CheckpointError(f"{p}: {len(inputs)} input(s) and {len(outputs)} output(s) ({', '.join(outputs)}); the {adapter} adapter "
                               f"reads one input and {len(expected)} output(s) ({', '.join(expected)})")
@@ -75,14 +66,35 @@ def load_onnx_model(path: str | os.PathLike, adapter: str | None, config: dict |
         if set(outputs) != set(expected):
             raise CheckpointError(f"{p}: outputs {', '.join(outputs)}; the {adapter} adapter reads {', '.join(expected)} by name")
         outputs = list(expected)
+    name, dims, dtype = inputs[0]
+    if dtype != "tensor(float)":
+        raise CheckpointError(f"{p}: input {name!r} is a {dtype}; the {adapter} adapter feeds float32")
     want = family.input_shape()
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
     if len(dims) != 1 + len(want) or any(d is not None and d != w for d, w in zip(dims[1:], want)):
-        raise CheckpointError(f"{p}: input {inputs[0].name!r} has shape {['?' if d is None else d for d in dims]}; the {adapter} adapter "
+        raise CheckpointError(f"{p}: input {name!r} has shape {['?' if d is None else d for d in dims]}; the {adapter} adapter "
                               f"feeds N x {' x '.join(map(str, want))}")
     meta = {"adapter": adapter, "config": dict(config or {}), "method": "onnx-only", "name": p.stem,
-            "input_name": inputs[0].name, "output_name": outputs[0], "output_names": outputs, "fixed_batch": dims[0]}
+            "input_name": name, "output_name": outputs[0], "output_names": outputs, "fixed_batch": dims[0]}
     return OnnxModel(p, meta, sha256_file(p))
+
+
+def _graph_io(p: Path) -> tuple[list[tuple[str, list, str]], list[str]]:
+    """The graph's inputs (name, dims with None where not fixed, element type) other than its
+    initializers, and its output names, as ONNX Runtime reads them: the runners load it with ONNX
+    Runtime anyway (and the reference cannot run on what it refuses), and importing onnx would take
+    ~1 s of every run. Graph optimisations off: only the graph is read here."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 4
+    try:
+        session = ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own pybind11 types (InvalidProtobuf, Fail, ...)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{p}: not an ONNX model ONNX Runtime can load: {type(exc).__name__}: {first}") from None
+    inputs = [(i.name, [d if isinstance(d, int) else None for d in i.shape], i.type) for i in session.get_inputs()]
+    return inputs, [o.name for o in session.get_outputs()]
 
 
 def load_model(path: str | os.PathLike, onnx_spec: dict | None = None):

@@ -5,6 +5,9 @@ methods only, so every runner behaves the same at its edges.
 """
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
+import sys
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -126,14 +129,41 @@ def set_compute_threads(n: int | None) -> None:
     """Threads every backend of this process may use (a worker of a pool of N gets cores / N, so
     torch and ONNX Runtime do not oversubscribe the machine). None: each library's default, restored
     if an earlier run in this process set another (the thread count changes torch's sums, and a run
-    with threads=None must compute what a fresh process computes)."""
-    global _THREADS, _TORCH_DEFAULT
-    import torch
+    with threads=None must compute what a fresh process computes). torch is not imported for it:
+    importing torch takes ~2 s that a run on an ONNX-only model never needs; its count is set the
+    moment something imports it."""
+    global _THREADS
+    _THREADS = n
+    if "torch" in sys.modules:
+        _set_torch_threads(sys.modules["torch"])
+    elif not any(isinstance(f, _TorchThreadsOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _TorchThreadsOnImport())
 
+
+def _set_torch_threads(torch) -> None:
+    global _TORCH_DEFAULT
     if _TORCH_DEFAULT is None:
         _TORCH_DEFAULT = torch.get_num_threads()
-    _THREADS = n
-    torch.set_num_threads(n if n is not None else _TORCH_DEFAULT)
+    torch.set_num_threads(_THREADS if _THREADS is not None else _TORCH_DEFAULT)
+
+
+class _TorchThreadsOnImport(importlib.abc.MetaPathFinder):
+    """Finds torch as the other finders do, and sets its thread count once its module has run."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "torch":
+            return None
+        sys.meta_path.remove(self)  # one import only; later ones find torch in sys.modules
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def exec_then_set(module):
+                exec_module(module)
+                _set_torch_threads(module)
+
+            spec.loader.exec_module = exec_then_set
+        return spec
 
 
 def compute_threads() -> int | None:
