@@ -47,6 +47,32 @@ def test_artifacts_are_cached_by_content(random_checkpoint, tmp_path):
     assert second.builds == 0 and a.onnx_path == b.onnx_path
 
 
+def test_a_process_that_only_reads_cached_artifacts_never_imports_torch(random_checkpoint, tmp_path):
+    """A pool's parent checks every runner before the workers start, and reads what they describe back:
+    neither imports torch (~2.5 s) where the export is cached, so the workers' imports run in parallel.
+    The export's key names the torch version from its metadata: the same string torch reports."""
+    import pickle
+    import subprocess
+    import sys
+
+    import torch
+
+    from parity.runners.artifacts import export_onnx
+
+    cache = ArtifactCache(tmp_path)
+    create("ort-fp16", random_checkpoint, cache)
+    assert export_onnx(random_checkpoint, cache)[1]["key"]["torch"] == torch.__version__
+    with create("torch", random_checkpoint, cache) as r:
+        described = pickle.dumps(r.describe())
+    code = (f"import pickle, sys\nfrom parity.models.checkpoint import load_checkpoint\nfrom parity.runners import create\n"
+            f"from parity.runners.artifacts import ArtifactCache\nck = load_checkpoint({str(random_checkpoint.path)!r})\n"
+            f"[create(n, ck, ArtifactCache({str(tmp_path)!r})) for n in ('torch', 'ort-fp32', 'ort-fp16')]\n"
+            f"pickle.loads({described!r})\nprint('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "False"
+
+
 def test_runner_contract(random_checkpoint, cache_dir, feed):
     r = create("ort-fp32", random_checkpoint, ArtifactCache(cache_dir))
     with pytest.raises(RunnerError, match="before activate"):

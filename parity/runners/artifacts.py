@@ -10,6 +10,7 @@ A file that fails, or a missing or unreadable meta.json, is said in one line and
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -107,8 +108,6 @@ def export_onnx(checkpoint, cache: ArtifactCache) -> tuple[Path, dict]:
     """fp32 ONNX of the checkpoint's model with a dynamic batch dimension."""
     if getattr(checkpoint, "onnx_path", None) is not None:  # an ONNX-only model: the graph is the model
         return Path(checkpoint.onnx_path), {"sha256": checkpoint.sha256, "key": {"onnx_only": checkpoint.sha256}, "precision": "fp32"}
-    import torch
-
     from ..models.outputs import output_names
 
     adapter = checkpoint.adapter()
@@ -119,10 +118,12 @@ def export_onnx(checkpoint, cache: ArtifactCache) -> tuple[Path, dict]:
         "config": checkpoint.meta.get("config", {}),
         "opset": OPSET,
         "exporter": "torch.onnx.export(dynamo=False)",
-        "torch": torch.__version__,
+        "torch": _installed_version("torch"),  # from its metadata: a cached export needs no torch import (~2.5 s)
     }
 
     def build(path: Path) -> dict:
+        import torch
+
         model = checkpoint.build_model()
         dummy = torch.zeros(1, *adapter.input_shape())
         with warnings.catch_warnings():
@@ -152,17 +153,16 @@ def fp16_converter() -> str:
     return "onnxconverter-common"
 
 
-def _onnxconverter_version() -> str:
-    """From the installed metadata: importing onnxconverter-common (and with it onnx) took 2 s of
-    every command that only reads the cached fp16 graph."""
+def _installed_version(dist: str, module: str | None = None) -> str:
+    """A package's version from its installed metadata, without importing it: importing torch takes
+    ~2.5 s, onnxconverter-common (and with it onnx) 2 s, of every command that only reads a cached
+    artifact keyed by their versions."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("onnxconverter-common")
+        return version(dist)
     except PackageNotFoundError:  # importable without metadata (a vendored copy)
-        import onnxconverter_common
-
-        return onnxconverter_common.__version__
+        return str(importlib.import_module(module or dist).__version__)
 
 
 def fp16_onnx(onnx_path: Path, cache: ArtifactCache, keep_fp32_nodes: tuple[str, ...] = ()) -> tuple[Path, dict]:
@@ -178,7 +178,7 @@ def fp16_onnx(onnx_path: Path, cache: ArtifactCache, keep_fp32_nodes: tuple[str,
 
         version = f"nvidia-modelopt {getattr(modelopt, '__version__', '?')}"
     else:
-        version = f"onnxconverter-common {_onnxconverter_version()}"
+        version = f"onnxconverter-common {_installed_version('onnxconverter-common', 'onnxconverter_common')}"
     key = {
         "onnx_sha256": sha256_file(onnx_path),
         "converter": version,

@@ -148,17 +148,20 @@ def _set_torch_threads(torch) -> None:
 
 
 class _TorchThreadsOnImport(importlib.abc.MetaPathFinder):
-    """Finds torch as the other finders do, and sets its thread count once its module has run."""
+    """Finds torch as the other finders do, and sets its thread count once its module has run. A
+    lookup that does not import (importlib.util.find_spec, to see what is installed) leaves it in place."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname != "torch":
             return None
-        sys.meta_path.remove(self)  # one import only; later ones find torch in sys.modules
-        spec = importlib.util.find_spec(fullname)
+        others = (f for f in sys.meta_path if f is not self and hasattr(f, "find_spec"))
+        spec = next((s for s in (f.find_spec(fullname, path, target) for f in others) if s is not None), None)
         if spec is not None and spec.loader is not None:
             exec_module = spec.loader.exec_module
 
             def exec_then_set(module):
+                if self in sys.meta_path:
+                    sys.meta_path.remove(self)  # imported once; later imports find torch in sys.modules
                 exec_module(module)
                 _set_torch_threads(module)
 

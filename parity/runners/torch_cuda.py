@@ -67,4 +67,4 @@ class TorchCudaRunner(Runner):
         import torch
 
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-        return {"backend": "torch", "torch": torch.__version__, "device": gpu, "precision": self.precision}
+        return {"backend": "torch", "torch": str(torch.__version__), "device": gpu, "precision": self.precision}

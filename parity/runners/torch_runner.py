@@ -36,4 +36,4 @@ class TorchRunner(Runner):
     def describe_impl(self) -> dict:
         import torch
 
-        return {"backend": "torch", "torch": torch.__version__, "device": "cpu", "precision": "fp32"}
+        return {"backend": "torch", "torch": str(torch.__version__), "device": "cpu", "precision": "fp32"}
