@@ -8,6 +8,7 @@ the emulations, torch on CUDA, localize, training) is refused in one line.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,9 @@ def load_onnx_model(path: str | os.PathLike, adapter: str | None, config: dict |
         raise UsageError(f"{p}: no such ONNX file")
     if not adapter:
         raise UsageError(f"{p}: an ONNX-only model needs --adapter (the model family that decodes its outputs, e.g. ufld)")
-    inputs, outputs = _graph_io(p)
+    sha256 = sha256_file(p)
+    inputs, outputs = _graph_io(p, sha256)
+    outputs = list(outputs)  # the kept tuple stays as read
     family = make_adapter(adapter, config or {}, p)
     expected = output_names(family)
     if len(inputs) != 1 or len(outputs) != len(expected):
@@ -75,14 +78,16 @@ def load_onnx_model(path: str | os.PathLike, adapter: str | None, config: dict |
                               f"feeds N x {' x '.join(map(str, want))}")
     meta = {"adapter": adapter, "config": dict(config or {}), "method": "onnx-only", "name": p.stem,
             "input_name": name, "output_name": outputs[0], "output_names": outputs, "fixed_batch": dims[0]}
-    return OnnxModel(p, meta, sha256_file(p))
+    return OnnxModel(p, meta, sha256)
 
 
-def _graph_io(p: Path) -> tuple[list[tuple[str, list, str]], list[str]]:
+@functools.lru_cache(maxsize=8)
+def _graph_io(p: Path, sha256: str) -> tuple[tuple[tuple[str, tuple, str], ...], tuple[str, ...]]:
     """The graph's inputs (name, dims with None where not fixed, element type) other than its
     initializers, and its output names, as ONNX Runtime reads them: the runners load it with ONNX
     Runtime anyway (and the reference cannot run on what it refuses), and importing onnx would take
-    ~1 s of every run. Graph optimisations off: only the graph is read here."""
+    ~1 s of every run. Graph optimisations off: only the graph is read here, once per content (`sha256`)
+    in a process: a replay checks the model, then its units load it again."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -93,8 +98,8 @@ def _graph_io(p: Path) -> tuple[list[tuple[str, list, str]], list[str]]:
     except Exception as exc:  # onnxruntime raises its own pybind11 types (InvalidProtobuf, Fail, ...)
         first = (str(exc).strip().splitlines() or [""])[0]
         raise CheckpointError(f"{p}: not an ONNX model ONNX Runtime can load: {type(exc).__name__}: {first}") from None
-    inputs = [(i.name, [d if isinstance(d, int) else None for d in i.shape], i.type) for i in session.get_inputs()]
-    return inputs, [o.name for o in session.get_outputs()]
+    inputs = tuple((i.name, tuple(d if isinstance(d, int) else None for d in i.shape), i.type) for i in session.get_inputs())
+    return inputs, tuple(o.name for o in session.get_outputs())
 
 
 def load_model(path: str | os.PathLike, onnx_spec: dict | None = None):
