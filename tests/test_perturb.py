@@ -163,6 +163,48 @@ def test_sweep_is_reproducible_and_reuses_the_clean_pass(tiny_case, random_check
     assert "crop_shift_x" in printed and "worst acc drop" in printed
 
 
+def test_a_sequence_perturbation_reuses_the_clean_outputs_of_the_frames_it_feeds(tiny_case, random_checkpoint, cache_dir, tmp_path,
+                                                                                monkeypatch):
+    from parity.runners.base import Runner
+
+    fed = {}
+    infer = Runner.infer
+
+    def counting(self, feed):
+        fed[self.name] = fed.get(self.name, 0) + len(next(iter(feed.values())))
+        return infer(self, feed)
+
+    monkeypatch.setattr(Runner, "infer", counting)
+    perts = ["frame_drop", "frame_repeat", "timestamp_jitter"]
+
+    def sweep(window, out):
+        fed.clear()
+        assert main(["sweep", "--cases", str(tiny_case), "--checkpoint", str(random_checkpoint.path), "--runners", "torch,ort-fp32",
+                     "--perturb", ",".join(perts), "--severities", "1,5", "--window-s", window, "--cache-dir", str(cache_dir),
+                     "--no-progress", "--out", str(tmp_path / out)]) == 0
+        return pd.read_parquet(tmp_path / out / "sweep.parquet")
+
+    a = sweep("0", "all")
+    assert fed == {"torch": 6, "ort-fp32": 6}  # the clean pass's 6 frames, none fed again
+    case = load_case(tiny_case)
+    key = ["runner", "frame", "lane"]
+    clean = a[a.perturbation == "none"].set_index(key).sort_index()
+    for (name, sev), g in a[a.perturbation != "none"].groupby(["perturbation", "severity"]):
+        src = perturb.Applied(perturb.get(name), sev, 0, case.name, None).schedule(case.timestamps)[0]
+        g = g.set_index(key).sort_index()
+        at_fed = [(r, src[f], lane) for r, f, lane in g.index]  # each time step shows the lanes of the frame fed there
+        assert all(np.array_equal(u, v, equal_nan=True) for u, v in zip(g.x, clean.loc[at_fed].x)), (name, sev)
+        if name != "frame_repeat":
+            assert (g.dx_ref_mean_px.dropna() == 0).all(), (name, sev)
+    assert a[(a.perturbation == "frame_drop") & (a.severity == 5)].frame.nunique() < 6  # dropped frames leave no rows
+    # A 4-frame window: a repeat of the frame before it is the only frame fed again.
+    b = sweep("0.4", "window")
+    repeats = {int(f) for sev in (1, 5) for f in perturb.Applied(perturb.get("frame_repeat"), sev, 0, case.name, None)
+               .schedule(case.timestamps)[0][1:5] if f == 0}
+    assert fed == {"torch": 4 + len(repeats), "ort-fp32": 4 + len(repeats)}
+    assert set(b.perturbation) == {"none", *perts}
+
+
 def test_perturb_cli(tiny_case, tmp_path):
     res = run_cli("perturb", "list")
     assert res.returncode == 0 and res.stdout.count("\n") >= 27

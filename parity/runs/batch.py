@@ -48,6 +48,27 @@ class RunnerOutputs:
     nonfinite: np.ndarray  # share of the frame's output values that are NaN/Inf (> 0: the frame's lanes are failed)
     logits: np.ndarray | None  # kept only for the runners asked for
 
+    @classmethod
+    def concat(cls, parts: list["RunnerOutputs"]) -> "RunnerOutputs":
+        """One feeding order after another."""
+        if len(parts) == 1:
+            return parts[0]
+        cat = np.concatenate
+        return cls(
+            x=cat([p.x for p in parts]), ms=cat([p.ms for p in parts]), raw={k: cat([p.raw[k] for p in parts]) for k in parts[0].raw},
+            raw_by_output={k: {m: cat([p.raw_by_output[k][m] for p in parts]) for m in d} for k, d in parts[0].raw_by_output.items()},
+            nonfinite=cat([p.nonfinite for p in parts]),
+            logits=None if any(p.logits is None for p in parts) else cat([p.logits for p in parts]),
+        )
+
+    def rows(self, pos: np.ndarray) -> "RunnerOutputs":
+        """The results of the frames at positions `pos` of this feeding order (repeats allowed)."""
+        return RunnerOutputs(
+            x=self.x[pos], ms=self.ms[pos], raw={k: v[pos] for k, v in self.raw.items()},
+            raw_by_output={k: {m: v[pos] for m, v in d.items()} for k, d in self.raw_by_output.items()},
+            nonfinite=self.nonfinite[pos], logits=None if self.logits is None else self.logits[pos],
+        )
+
 
 class RunnerBatches:
     """Feeds batches to `runners` (the first is the reference) and collects what each returns."""

@@ -5,7 +5,8 @@ jitter and oscillation under a perturbation are frame-to-frame quantities as in 
 unperturbed (severity 0) output of each runner is computed once per case and is the
 reference for that runner's perturbed outputs, so `dx_ref_*` in the table is what the
 perturbation moved. Each batch is preprocessed once and the same tensor goes to every runner
-(FGSM included). The table holds no timings, so the same sweep gives the same table.
+(FGSM included). A sequence perturbation (frames dropped, repeated, re-timed) feeds the clean
+frames again, so its outputs are the clean pass's: it moves only what time does. The table holds no timings, so the same sweep gives the same table.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from ..progress import tick
 from ..provenance import git_sha, machine, sha256_json, source_hash, versions
 from ..runners import REFERENCE, create, resolve
 from ..runners.artifacts import ArtifactCache
-from .batch import RunnerBatches, nonfinite_findings
+from .batch import RunnerBatches, RunnerOutputs, nonfinite_findings
 from .inputs import load_all_cases, load_captures, new_run_id, resolve_pipeline
 from .executor import ExecutorSpec, active_runners, release_runners
 from .folder import RunFolder
@@ -195,14 +196,34 @@ def _run(runners, adapter, feed_fn, idx, width, batch, pipe=None, perturbation="
     """Every runner's outputs for frames `idx`, each batch prepared once and fed to all of them (a
     capture only where it holds this pipeline and perturbation: export-inputs --perturb)."""
     if pipe is not None:
-        spec = sha256_json(pipe.to_dict())
-        runners = [r for r in runners if not hasattr(r, "covers") or r.covers(spec, perturbation, severity)]
+        runners = _holding(runners, pipe, perturbation, severity)
     batches = RunnerBatches(runners, adapter, width, keep_logits={REFERENCE})
     for s in range(0, len(idx), batch):
         batches.feed(feed_fn(idx[s : s + batch]))
         if unit is not None:
             tick(unit, len(idx[s : s + batch]))  # a terminal bar moves per batch (parity.progress)
     return batches.outputs()
+
+
+def _holding(runners, pipe, perturbation: str, severity: int) -> list:
+    """The runners that answer for this condition: all but a capture that does not hold it."""
+    spec = sha256_json(pipe.to_dict())
+    return [r for r in runners if not hasattr(r, "covers") or r.covers(spec, perturbation, severity)]
+
+
+def _fed_again(clean: dict, names: list[str], src: np.ndarray, order: dict[int, int], run, unit: str) -> dict:
+    """A sequence perturbation feeds clean frames again (dropped, repeated, re-timed): each runner's
+    outputs for frames `src` are its clean pass's, not a second inference of the same tensors that
+    would differ only in which frames share a batch (torch's CPU kernels round a frame differently
+    in a batch of another size). Frames outside the clean window (a repeat of the frame before it)
+    are `run`. `names`: the runners that hold the condition (a capture may not)."""
+    pos = np.array([order.get(int(f), -1) for f in src], dtype=int)
+    outside = np.unique(src[pos < 0])
+    extra = run(outside) if len(outside) else None
+    at = {int(f): len(order) + k for k, f in enumerate(outside)}
+    pos = np.where(pos >= 0, pos, [at.get(int(f), -1) for f in src])
+    tick(unit, int((pos < len(order)).sum()))
+    return {n: RunnerOutputs.concat([clean[n]] + ([extra[n]] if extra is not None else [])).rows(pos) for n in names}
 
 
 def sweep_unit(payload: dict) -> dict:
@@ -271,8 +292,15 @@ def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, conditions, 
         slots, src = idx[keep], fed[idx][keep]
         ref_pos = np.array([order[int(f)] for f in slots], dtype=int)
         hooks = applied.hooks()
-        outs = _run([r for r in runners if r.name in clean], adapter, lambda f: ppipe.prepare(case, f, hooks=hooks, decoded=decoded), src,
-                    case.width, cfg["batch_size"], pipe, p.name, sev, unit=unit)
+
+        def run(frames):
+            return _run([r for r in runners if r.name in clean], adapter, lambda f: ppipe.prepare(case, f, hooks=hooks, decoded=decoded),
+                        frames, case.width, cfg["batch_size"], pipe, p.name, sev, unit=unit)
+
+        if p.stage == "sequence":
+            outs = _fed_again(clean, [r.name for r in _holding(runners, pipe, p.name, sev) if r.name in clean], src, order, run, unit)
+        else:
+            outs = run(src)
         for r in (r for r in runners if r.name in outs):
             record(p.name, sev, r, outs[r.name], slots, ts[slots], clean[r.name].x[ref_pos])
     return tables, jitter_rows, by_output
