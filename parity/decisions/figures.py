@@ -25,9 +25,11 @@ def _figure(*args, **kw):
         plt.close(fig)
 
 
-def _png(fig, dpi: int = 90) -> bytes:
+def _png(fig, dpi: int = 90, tight: bool = True) -> bytes:
+    """`tight`: crop to what is drawn (matplotlib draws the figure twice for it); a figure laid out
+    with fixed margins is drawn once."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     return buf.getvalue()
 
 
@@ -57,7 +59,10 @@ def lane_over_time(title: str, t: np.ndarray, series: dict[str, np.ndarray], gt:
         if len(series) > 1:
             axes[1, 0].legend(fontsize=7, loc="best")
         fig.suptitle(title, fontsize=10)
-        return _png(fig)
+        # Fixed margins, not a tight crop: a report draws one of these per case and pipeline, and
+        # the crop's second drawing was most of a gate report's time.
+        fig.subplots_adjust(left=0.25 / len(looks), right=0.99, top=0.9, bottom=0.09, wspace=0.3, hspace=0.12)
+        return _png(fig, tight=False)
 
 
 def overlay(rgb: np.ndarray, rows: np.ndarray, lanes: dict[str, tuple[np.ndarray, str]], caption: str, width: int = 640) -> bytes:
