@@ -25,8 +25,9 @@ TARGET_S = 600
 RUNNERS = ["torch", "ort-fp16"]
 
 
-def inference_ms(cache: str, batches: int = 12) -> dict[str, float]:
-    """Each runner's inference per frame (ms) at one thread, interleaved batch by batch, medians."""
+def inference_ms(cache: str, batches: int = 40, ready=None) -> dict[str, float]:
+    """Each runner's inference per frame (ms) at one thread, interleaved batch by batch, medians.
+    `ready`: called once every runner is active, before the timed batches (a start line)."""
     from parity.runners.base import set_compute_threads
 
     set_compute_threads(1)  # before torch is imported here: as a sweep worker runs
@@ -42,6 +43,8 @@ def inference_ms(cache: str, batches: int = 12) -> dict[str, float]:
     for r in runners:
         r.activate()
     try:
+        if ready:
+            ready()
         for i in range(batches + 1):
             for r in runners:
                 t = time.perf_counter()
@@ -55,10 +58,17 @@ def inference_ms(cache: str, batches: int = 12) -> dict[str, float]:
 
 
 def inference_ms_concurrent(cache: str, workers: int) -> dict[str, float]:
-    """`inference_ms` in `workers` processes at once, as the sweep's workers share the machine: the
+    """`inference_ms` in `workers` processes at once, as the sweep's workers share the machine (each
+    times its batches only once all have started: no process's start-up is in another's times): the
     mean of their medians."""
-    procs = [subprocess.Popen([sys.executable, __file__, "--inference-ms", cache], cwd=Path(__file__).parent, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True) for _ in range(workers)]
+    procs = [subprocess.Popen([sys.executable, __file__, "--inference-ms", cache], cwd=Path(__file__).parent, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(workers)]
+    for p in procs:
+        if p.stdout.readline().strip() != "ready":
+            sys.exit("full_sweep: an inference timing process did not start")
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     got = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     return {k: statistics.mean(g[k] for g in got) for k in RUNNERS}
 
@@ -126,6 +136,10 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--inference-ms"]:
-        print(json.dumps(inference_ms(sys.argv[2])))
+        def ready():
+            print("ready", flush=True)
+            sys.stdin.readline()
+
+        print(json.dumps(inference_ms(sys.argv[2], ready=ready)))
     else:
         main()
