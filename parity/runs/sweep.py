@@ -6,7 +6,8 @@ unperturbed (severity 0) output of each runner is computed once per case and is 
 reference for that runner's perturbed outputs, so `dx_ref_*` in the table is what the
 perturbation moved. Each batch is preprocessed once and the same tensor goes to every runner
 (FGSM included). A sequence perturbation (frames dropped, repeated, re-timed) feeds the clean
-frames again, so its outputs are the clean pass's: it moves only what time does. The table holds no timings, so the same sweep gives the same table.
+frames again, so its outputs are the clean pass's: it moves only what time does. The table holds
+no timings, so the same sweep gives the same table.
 """
 from __future__ import annotations
 
