@@ -352,6 +352,22 @@ def test_small_frames_count_the_matches_scipys_assignment_counts(monkeypatch):
     assert CU._matched_over(ulp, (0.25,)) == scipys(ulp, (0.25,)) and len(calls) == 2
 
 
+def test_frames_solved_together_count_what_each_frame_alone_counts():
+    """Contested frames of one shape are matched in one batch: each frame's counts are scipy's on that
+    frame alone, whichever frames share its batch (ties that go to scipy among them)."""
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(11)
+    for shape in ((2, 2), (3, 4), (4, 3), (5, 5)):
+        m = rng.choice([0.0, 0.3, 0.45, 0.5, 0.6, 0.9], size=(60, *shape), p=[0.4] + [0.12] * 5)
+        m[::7] = np.where(m[::7] > 0, rng.random(m[::7].shape), 0.0)
+        m[3, :2, :2] = [[0.6, 0.3], [0.3, 0.0]]  # a tie that changes the counts
+        got = CU._matched_over_frames(m, (0.5, 0.3))
+        for f in range(len(m)):
+            rr, cc = linear_sum_assignment(-m[f])
+            assert list(got[f]) == [int((m[f][rr, cc] > t).sum()) for t in (0.5, 0.3)], (shape, f, m[f])
+
+
 @pytest.mark.parametrize("w, h, noise", [(640, 360, 0.0), (1280, 720, 3.0)])
 def test_row_spans_are_opencvs_pixels(w, h, noise):
     """Lanes as one span per row (no drawing) are exactly the pixels cv2.line draws on the full

@@ -37,13 +37,16 @@ OpenCV's own per-step stamps, exact where every row of the lane is one run); are
 are sums over rows. The few lanes that are not one run per row (a lane turning back in y, a long
 near-horizontal step) are drawn with cv2.polylines in their bounding box (the same caps and segments
 as one cv::line per pair, consecutive samples on the same pixel merged) and intersected on their
-drawing. GT lanes are computed once per content for every runner scored on the same frames.
+drawing. GT lanes are computed once per content for every runner scored on the same frames, and a
+lane whose vertices equal one already rasterised (ONNX Runtime fp32's lanes mostly round to torch's
+pixels) reuses its spans (found by a 64-bit key of all lanes at once, reused only after comparing
+the vertices).
 Only pairs whose bounding boxes meet are intersected, and only on the rows their boxes span; a drawn
 lane is intersected as its runs of pixels. Frames where every lane overlaps at most one lane of the
 other side skip the Hungarian algorithm (the assignment is forced, counted for all frames at once).
-The others, up to 6 lanes a side, enumerate every assignment and take scipy's only where two near-best
-assignments count differently (the counts of any maximising assignment otherwise; scipy.optimize's
-import alone is ~0.9 s of a command).
+The others, up to 6 lanes a side, enumerate every assignment (all frames of the same lane counts at
+once) and take scipy's only where two near-best assignments count differently (the counts of any
+maximising assignment otherwise; scipy.optimize's import alone is ~0.9 s of a command).
 tests/test_culane.py checks spans and drawings against an independent literal transcription
 drawing full canvases.
 """
@@ -98,15 +101,19 @@ def _spline_samples(coef, last: np.ndarray, times: int = SPLINE_STEPS) -> np.nda
     """(a, b, c, d, h) of G lanes and their last points [G, 2] -> [G, (n-1) * times + 1, 2] float32:
     `a + b t + c t^2 + d t^3` at t = (h / times) k, k < times, stored as Point2f, then the last point."""
     a, b, c, d, h = coef
-    G = len(h)
-    t1 = ((h / times)[..., None] * np.arange(times, dtype=np.float64))[..., None]  # [G, n-1, times, 1]
+    G, m = h.shape
+    t1 = (h / times)[..., None] * np.arange(times, dtype=np.float64)  # [G, n-1, times]
     t2 = t1 * t1
-    out = b[:, :, None] * t1
-    out += a[:, :, None]
-    out += c[:, :, None] * t2
-    t2 *= t1  # t^3 (pow(t, 3) in the C++: at most an ulp apart)
-    out += d[:, :, None] * t2
-    return np.concatenate([out.reshape(G, -1, 2).astype(np.float32), last[:, None].astype(np.float32)], axis=1)
+    t3 = t2 * t1  # pow(t, 3) in the C++: at most an ulp apart
+    out = np.empty((G, m * times + 1, 2), np.float32)
+    for j in range(2):  # x, then y: each with the samples on the inner axis (numpy is slow on an inner axis of 2)
+        v = b[..., j, None] * t1
+        v += a[..., j, None]
+        v += c[..., j, None] * t2
+        v += d[..., j, None] * t3
+        out[:, :-1, j] = v.reshape(G, -1)  # stored as float32, as Point2f
+    out[:, -1] = last
+    return out
 
 
 def spline_interp_times(pts: np.ndarray, times: int = SPLINE_STEPS) -> np.ndarray:
@@ -364,6 +371,13 @@ class _Recent:
             self.bytes -= self.size(self.store.pop(next(iter(self.store))))
         return value
 
+    def put(self, key, value) -> None:
+        """Keep `value` under `key` (replacing what was there), the least recently used dropped past the budget."""
+        old = self.store.pop(key, None)
+        if old is not None:
+            self.bytes -= self.size(old)
+        self.get(key, lambda: value)
+
     def find(self, key: bytes):
         """The value kept under `key` (now the most recently used), or None; nothing is made."""
         value = self.store.pop(key, None)
@@ -375,26 +389,43 @@ class _Recent:
 def _lane_spans(q: np.ndarray):
     """SP.lane_spans of lanes [G, S, 2], each lane's spans computed once per distinct set of vertices:
     runners whose lanes round to the same pixels as torch's (ONNX Runtime fp32: nearly every lane)
-    reuse torch's instead of rasterising them again. Exact: a lane's spans depend on its vertices only."""
-    import hashlib
-
-    keys = [hashlib.sha1(q[k].tobytes()).digest() + q.shape[1].to_bytes(4, "little") for k in range(len(q))]
-    found = [_SPANS.find(k) for k in keys]
+    reuse torch's instead of rasterising them again. Exact: a lane's spans depend on its vertices only,
+    and a kept lane is reused only when its vertices equal these (the key only finds it)."""
+    v = np.clip(q, -(2**31), 2**31 - 1).astype(np.int32)  # vertices are within +-2^30 (`_round`)
+    keys = _vertex_keys(v)
+    found = []
+    for k in range(len(q)):
+        f = _SPANS.find(keys[k])
+        found.append(f if f is not None and np.array_equal(f[0], v[k]) else None)
     miss = [k for k, f in enumerate(found) if f is None]
     H = CULANE_IMAGE_SIZE[1]
     left, right, ok = np.empty((len(q), H), np.int32), np.empty((len(q), H), np.int32), np.empty(len(q), bool)
     for k, f in enumerate(found):
         if f is not None:
-            left[k], right[k], ok[k] = f
+            left[k], right[k], ok[k] = f[1:]
     if miss:  # the lanes not kept, in one vectorised pass
         left[miss], right[miss], ok[miss] = SP.lane_spans(q[miss], *CULANE_IMAGE_SIZE, CULANE_WIDTH_PX)
     for k in miss:
-        _SPANS.get(keys[k], lambda k=k: (left[k].copy(), right[k].copy(), bool(ok[k])))
+        _SPANS.put(keys[k], (v[k].copy(), left[k].copy(), right[k].copy(), bool(ok[k])))
     return left, right, ok
 
 
+def _vertex_keys(v: np.ndarray) -> list[tuple[int, int]]:
+    """A 64-bit key per lane of vertices v[G, S, 2] (a random linear form mod 2^64, and S), for all
+    lanes at once: hashing each lane's bytes was a tenth of CULane F1. Only a lookup key: equal
+    vertices are checked before anything is reused."""
+    flat = v.reshape(len(v), -1).astype(np.uint64)
+    h = (flat * _key_weights(flat.shape[1])).sum(axis=1, dtype=np.uint64)  # wraps mod 2^64
+    return [(int(x), v.shape[1]) for x in h]
+
+
+@functools.lru_cache(maxsize=64)
+def _key_weights(n: int) -> np.ndarray:
+    return np.random.default_rng(n).integers(0, 2**64, n, dtype=np.uint64, endpoint=False) | np.uint64(1)
+
+
 _GT_LANES = _Recent(_MASK_CACHE_BYTES, lambda lanes: lanes.nbytes)  # content hash of a GT chunk -> its _Lanes
-_SPANS = _Recent(_MASK_CACHE_BYTES, lambda v: v[0].nbytes + v[1].nbytes)  # sha1 of a lane's vertices -> its (left, right, one run)
+_SPANS = _Recent(_MASK_CACHE_BYTES, lambda v: v[0].nbytes + v[1].nbytes + v[2].nbytes)  # key of a lane's vertices -> (them, left, right, one run)
 
 
 def clear_caches() -> None:
@@ -419,7 +450,11 @@ def _gt_lanes(gt: np.ndarray, rows, image_width: float, image_height: float) -> 
 def _round(samples: np.ndarray) -> np.ndarray:
     """cvRound of the float32 samples (half to even); beyond +-2^30 px (no real lane) clipped, where
     OpenCV's conversion would overflow."""
-    return np.rint(np.clip(np.nan_to_num(samples, nan=0.0), -(2.0**30), 2.0**30)).astype(np.int64)
+    if samples.dtype.kind != "f":  # already whole pixels
+        return np.clip(samples, -(2**30), 2**30).astype(np.int64)
+    r = np.nan_to_num(samples, nan=0.0)
+    np.clip(r, -(2.0**30), 2.0**30, out=r)
+    return np.rint(r, out=r).astype(np.int64)
 
 
 def _pairs(P: _Lanes, G: _Lanes):
@@ -515,13 +550,15 @@ def _true_positives(frame, r, c, iou, n_p, n_g, ious) -> list[np.ndarray]:
         contested[u[n > 1] // width] = True
     free = ~contested[frame]
     tp = [np.bincount(frame[free & (iou > t)], minlength=T) for t in ious]
-    bounds = np.searchsorted(frame, np.arange(T + 1))  # pairs come frame by frame
-    for t in np.flatnonzero(contested):
-        at = slice(bounds[t], bounds[t + 1])
-        m = np.zeros((n_p[t], n_g[t]))
-        m[r[at], c[at]] = iou[at]
-        for j, k in enumerate(_matched_over(m, ious)):
-            tp[j][t] = k
+    shape = n_p * (width + 1) + n_g  # contested frames are solved together per (predicted, GT) lane count
+    for key in np.unique(shape[contested]):
+        frames = np.flatnonzero(contested & (shape == key))
+        at = contested[frame] & (shape[frame] == key)  # those frames' pairs
+        m = np.zeros((len(frames), n_p[frames[0]], n_g[frames[0]]))
+        m[np.searchsorted(frames, frame[at]), r[at], c[at]] = iou[at]
+        counts = _matched_over_frames(m, ious)
+        for j in range(len(ious)):
+            tp[j][frames] = counts[:, j]
     return tp
 
 
@@ -531,23 +568,34 @@ _ENUMERATED = 6  # up to this many lanes a side, every assignment is enumerated
 
 def _matched_over(m: np.ndarray, ious) -> list[int]:
     """How many pairs of the assignment maximising the total IoU (scipy's linear_sum_assignment) have
-    IoU > each threshold. Frames of a few lanes enumerate every assignment instead: where the best is
-    unique, or every near-best gives the same counts, any maximising algorithm gives those counts, and
-    importing scipy.optimize (~0.9 s of a command) is left to the frames that need its tie-breaking."""
-    flip = m.shape[0] > m.shape[1]
-    a = m.T if flip else m  # rows <= columns: each row gets a distinct column
-    if a.shape[1] <= _ENUMERATED:
-        cols = _injections(*a.shape)
-        chosen = a[np.arange(a.shape[0]), cols]  # [assignments, rows]
-        total = chosen.sum(axis=1)
-        near = chosen[total >= total.max() - _TIE]
-        counts = np.stack([(near > thr).sum(axis=1) for thr in ious], axis=1)
-        if (counts == counts[0]).all():
-            return [int(k) for k in counts[0]]
-    from scipy.optimize import linear_sum_assignment
+    IoU > each threshold, for one frame's IoU matrix m (see `_matched_over_frames`)."""
+    return [int(k) for k in _matched_over_frames(np.asarray(m, np.float64)[None], ious)[0]]
 
-    rr, cc = linear_sum_assignment(-m)
-    return [int((m[rr, cc] > thr).sum()) for thr in ious]
+
+def _matched_over_frames(m: np.ndarray, ious) -> np.ndarray:
+    """`_matched_over` of F frames' IoU matrices m[F, p, g] at once: [F, len(ious)]. Frames of a few
+    lanes enumerate every assignment: where the best is unique, or every near-best gives the same
+    counts, any maximising algorithm gives those counts, and importing scipy.optimize (~0.9 s of a
+    command) is left to the frames that need its tie-breaking."""
+    F = len(m)
+    a = m.transpose(0, 2, 1) if m.shape[1] > m.shape[2] else m  # rows <= columns: each row gets a distinct column
+    out = np.zeros((F, len(ious)), np.int64)
+    todo = np.ones(F, bool)
+    if a.shape[2] <= _ENUMERATED and a.shape[1]:
+        cols = _injections(*a.shape[1:])
+        chosen = a[:, np.arange(a.shape[1]), cols]  # [F, assignments, rows]
+        total = chosen.sum(axis=2)
+        near = total >= total.max(axis=1, keepdims=True) - _TIE
+        counts = np.stack([(chosen > thr).sum(axis=2) for thr in ious], axis=2)  # [F, assignments, thresholds]
+        first = counts[np.arange(F), near.argmax(axis=1)]
+        agree = ((counts == first[:, None]).all(axis=2) | ~near).all(axis=1)
+        out[agree], todo = first[agree], ~agree
+    for f in np.flatnonzero(todo):
+        from scipy.optimize import linear_sum_assignment
+
+        rr, cc = linear_sum_assignment(-m[f])
+        out[f] = [(m[f][rr, cc] > thr).sum() for thr in ious]
+    return out
 
 
 @functools.lru_cache(maxsize=64)

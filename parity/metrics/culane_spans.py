@@ -10,9 +10,12 @@ When the lane's vertices are monotone in y and every stamp is row-convex (one ru
 row), the union is row-convex too: the segments meeting a row form one run of consecutive indices,
 and consecutive stamps share the disc at their common vertex. Each row of the mask is then the
 interval [min of the stamps' lefts, max of their rights], computed here as (a) the discs: the
-leftmost/rightmost vertex of each row slid over the disc's 31 rows, plus (b) for the steps whose
-quadrilateral reaches beyond its two discs (diagonals, longer steps), those rows' extents. Areas and
-intersections are then sums over rows of interval lengths and overlaps: exact, and no pixel is drawn.
+leftmost/rightmost vertex of each row slid over the disc's 31 rows (the disc is symmetric and widest
+at its centre, so per distinct half-width only the extreme vertex of the widest window of rows at
+that width counts: 10 windows, each from two power-of-two windows, instead of 31 shifts), plus (b) for
+the steps whose quadrilateral reaches beyond its two discs (diagonals, longer steps), those rows'
+extents, all steps at once from a table of every step's extension. Areas and intersections are then
+sums over rows of interval lengths and overlaps: exact, and no pixel is drawn.
 
 Anything else (a lane that turns back in y, a step whose stamp has two runs in a row, a step longer
 than MAX_STEP, vertices far above or below the image) is left to the caller, which draws it with
@@ -25,7 +28,6 @@ import functools
 import numpy as np
 
 MAX_STEP = 32  # longer steps (sparse samples of long segments) are drawn by the caller
-_ROWS_OFF = 64  # rows kept above and below the image for vertices just outside it
 _NEAR = 16  # vertices may lie this far above or below the image (their discs reach into it)
 _FAR = 1 << 28  # |x| beyond this is far off any image: clipped, so spans fit int32
 _BIG = np.int32(1 << 29)
@@ -58,6 +60,10 @@ def disc(thickness: int) -> tuple[int, np.ndarray, np.ndarray]:
     R = int(-rows[0])
     if not (convex and np.array_equal(rows, np.arange(-R, R + 1))):
         raise RuntimeError(f"OpenCV's {thickness} px cap is not one run per row: the span rasteriser does not apply")
+    half = np.arange(R, 2 * R + 1)
+    if not (np.array_equal(first, first[::-1]) and np.array_equal(last, last[::-1])
+            and (np.diff(first[half]) >= 0).all() and (np.diff(last[half]) <= 0).all()):
+        raise RuntimeError(f"OpenCV's {thickness} px cap is not symmetric and convex in y: the span rasteriser does not apply")
     return R, first.astype(np.int64), last.astype(np.int64)
 
 
@@ -80,64 +86,120 @@ def stamp_extension(dx: int, dy: int, thickness: int) -> tuple[np.ndarray, np.nd
     return rows[ext].astype(np.int64), first[ext].astype(np.int64), last[ext].astype(np.int64)
 
 
+def _disc_rows(v: np.ndarray, lo: int, n: int, off: np.ndarray, better) -> np.ndarray:
+    """out[:, i] = better over |r| <= R of (v[:, lo + i - r] + off[R + r]), i < n: the disc's extents
+    slid over each row's extreme vertex. `off` is symmetric and no better away from r = 0, so each row
+    needs, per level of `off`, only the extreme of v over the widest window at that level plus the
+    level; the windows' extremes come from a table of power-of-two windows (2 lookups each)."""
+    R = len(off) // 2
+    table = [v[:, lo - R : lo + n + R]]  # table[k][:, j]: the extreme of v[:, lo - R + j : ... + 2**k]
+    while 2 ** len(table) <= 2 * R + 1:
+        w, prev = 2 ** (len(table) - 1), table[-1]
+        table.append(better(prev[:, :-w], prev[:, w:]))
+    out = None
+    for rho in range(R + 1):
+        if rho < R and off[R + rho + 1] == off[R + rho]:
+            continue  # a wider window has the same offset and no worse extreme
+        k = (2 * rho + 1).bit_length() - 1
+        t, w = table[k], 2**k
+        m = better(t[:, R - rho : R - rho + n], t[:, R + rho - w + 1 : R + rho - w + 1 + n])
+        m += np.int32(off[R + rho])
+        out = m if out is None else better(out, m, out=out)
+    return out
+
+
 def lane_spans(q: np.ndarray, width: int, height: int, thickness: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Integer vertices q[G, S, 2] (x, y; repeats allowed) of G lanes -> (left, right [G, height]
     int32, clipped to the image, left > right for an empty row; ok [G]): the rows of each lane's
     mask where `ok`; lanes not ok are the caller's to draw."""
     G, S, _ = q.shape
     R, dl, dr = disc(thickness)
-    x, y = np.clip(q[..., 0], -_FAR, _FAR).astype(np.int32), q[..., 1]
-    d = np.diff(q, axis=1)
-    ok = ((d[..., 1] <= 0).all(axis=1) | (d[..., 1] >= 0).all(axis=1))
-    ok &= ((y >= -_NEAR) & (y < height + _NEAR)).all(axis=1) & (np.abs(d) <= MAX_STEP).all(axis=(1, 2))
-    Hp = height + 2 * _ROWS_OFF
-    yy = (np.clip(y, -_NEAR, height + _NEAR - 1) + _ROWS_OFF).astype(np.int64)
+    x, y = (np.clip(q[..., k], -_FAR, _FAR).astype(np.int32) for k in range(2))  # contiguous: numpy is slow on an axis of 2
+    dx, dy = np.diff(q[..., 0], axis=1), np.diff(y, axis=1)  # dx unclipped: a step is long wherever it lies
+    ok = ((dy <= 0).all(axis=1) | (dy >= 0).all(axis=1)) & ((y >= -_NEAR) & (y < height + _NEAR)).all(axis=1)
+    ok &= (np.abs(dx) <= MAX_STEP).all(axis=1) & (np.abs(dy) <= MAX_STEP).all(axis=1)
+    pad = _NEAR + R + MAX_STEP + 3  # rows kept above and below the image: every disc and extension of an ok lane lands in them
+    Hp = height + 2 * pad
+    yy = np.clip(y, -_NEAR, height + _NEAR - 1) + pad
     flat = (np.arange(G)[:, None] * Hp + yy).ravel()
     minx, maxx = np.full(G * Hp, _BIG), np.full(G * Hp, -_BIG)
     np.minimum.at(minx, flat, x.ravel())
     np.maximum.at(maxx, flat, x.ravel())
     minx, maxx = minx.reshape(G, Hp), maxx.reshape(G, Hp)
-    left, right = np.full((G, height), _BIG), np.full((G, height), -_BIG)
+    left, right = np.full((G, Hp), _BIG), np.full((G, Hp), -_BIG)
     # Only the image rows some vertex's disc reaches (lanes start at the horizon, not the top).
-    top = max(int(yy.min()) - _ROWS_OFF - R, 0) if yy.size else height
-    bottom = min(int(yy.max()) - _ROWS_OFF + R + 1, height) if yy.size else 0
-    for r in range(-R, R + 1):  # a vertex on row v covers row v + r with its disc's row r
-        rows = slice(_ROWS_OFF - r + top, _ROWS_OFF - r + bottom)
-        np.minimum(left[:, top:bottom], minx[:, rows] + np.int32(dl[r + R]), out=left[:, top:bottom])
-        np.maximum(right[:, top:bottom], maxx[:, rows] + np.int32(dr[r + R]), out=right[:, top:bottom])
-    _add_extensions(left, right, x, y, d, ok, height, thickness)
+    top = max(int(yy.min()) - pad - R, 0) if yy.size else height
+    bottom = min(int(yy.max()) - pad + R + 1, height) if yy.size else 0
+    if bottom > top:  # a vertex on row v covers row v + r with its disc's row r
+        left[:, pad + top : pad + bottom] = _disc_rows(minx, pad + top, bottom - top, dl, np.minimum)
+        right[:, pad + top : pad + bottom] = _disc_rows(maxx, pad + top, bottom - top, dr, np.maximum)
+    _add_extensions(left, right, x, y + pad, dx, dy, ok, thickness)
+    left, right = left[:, pad : pad + height], right[:, pad : pad + height]
     np.clip(left, 0, width, out=left)  # an empty row stays left > right
     np.clip(right, -1, width - 1, out=right)
     return left, right, ok
 
 
-def _add_extensions(left, right, x, y, d, ok, height, thickness) -> None:
-    """The quadrilaterals reaching beyond their discs; a lane with a step that is not row-convex is not ok."""
-    g, i = np.nonzero((d != 0).any(axis=2) & ok[:, None])
-    if not len(g):
-        return
-    code = (d[g, i, 0] + MAX_STEP) * (2 * MAX_STEP + 1) + (d[g, i, 1] + MAX_STEP)
-    # The distinct steps by a table over every possible step, not a sort: tens of thousands of steps, 4,225 codes.
-    seen = np.zeros((2 * MAX_STEP + 1) ** 2, bool)
+_SIDE = 2 * MAX_STEP + 1  # steps (dx, dy) with |dx|, |dy| <= MAX_STEP, coded (dx + MAX_STEP) * _SIDE + dy + MAX_STEP
+_STILL = MAX_STEP * _SIDE + MAX_STEP  # the code of (0, 0): a repeated vertex, nothing beyond its disc
+
+
+class _Extensions:
+    """Every step's extension beyond its discs, filled in as steps are first met: per code, how many rows
+    its stamp reaches beyond the discs (n), whether it is not row-convex (bad), and per k the extensions
+    of the codes with k rows (`rows`, `lefts`, `rights` [_SIDE**2, k]: offsets from the first vertex)."""
+
+    def __init__(self, thickness: int):
+        self.thickness = thickness
+        self.known = np.zeros(_SIDE * _SIDE, bool)
+        self.n, self.bad = np.zeros(_SIDE * _SIDE, np.int8), np.zeros(_SIDE * _SIDE, bool)
+        self.tables: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def learn(self, codes: np.ndarray) -> None:
+        for c in codes[~self.known[codes]]:
+            ext = stamp_extension(int(c // _SIDE) - MAX_STEP, int(c % _SIDE) - MAX_STEP, self.thickness)
+            self.known[c] = True
+            if ext is None:
+                self.bad[c] = True
+                continue
+            k = self.n[c] = len(ext[0])
+            if k:
+                table = self.tables.setdefault(k, tuple(np.zeros((_SIDE * _SIDE, k), np.int32) for _ in range(3)))
+                for t, values in zip(table, ext):
+                    t[c] = values
+
+
+@functools.lru_cache(maxsize=4)
+def _extensions(thickness: int) -> _Extensions:
+    return _Extensions(thickness)
+
+
+def _add_extensions(left, right, x, y, dx, dy, ok, thickness) -> None:
+    """The quadrilaterals reaching beyond their discs, into left/right [G, rows] at rows y (padded);
+    a lane with a step that is not row-convex is not ok."""
+    G, S = x.shape
+    code = np.clip(dx, -MAX_STEP, MAX_STEP).astype(np.int32) * _SIDE  # a longer step's lane is not ok already
+    code += np.clip(dy, -MAX_STEP, MAX_STEP)
+    code += _STILL
+    code[~ok] = _STILL
+    seen = np.zeros(_SIDE * _SIDE, bool)
     seen[code] = True
-    codes = np.flatnonzero(seen)
-    left, right = left.reshape(-1), right.reshape(-1)
-    for c in codes:  # a few distinct steps per lane set: one vectorised pass per step and extension row
-        ext = stamp_extension(int(c // (2 * MAX_STEP + 1)) - MAX_STEP, int(c % (2 * MAX_STEP + 1)) - MAX_STEP, thickness)
-        if ext is not None and not len(ext[0]):
+    ext = _extensions(thickness)
+    ext.learn(np.flatnonzero(seen))
+    ok &= ~ext.bad[code].any(axis=1)
+    per, code = ext.n[code].ravel(), code.ravel()
+    left, right, xf, yf = left.reshape(-1), right.reshape(-1), x.ravel(), y.ravel()
+    for k, (rows, lefts, rights) in ext.tables.items():  # the steps whose stamps reach k rows beyond their discs
+        f = np.flatnonzero(per == k)
+        if not len(f):
             continue
-        at = np.flatnonzero(code == c)
-        if ext is None:
-            ok[g[at]] = False
-            continue
-        gv, iv = g[at], i[at]
-        xv, yv, base = x[gv, iv], y[gv, iv], gv * height
-        for r, el, er in zip(*ext):
-            yy = yv + r
-            keep = (yy >= 0) & (yy < height)
-            flat, xk = (base + yy, xv) if keep.all() else ((base + yy)[keep], xv[keep])
-            np.minimum.at(left, flat, xk + np.int32(el))
-            np.maximum.at(right, flat, xk + np.int32(er))
+        g = f // (S - 1)
+        v = f + g  # the step's first vertex
+        c = code[f]
+        at = ((g * left.size // G + yf[v])[:, None] + rows[c]).ravel()
+        xv = xf[v, None]
+        np.minimum.at(left, at, (xv + lefts[c]).ravel())
+        np.maximum.at(right, at, (xv + rights[c]).ravel())
 
 
 def areas(left: np.ndarray, right: np.ndarray) -> np.ndarray:
