@@ -391,7 +391,7 @@ def _lane_spans(q: np.ndarray):
     runners whose lanes round to the same pixels as torch's (ONNX Runtime fp32: nearly every lane)
     reuse torch's instead of rasterising them again. Exact: a lane's spans depend on its vertices only,
     and a kept lane is reused only when its vertices equal these (the key only finds it)."""
-    v = np.clip(q, -(2**31), 2**31 - 1).astype(np.int32)  # vertices are within +-2^30 (`_round`)
+    v = q.astype(np.int32)  # vertices are within +-2^30 (`_round`)
     keys = _vertex_keys(v)
     found = []
     for k in range(len(q)):
@@ -414,7 +414,7 @@ def _vertex_keys(v: np.ndarray) -> list[tuple[int, int]]:
     """A 64-bit key per lane of vertices v[G, S, 2] (a random linear form mod 2^64, and S), for all
     lanes at once: hashing each lane's bytes was a tenth of CULane F1. Only a lookup key: equal
     vertices are checked before anything is reused."""
-    flat = v.reshape(len(v), -1).astype(np.uint64)
+    flat = np.ascontiguousarray(v).view(np.uint64).reshape(len(v), -1)  # each vertex's (x, y) as one word
     h = (flat * _key_weights(flat.shape[1])).sum(axis=1, dtype=np.uint64)  # wraps mod 2^64
     return [(int(x), v.shape[1]) for x in h]
 
