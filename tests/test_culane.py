@@ -12,8 +12,22 @@ import pytest
 
 from parity import metrics as M
 from parity.metrics import culane as CU
+from parity.metrics import culane_spans as SP
 
 W_OFF, H_OFF, WIDTH = 1640, 590, 30
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def span_rasteriser(request, monkeypatch):
+    """Every test here runs on both span rasterisers: the compiled one (built at install) and the numpy
+    path a machine without a C compiler gets. A missing compiled one fails: CI has a compiler."""
+    if request.param == "numpy":
+        monkeypatch.setattr(SP, "native", None)
+    elif SP.native is None:
+        pytest.fail("parity.metrics._culane_spans did not build (pip install -e . compiles it with the C compiler)")
+    CU.clear_caches()  # no spans carried over from the other rasteriser
+    yield request.param
+    CU.clear_caches()
 
 
 # ---- the official evaluator, transcribed -------------------------------------------------------
@@ -438,8 +452,6 @@ def _check_pair_iou(p, g, rows, w, h, p_rows=None):
 
 
 def test_each_steps_stamp_is_opencvs_two_point_polyline():
-    from parity.metrics import culane_spans as SP
-
     R, dl, dr = SP.disc(WIDTH)
     for dx, dy in [(1, 1), (2, 0), (0, 3), (-5, 7), (12, -2), (31, 32)]:
         o = 60
@@ -454,3 +466,95 @@ def test_each_steps_stamp_is_opencvs_two_point_polyline():
         full = np.zeros_like(ref)
         full[got.y0 : got.y1, got.x0 : got.x1] = got.mask
         np.testing.assert_array_equal(full, ref, err_msg=str((dx, dy)))
+
+
+def _opencv_mask(q, w, h):
+    m = np.zeros((h, w), np.uint8)
+    cv2.polylines(m, [np.asarray(q, np.int32).reshape(-1, 1, 2)], False, 1, thickness=WIDTH)
+    return m
+
+
+def _spans_mask(left, right, w):
+    cols = np.arange(w)
+    return ((cols >= left[:, None]) & (cols <= right[:, None])).astype(np.uint8)
+
+
+def _u_turn(x0, y0, down, across, back):
+    """Integer vertices going `down` rows, `across` columns along the bottom row (2 px steps), then
+    `back` rows up again."""
+    ys = list(range(y0, y0 + down + 1))
+    xs = [x0] * len(ys)
+    xs += list(range(x0 + 2, x0 + across + 1, 2))
+    ys += [y0 + down] * (len(xs) - len(ys))
+    ys += list(range(y0 + down - 1, y0 + down - back - 1, -1))
+    xs += [x0 + across] * (len(ys) - len(xs))
+    return np.array(list(zip(xs, ys)), np.int64)
+
+
+def test_lanes_turning_back_in_y_are_spans_where_their_pieces_meet(span_rasteriser):
+    """The compiled rasteriser cuts a lane where it turns back in y and joins its monotone pieces row by
+    row: a U whose arms overlap is one run per row (spans, equal to OpenCV's drawing); arms a gap apart
+    are two runs in their rows (not ok: drawn by the caller). The numpy path leaves both to drawing."""
+    w, h = 400, 300
+    narrow, wide = _u_turn(100, 60, 120, 10, 80), _u_turn(100, 60, 120, 60, 80)
+    assert len(narrow) == 1 + 120 + 5 + 80 and len(wide) == 1 + 120 + 30 + 80
+    left, right, ok = SP.lane_spans(np.stack([narrow[:200], wide[:200]]), w, h, WIDTH)
+    if span_rasteriser == "numpy":
+        assert not ok.any()
+        return
+    assert ok.tolist() == [True, False]
+    np.testing.assert_array_equal(_spans_mask(left[0], right[0], w), _opencv_mask(narrow[:200], w, h))
+    runs = [len(np.flatnonzero(np.diff(np.r_[0, r, 0]) == 1)) for r in _opencv_mask(wide[:200], w, h)]
+    assert max(runs) == 2  # OpenCV's drawing of the wide U has two runs in a row
+
+
+def test_compiled_and_numpy_spans_agree_on_random_lanes(span_rasteriser):
+    """Random integer lanes (steps up to 40 px, some monotone, some turning back, some off the image):
+    wherever both rasterisers hold a lane as spans they are the same; where only the compiled one does
+    (a lane turning back), its spans are OpenCV's drawing."""
+    if span_rasteriser == "numpy":
+        pytest.skip("compares the two: runs once")
+    rng = np.random.default_rng(5)
+    w, h = 640, 360
+    both = compiled_only = 0
+    for trial in range(120):
+        G, S, m = int(rng.integers(1, 6)), int(rng.integers(2, 120)), [3, 8, 33][trial % 3]
+        step = rng.integers(-m, m + 1, (G, S, 2))
+        step[..., 1] = np.abs(step[..., 1]) // (1 + trial % 4)
+        if trial % 5 == 0:
+            step[..., 1] *= -1
+        if trial % 2:
+            step[:, S // 2 :, 1] *= -1  # turns back half way
+        start = np.stack([rng.integers(-60, w + 60, G), np.where(trial % 5 == 0, h - 10, rng.integers(-20, 60, G))], 1)
+        q = start[:, None, :] + np.cumsum(step, axis=1)
+        a = SP._lane_spans_native(q, w, h, WIDTH)
+        b = SP._lane_spans_numpy(q, w, h, WIDTH)
+        assert (a[2] >= b[2]).all()
+        for k in np.flatnonzero(a[2] & b[2]):
+            np.testing.assert_array_equal(a[0][k], b[0][k])
+            np.testing.assert_array_equal(a[1][k], b[1][k])
+            both += 1
+        for k in np.flatnonzero(a[2] & ~b[2]):
+            np.testing.assert_array_equal(_spans_mask(a[0][k], a[1][k], w), _opencv_mask(q[k], w, h))
+            compiled_only += 1
+    assert both > 50 and compiled_only > 10
+
+
+def test_compiled_rasteriser_rejects_arrays_of_the_wrong_size(span_rasteriser):
+    """The C code checks every buffer against the lane geometry: a wrong one is a ValueError, never a
+    read or write past its end."""
+    if SP.native is None:
+        pytest.skip("the compiled rasteriser")
+    R, dl, dr = SP.disc(WIDTH)
+    ext = SP._extensions(WIDTH)
+    q = np.zeros((2, 5, 2), np.int32)
+    left, right, ok = np.empty((2, 50), np.int32), np.empty((2, 50), np.int32), np.empty(2, np.uint8)
+    args = [dl.astype(np.int32), dr.astype(np.int32), ext.state, ext.start, ext.count, *ext.flat, 60, 50, SP.MAX_STEP, 16]
+    ext.learn(np.asarray(SP.native.lane_spans(2, 5, q, *args, left, right, ok), np.int64))  # the still step, if new
+    assert SP.native.lane_spans(2, 5, q, *args, left, right, ok) == []
+    with pytest.raises(ValueError, match="left is 392 bytes, expected 400"):
+        SP.native.lane_spans(2, 5, q, *args, left[:, :-1].copy(), right, ok)
+    with pytest.raises(ValueError, match="vertices"):
+        SP.native.lane_spans(3, 5, q, *args, left, right, ok)
+    with pytest.raises(ValueError, match="odd length"):
+        SP.native.lane_spans(2, 5, q, dl[:-1].astype(np.int32), *args[1:], left, right, ok)

@@ -33,9 +33,9 @@ Where this differs from the official evaluator, on purpose:
 
 Speed (drawing was the cost). Lanes of all frames are resampled together (grouped by point count)
 and, instead of being drawn, held as one span of pixels per image row (`culane_spans`: the union of
-OpenCV's own per-step stamps, exact where every row of the lane is one run); areas and intersections
-are sums over rows. The few lanes that are not one run per row (a lane turning back in y, a long
-near-horizontal step) are drawn with cv2.polylines in their bounding box (the same caps and segments
+OpenCV's own per-step stamps, exact where every row of the lane is one run; compiled, with numpy as
+the fallback); areas and intersections are sums over rows. The few lanes that are not one run per
+row (two runs in a row, a long near-horizontal step; for the numpy path any lane turning back in y) are drawn with cv2.polylines in their bounding box (the same caps and segments
 as one cv::line per pair, consecutive samples on the same pixel merged) and intersected on their
 drawing. GT lanes are computed once per content for every runner scored on the same frames, and a
 lane whose vertices equal one already rasterised (ONNX Runtime fp32's lanes mostly round to torch's
@@ -52,6 +52,7 @@ drawing full canvases.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 
@@ -356,19 +357,21 @@ class _Lanes:
 
 
 class _Recent:
-    """Values by content key, the least recently used dropped once their bytes pass `budget`."""
+    """Values by content key, the least recently used dropped once their bytes pass `budget`. An
+    OrderedDict: a plain dict's oldest key is found by skipping every slot popped before it, which
+    made eviction quadratic once a cache filled."""
 
     def __init__(self, budget: int, size):
-        self.budget, self.size, self.bytes, self.store = budget, size, 0, {}
+        self.budget, self.size, self.bytes, self.store = budget, size, 0, collections.OrderedDict()
 
     def get(self, key: bytes, make):
-        value = self.store.pop(key, None)
+        value = self.find(key)
         if value is None:
             value = make()
             self.bytes += self.size(value)
-        self.store[key] = value
+            self.store[key] = value
         while self.bytes > self.budget and len(self.store) > 1:
-            self.bytes -= self.size(self.store.pop(next(iter(self.store))))
+            self.bytes -= self.size(self.store.popitem(last=False)[1])
         return value
 
     def put(self, key, value) -> None:
@@ -380,9 +383,9 @@ class _Recent:
 
     def find(self, key: bytes):
         """The value kept under `key` (now the most recently used), or None; nothing is made."""
-        value = self.store.pop(key, None)
+        value = self.store.get(key)
         if value is not None:
-            self.store[key] = value
+            self.store.move_to_end(key)
         return value
 
 

@@ -20,12 +20,24 @@ sums over rows of interval lengths and overlaps: exact, and no pixel is drawn.
 Anything else (a lane that turns back in y, a step whose stamp has two runs in a row, a step longer
 than MAX_STEP, vertices far above or below the image) is left to the caller, which draws it with
 OpenCV; tests/test_culane.py checks spans against OpenCV's drawing on full canvases.
+
+The same, compiled (`_culane_spans.c`, built at install; `native` is None where it did not build and
+the numpy path below runs): lane by lane, the disc slid over each row's extreme vertices as one
+vectorised pass per disc row, then the extensions, from the same OpenCV stamps (the extension table
+is passed in flat). It also takes lanes that turn back in y: cut into monotone pieces, each one run
+per row, joined row by row where they overlap or touch; a row where they leave a gap is two runs and
+the lane goes to the caller's drawing. Both paths give the same spans wherever both hold a lane.
 """
 from __future__ import annotations
 
 import functools
 
 import numpy as np
+
+try:  # the compiled rasteriser (parity/metrics/_culane_spans.c), built at install where a C compiler is
+    from . import _culane_spans as native
+except ImportError:
+    native = None
 
 MAX_STEP = 32  # longer steps (sparse samples of long segments) are drawn by the caller
 _NEAR = 16  # vertices may lie this far above or below the image (their discs reach into it)
@@ -109,9 +121,29 @@ def _disc_rows(v: np.ndarray, lo: int, n: int, off: np.ndarray, better) -> np.nd
 
 
 def lane_spans(q: np.ndarray, width: int, height: int, thickness: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Integer vertices q[G, S, 2] (x, y; repeats allowed) of G lanes -> (left, right [G, height]
-    int32, clipped to the image, left > right for an empty row; ok [G]): the rows of each lane's
-    mask where `ok`; lanes not ok are the caller's to draw."""
+    """Integer vertices q[G, S, 2] (x, y; repeats allowed; |x|, |y| <= 2^30) of G lanes -> (left, right
+    [G, height] int32, clipped to the image, left > right for an empty row; ok [G]): the rows of each
+    lane's mask where `ok`; lanes not ok are the caller's to draw (their rows are not these). Compiled
+    where the extension built (`native`; it also holds lanes turning back in y), numpy otherwise."""
+    if native is not None and q.size:
+        return _lane_spans_native(q, width, height, thickness)
+    return _lane_spans_numpy(q, width, height, thickness)
+
+
+def _lane_spans_native(q, width, height, thickness):
+    G, S, _ = q.shape
+    R, dl, dr = disc(thickness)
+    dl, dr = dl.astype(np.int32), dr.astype(np.int32)
+    ext = _extensions(thickness)
+    v = np.ascontiguousarray(q, np.int32)
+    left, right, ok = np.empty((G, height), np.int32), np.empty((G, height), np.int32), np.empty(G, np.uint8)
+    while unknown := native.lane_spans(G, S, v, dl, dr, ext.state, ext.start, ext.count, *ext.flat,
+                                       width, height, MAX_STEP, _NEAR, left, right, ok):
+        ext.learn(np.asarray(unknown, np.int64))  # steps met for the first time: OpenCV draws their stamps
+    return left, right, ok.view(bool)
+
+
+def _lane_spans_numpy(q, width, height, thickness):
     G, S, _ = q.shape
     R, dl, dr = disc(thickness)
     x, y = (np.clip(q[..., k], -_FAR, _FAR).astype(np.int32) for k in range(2))  # contiguous: numpy is slow on an axis of 2
@@ -147,26 +179,37 @@ _STILL = MAX_STEP * _SIDE + MAX_STEP  # the code of (0, 0): a repeated vertex, n
 class _Extensions:
     """Every step's extension beyond its discs, filled in as steps are first met: per code, how many rows
     its stamp reaches beyond the discs (n), whether it is not row-convex (bad), and per k the extensions
-    of the codes with k rows (`rows`, `lefts`, `rights` [_SIDE**2, k]: offsets from the first vertex)."""
+    of the codes with k rows (`rows`, `lefts`, `rights` [_SIDE**2, k]: offsets from the first vertex).
+    The compiled rasteriser reads the same as one flat table: `state` per code (0 not drawn yet, 1 one
+    run per row, 2 not), and code c's rows at flat[start[c] : start[c] + n[c]]."""
 
     def __init__(self, thickness: int):
         self.thickness = thickness
         self.known = np.zeros(_SIDE * _SIDE, bool)
         self.n, self.bad = np.zeros(_SIDE * _SIDE, np.int8), np.zeros(_SIDE * _SIDE, bool)
         self.tables: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.state = np.zeros(_SIDE * _SIDE, np.uint8)
+        self.start, self.count = np.zeros(_SIDE * _SIDE, np.int32), np.zeros(_SIDE * _SIDE, np.int32)
+        self.flat = tuple(np.zeros(0, np.int32) for _ in range(3))
 
     def learn(self, codes: np.ndarray) -> None:
+        new = []
         for c in codes[~self.known[codes]]:
             ext = stamp_extension(int(c // _SIDE) - MAX_STEP, int(c % _SIDE) - MAX_STEP, self.thickness)
             self.known[c] = True
+            self.state[c] = 2 if ext is None else 1
             if ext is None:
                 self.bad[c] = True
                 continue
-            k = self.n[c] = len(ext[0])
+            k = self.n[c] = self.count[c] = len(ext[0])
             if k:
                 table = self.tables.setdefault(k, tuple(np.zeros((_SIDE * _SIDE, k), np.int32) for _ in range(3)))
                 for t, values in zip(table, ext):
                     t[c] = values
+                self.start[c] = len(self.flat[0]) + sum(len(e[0]) for e in new)
+                new.append(ext)
+        if new:
+            self.flat = tuple(np.concatenate([f, *(e[i].astype(np.int32) for e in new)]) for i, f in enumerate(self.flat))
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,0 +1,263 @@
+/* culane_spans.lane_spans, compiled: each lane's rows of the official evaluator's 30 px strokes as one
+ * span per row, lane by lane in one pass. The geometry (discs at the vertices, each step's extension
+ * beyond its discs, which lanes are left to OpenCV's drawing) is culane_spans.py's; the stamps
+ * themselves (the disc's extents, every step's extension rows) are drawn by OpenCV there and passed in.
+ * numpy spent its time on many small whole-array passes over 64 lanes at once; here a lane is a few
+ * thousand integer min/max updates in cache. Only the buffer protocol: no numpy headers to build
+ * against. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define BIG ((int32_t)1 << 29) /* no column: beyond any clipped vertex plus its stamp */
+#define FAR ((int32_t)1 << 28)
+#define MAX_PIECES 8 /* a lane turning back in y more often is drawn by the caller */
+
+enum { UNKNOWN = 0, GOOD = 1, BAD = 2 }; /* a step code's state: not yet drawn, one run per row, not */
+
+typedef struct {
+    Py_buffer q, dl, dr, state, start, count, rows, lefts, rights, left, right, ok;
+} Buffers;
+
+typedef struct {
+    int G, S, width, height, max_step, near, R, side, pad, Hp;
+    const int32_t *q, *dl, *dr, *start, *count, *rows, *lefts, *rights;
+    const uint8_t *state;
+    Py_ssize_t n_table;
+} Geometry;
+
+static void release(Buffers *b) {
+    Py_buffer *all[] = {&b->q, &b->dl, &b->dr, &b->state, &b->start, &b->count,
+                        &b->rows, &b->lefts, &b->rights, &b->left, &b->right, &b->ok};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i]->obj) PyBuffer_Release(all[i]);
+}
+
+static int bad_size(const char *what, Py_ssize_t got, Py_ssize_t want) {
+    PyErr_Format(PyExc_ValueError, "%s is %zd bytes, expected %zd", what, got, want);
+    return -1;
+}
+
+/* Every buffer's size against the geometry: a wrong array is an error, never a read past its end. */
+static int check(Geometry *g, Buffers *b) {
+    if (g->G < 0 || g->S < 1 || g->width < 1 || g->height < 1 || g->max_step < 1 || g->near < 0)
+        return PyErr_SetString(PyExc_ValueError, "bad lane or image dimensions"), -1;
+    Py_ssize_t four = sizeof(int32_t);
+    if (b->dl.len != b->dr.len || b->dl.len % four || (b->dl.len / four) % 2 == 0)
+        return PyErr_SetString(PyExc_ValueError, "disc extents must be two int32 arrays of odd length"), -1;
+    g->R = (int)(b->dl.len / four / 2);
+    g->side = 2 * g->max_step + 1;
+    Py_ssize_t codes = (Py_ssize_t)g->side * g->side;
+    if (b->q.len != (Py_ssize_t)g->G * g->S * 2 * four) return bad_size("vertices", b->q.len, (Py_ssize_t)g->G * g->S * 2 * four);
+    if (b->state.len != codes) return bad_size("step states", b->state.len, codes);
+    if (b->start.len != codes * four) return bad_size("extension starts", b->start.len, codes * four);
+    if (b->count.len != codes * four) return bad_size("extension counts", b->count.len, codes * four);
+    if (b->rows.len != b->lefts.len || b->rows.len != b->rights.len || b->rows.len % four)
+        return PyErr_SetString(PyExc_ValueError, "extension rows, lefts and rights must be int32 arrays of one length"), -1;
+    Py_ssize_t spans = (Py_ssize_t)g->G * g->height * four;
+    if (b->left.len != spans) return bad_size("left", b->left.len, spans);
+    if (b->right.len != spans) return bad_size("right", b->right.len, spans);
+    if (b->ok.len != g->G) return bad_size("ok", b->ok.len, g->G);
+    g->n_table = b->rows.len / four;
+    g->q = b->q.buf, g->dl = b->dl.buf, g->dr = b->dr.buf, g->state = b->state.buf;
+    g->start = b->start.buf, g->count = b->count.buf;
+    g->rows = b->rows.buf, g->lefts = b->lefts.buf, g->rights = b->rights.buf;
+    const int32_t *start = g->start, *count = g->count;
+    for (Py_ssize_t c = 0; c < codes; c++)
+        if (count[c] < 0 || start[c] < 0 || (Py_ssize_t)start[c] + count[c] > g->n_table)
+            return PyErr_SetString(PyExc_ValueError, "an extension reaches past its table"), -1;
+    g->pad = g->near + g->R + g->max_step + 3; /* every disc and extension of an ok lane lands in these rows */
+    g->Hp = g->height + 2 * g->pad;
+    return 0;
+}
+
+static int step_code(const Geometry *g, const int32_t *v, int i) {
+    int dx = v[2 * i + 2] - v[2 * i], dy = v[2 * i + 3] - v[2 * i + 1];
+    return (dx + g->max_step) * g->side + dy + g->max_step;
+}
+
+/* Whether lane v is the span rasteriser's (near the image, short steps, every step's stamp one run per
+ * row); a step whose stamp is not known yet is flagged in `unknown` and counted. Whether its rows are
+ * one run each is decided as its spans are found (`lane_spans_of`). */
+static int lane_ok(const Geometry *g, const int32_t *v, uint8_t *unknown, int *n_unknown) {
+    for (int i = 0; i < g->S; i++) {
+        int y = v[2 * i + 1];
+        if (y < -g->near || y >= g->height + g->near) return 0;
+    }
+    for (int i = 0; i + 1 < g->S; i++) {
+        int64_t dx = (int64_t)v[2 * i + 2] - v[2 * i], dy = (int64_t)v[2 * i + 3] - v[2 * i + 1];
+        if (dx > g->max_step || dx < -g->max_step || dy > g->max_step || dy < -g->max_step) return 0;
+    }
+    int ok = 1;
+    for (int i = 0; i + 1 < g->S; i++) {
+        int c = step_code(g, v, i);
+        if (g->state[c] == BAD) ok = 0;
+        else if (g->state[c] == UNKNOWN && !unknown[c]) unknown[c] = 1, (*n_unknown)++;
+    }
+    return ok;
+}
+
+/* The lane cut where it turns back in y: piece p is vertices [start[p], start[p + 1]] (the turning
+ * vertex in both), each monotone in y. How many pieces, or MAX_PIECES + 1 for more. */
+static int monotone_pieces(const Geometry *g, const int32_t *v, int *start) {
+    int n = 0, dir = 0;
+    start[n++] = 0;
+    for (int i = 0; i + 1 < g->S; i++) {
+        int dy = v[2 * i + 3] - v[2 * i + 1], d = (dy > 0) - (dy < 0);
+        if (d && dir && d != dir) {
+            if (n == MAX_PIECES) return MAX_PIECES + 1;
+            start[n++] = i;
+        }
+        dir = d ? d : dir;
+    }
+    start[n] = g->S - 1;
+    return n;
+}
+
+static inline void widen(int32_t *lo, int32_t *hi, int row, int32_t l, int32_t r) {
+    lo[row] = l < lo[row] ? l : lo[row]; /* branch-free: which side wins is unpredictable */
+    hi[row] = r > hi[row] ? r : hi[row];
+}
+
+static inline int32_t clip(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* out[j] = min (or max) of out[j] and v[j] + off: the inner loop of every lane, vectorised; built
+ * for AVX2 as well where the compiler can (picked at load by the CPU it runs on). */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void slide(int32_t *restrict out, const int32_t *restrict v, int n, int32_t off, int max) {
+    if (max)
+        for (int j = 0; j < n; j++) out[j] = v[j] + off > out[j] ? v[j] + off : out[j];
+    else
+        for (int j = 0; j < n; j++) out[j] = v[j] + off < out[j] ? v[j] + off : out[j];
+}
+
+/* The spans of vertices v[0..n): each row's extreme vertices, the disc slid over them (one pass per
+ * disc row over every row, so the compiler vectorises it), then the steps' extensions, clipped to the
+ * image (an empty row: left > right). Monotone in y, they are one run per row (culane_spans.py).
+ * Columns are clipped to +-FAR first, as the numpy path does, so that every sum stays in int32. */
+static void piece_rows(const Geometry *g, const int32_t *v, int n, int32_t *restrict lo, int32_t *restrict hi,
+                       int32_t *restrict vmin, int32_t *restrict vmax, int32_t *left, int32_t *right) {
+    int first = g->Hp, last = -1, R = g->R;
+    for (int r = 0; r < g->Hp; r++) lo[r] = vmin[r] = BIG, hi[r] = vmax[r] = -BIG;
+    for (int i = 0; i < n; i++) {
+        int r = v[2 * i + 1] + g->pad;
+        int32_t x = clip(v[2 * i], -FAR, FAR);
+        widen(vmin, vmax, r, x, x);
+        if (r < first) first = r;
+        if (r > last) last = r;
+    }
+    if (last >= 0) /* rows [first - R, last + R] meet a disc; vertex row r + R - k reaches row r with disc row k */
+        for (int k = 0; k <= 2 * R; k++) {
+            slide(lo + first - R, vmin + first - k, last - first + 2 * R + 1, g->dl[k], 0);
+            slide(hi + first - R, vmax + first - k, last - first + 2 * R + 1, g->dr[k], 1);
+        }
+    for (int i = 0; i + 1 < n; i++) {
+        int c = step_code(g, v, i), m = g->count[c];
+        const int32_t *rows = g->rows + g->start[c], *ls = g->lefts + g->start[c], *rs = g->rights + g->start[c];
+        int32_t x = clip(v[2 * i], -FAR, FAR);
+        for (int j = 0; j < m; j++) {
+            int row = v[2 * i + 1] + g->pad + rows[j];
+            if (row >= 0 && row < g->Hp) widen(lo, hi, row, x + ls[j], x + rs[j]);
+        }
+    }
+    for (int r = 0; r < g->height; r++) {
+        left[r] = clip(lo[r + g->pad], 0, g->width);
+        right[r] = clip(hi[r + g->pad], -1, g->width - 1);
+    }
+}
+
+/* One lane's spans: the union of its monotone pieces' spans, row by row. Returns 0 where a row's
+ * pieces leave a gap (two runs in the row: the caller draws the lane). */
+static int lane_spans_of(const Geometry *g, const int32_t *v, int32_t *work, int32_t *left, int32_t *right) {
+    int start[MAX_PIECES + 1], n = monotone_pieces(g, v, start), Hp = g->Hp, H = g->height;
+    if (n > MAX_PIECES) return 0;
+    if (n == 1) {
+        piece_rows(g, v, g->S, work, work + Hp, work + 2 * Hp, work + 3 * Hp, left, right);
+        return 1;
+    }
+    int32_t *pl = work + 4 * Hp, *pr = pl + (size_t)MAX_PIECES * H; /* each piece's clipped spans */
+    for (int p = 0; p < n; p++)
+        piece_rows(g, v + 2 * start[p], start[p + 1] - start[p] + 1, work, work + Hp, work + 2 * Hp, work + 3 * Hp,
+                   pl + (size_t)p * H, pr + (size_t)p * H);
+    for (int r = 0; r < H; r++) {
+        int32_t l[MAX_PIECES], h[MAX_PIECES];
+        int m = 0;
+        for (int p = 0; p < n; p++) { /* this row's non-empty spans, in order of their left ends */
+            int32_t a = pl[(size_t)p * H + r], b = pr[(size_t)p * H + r];
+            if (a > b) continue;
+            int j = m++;
+            for (; j > 0 && l[j - 1] > a; j--) l[j] = l[j - 1], h[j] = h[j - 1];
+            l[j] = a, h[j] = b;
+        }
+        left[r] = g->width, right[r] = -1;
+        if (!m) continue;
+        int32_t reach = h[0];
+        for (int j = 1; j < m; j++) {
+            if (l[j] > reach + 1) return 0; /* a gap: two runs */
+            reach = h[j] > reach ? h[j] : reach;
+        }
+        left[r] = l[0], right[r] = reach;
+    }
+    return 1;
+}
+
+static PyObject *lane_spans(PyObject *self, PyObject *args) {
+    (void)self;
+    Buffers b = {0};
+    Geometry g = {0};
+    PyObject *out = NULL;
+    uint8_t *unknown = NULL;
+    int32_t *work = NULL;
+    if (!PyArg_ParseTuple(args, "iiy*y*y*y*y*y*y*y*y*iiiiw*w*w*", &g.G, &g.S, &b.q, &b.dl, &b.dr, &b.state, &b.start,
+                          &b.count, &b.rows, &b.lefts, &b.rights, &g.width, &g.height, &g.max_step, &g.near, &b.left,
+                          &b.right, &b.ok))
+        goto done;
+    if (check(&g, &b) < 0) goto done;
+    unknown = calloc((size_t)g.side * g.side, 1);
+    work = malloc(sizeof(int32_t) * (4 * (size_t)g.Hp + 2 * (size_t)MAX_PIECES * g.height));
+    if (!unknown || !work) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int n_unknown = 0;
+    uint8_t *ok = b.ok.buf;
+    for (int k = 0; k < g.G; k++) ok[k] = (uint8_t)lane_ok(&g, g.q + (size_t)k * g.S * 2, unknown, &n_unknown);
+    if (n_unknown) { /* the caller draws these steps' stamps and calls again */
+        out = PyList_New(0);
+        for (int c = 0; out && c < g.side * g.side; c++)
+            if (unknown[c]) {
+                PyObject *code = PyLong_FromLong(c);
+                if (!code || PyList_Append(out, code) < 0) Py_CLEAR(out);
+                Py_XDECREF(code);
+            }
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    int32_t *left = b.left.buf, *right = b.right.buf;
+    for (int k = 0; k < g.G; k++) {
+        int32_t *lk = left + (size_t)k * g.height, *rk = right + (size_t)k * g.height;
+        if (ok[k]) ok[k] = (uint8_t)lane_spans_of(&g, g.q + (size_t)k * g.S * 2, work, lk, rk);
+        if (!ok[k]) /* the caller's to draw: empty here */
+            for (int r = 0; r < g.height; r++) lk[r] = g.width, rk[r] = -1;
+    }
+    Py_END_ALLOW_THREADS
+    out = PyList_New(0);
+done:
+    free(unknown);
+    free(work);
+    release(&b);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"lane_spans", lane_spans, METH_VARARGS,
+     "lane_spans(G, S, q, dl, dr, state, start, count, rows, lefts, rights, width, height, max_step, near, left, right, ok)"
+     " -> step codes whose stamps are unknown (then nothing is written but ok), or []"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_culane_spans", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__culane_spans(void) { return PyModule_Create(&module); }
