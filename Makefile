@@ -32,9 +32,9 @@ help:
 	@echo "make train: retrains the reference into $(TRAINED_CKPT) (differs by machine; the committed $(REFERENCE_CKPT) is what replay, gate, sweep and rank use)"
 	@echo "make gate [BASELINE=reports/baselines/reference.json] [OUT=reports/gate]"
 
-# The venv is rebuilt whenever pyproject.toml, setup.py or the compiled span rasteriser is newer than the last install.
+# The venv is rebuilt whenever pyproject.toml, setup.py or a compiled module's C source is newer than the last install.
 # torch==2.13.0 first: it is the CPU build on this machine's disk; a range would pull a CUDA build.
-$(STAMP): pyproject.toml setup.py parity/metrics/_culane_spans.c
+$(STAMP): pyproject.toml setup.py $(wildcard parity/*/*.c)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'

@@ -100,11 +100,20 @@ def test_taps_apply_exactly_the_dense_weights():
         assert taps(Wx)[0].shape[1] <= 2 * 4 * 70 / 31 + 2  # only the kernel's support is touched
 
 
-def test_taps_give_the_definition_bit_for_bit():
-    """However apply_taps gathers (OpenCV-transposed rows, frame by frame), each output is
-    sum_k w[k] * float32(x[idx[k]]) in k order, horizontal pass first: the exact float32 numbers
-    the definition gives, so a faster gather changes no figure."""
+@pytest.mark.parametrize("path", ["compiled", "numpy"])
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf x 0 is NaN, on purpose
+def test_taps_give_the_definition_bit_for_bit(path, monkeypatch):
+    """However apply_taps gathers (compiled, or numpy's OpenCV-transposed rows, frame by frame), each
+    output is sum_k w[k] * float32(x[idx[k]]) in k order, horizontal pass first: the exact float32
+    numbers the definition gives, so a faster gather changes no figure. A missing compiled module
+    fails: CI has a compiler."""
+    from parity.preprocessing import resample
     from parity.preprocessing.resample import apply_taps, taps, weights
+
+    if path == "numpy":
+        monkeypatch.setattr(resample, "native", None)
+    elif resample.native is None:
+        pytest.fail("parity.preprocessing._taps did not build (pip install -e . compiles it with the C compiler)")
 
     def definition(img, ty, tx, pil):
         def one_pass(x, t, axis):
@@ -123,8 +132,13 @@ def test_taps_give_the_definition_bit_for_bit():
 
     rng = np.random.default_rng(9)
     for shape, sub in (((2, 60, 90, 3), np.s_[:, 5:, 3:]), ((45, 70, 3), np.s_[:]), ((2, 2, 40, 30, 1), np.s_[...]), ((1, 33, 47, 4), np.s_[:])):
-        for dtype in (np.uint8, np.float32):
-            img = rng.integers(0, 256, shape).astype(dtype)[sub]
+        for dtype in (np.uint8, np.float32, "float32, negative, NaN and inf"):
+            if isinstance(dtype, str):  # a perturbed or normalised frame: every float, the special ones too
+                img = rng.normal(0, 300, shape).astype(np.float32)
+                img.flat[::97], img.flat[::89], img.flat[::83] = np.nan, np.inf, -np.inf
+                img = img[sub]
+            else:
+                img = rng.integers(0, 256, shape).astype(dtype)[sub]
             H, W = img.shape[-3], img.shape[-2]
             for kernel, aa, centre in (("bilinear", False, "align_corners"), ("bicubic", False, "half_pixel"), ("lanczos4", False, "half_pixel"),
                                        ("lanczos3", True, "half_pixel"), ("area", False, "half_pixel"), ("nearest", False, "asymmetric")):
@@ -132,4 +146,23 @@ def test_taps_give_the_definition_bit_for_bit():
                 for pil in (False, True):
                     got, want = apply_taps(img, ty, tx, pil), definition(img, ty, tx, pil)
                     assert got.dtype == np.float32 and got.shape == want.shape
-                    np.testing.assert_array_equal(got, want, err_msg=f"{shape} {dtype.__name__} {kernel} aa={aa} pil={pil}")
+                    np.testing.assert_array_equal(got, want, err_msg=f"{shape} {dtype} {kernel} aa={aa} pil={pil}")
+
+
+def test_compiled_taps_reject_indices_outside_the_frame():
+    """The C code checks every tap index and buffer size: a bad one is a ValueError, never a read past
+    the frame."""
+    from parity.preprocessing import resample
+
+    if resample.native is None:
+        pytest.fail("parity.preprocessing._taps did not build (pip install -e . compiles it with the C compiler)")
+    frame, out = np.zeros((4, 5, 3), np.uint8), np.empty((2, 2, 3), np.float32)
+    iy, wy = np.array([[0, 1], [2, 3]], np.int64), np.ones((2, 2), np.float32)
+    ix = np.array([[0, 1], [3, 4]], np.int64)
+    resample.native.apply_taps(frame, 4, 5, 3, False, iy, wy, ix, wy, 2, 2, False, out)
+    with pytest.raises(ValueError, match="column tap index 5 outside 0..4"):
+        resample.native.apply_taps(frame, 4, 5, 3, False, iy, wy, ix + 1, wy, 2, 2, False, out)
+    with pytest.raises(ValueError, match="the frame's bytes"):
+        resample.native.apply_taps(frame, 5, 5, 3, False, iy, wy, ix, wy, 2, 2, False, out)
+    with pytest.raises(ValueError, match="out must be"):
+        resample.native.apply_taps(frame, 4, 5, 3, False, iy, wy, ix, wy, 2, 2, False, out[:1].copy())

@@ -2,8 +2,9 @@
 
 A resize is two weight matrices (rows x source rows, columns x source columns), so one
 implementation covers every kernel x antialias x pixel-centre choice; they are applied through
-their non-zero taps only (two per output sample for bilinear), one vectorised pass per tap (whole rows gathered: the width pass on the frame transposed by
-OpenCV). Which library matches which setting (tests check each within 1 LSB):
+their non-zero taps only (two per output sample for bilinear): compiled (`_taps.c`, built at install),
+or where it did not build, or for other dtypes, one vectorised numpy pass per tap (whole rows
+gathered: the width pass on the frame transposed by OpenCV); the same float32 bits either way. Which library matches which setting (tests check each within 1 LSB):
 
 | setting | matches |
 |---|---|
@@ -21,6 +22,11 @@ import math
 from functools import lru_cache
 
 import numpy as np
+
+try:  # the compiled taps (parity/preprocessing/_taps.c), built at install where a C compiler is
+    from . import _taps as native
+except ImportError:
+    native = None
 
 KERNELS = ("nearest", "bilinear", "bicubic", "area", "box", "lanczos3", "lanczos4")
 PIXEL_CENTRES = ("half_pixel", "align_corners", "asymmetric")
@@ -229,6 +235,8 @@ def apply_taps(img: np.ndarray, ty, tx, pil_rounding: bool = False) -> np.ndarra
     frames = img.reshape(-1, *img.shape[-3:])
     H, C = frames.shape[1], frames.shape[3]
     h, w = len(ty[0]), len(tx[0])
+    if native is not None and frames.dtype.type in (np.uint8, np.float32):
+        return _apply_taps_native(frames, ty, tx, pil_rounding).reshape(*img.shape[:-3], h, w, C)
     buf = _Frame(H, C, ty, tx, frames.dtype)
     out = np.empty((len(frames), h, w, C), np.float32)
     for n, frame in enumerate(frames):
@@ -237,6 +245,18 @@ def apply_taps(img: np.ndarray, ty, tx, pil_rounding: bool = False) -> np.ndarra
             _to_8bit(x)
         buf.height(x, out[n])
     return out.reshape(*img.shape[:-3], h, w, C)
+
+
+def _apply_taps_native(frames: np.ndarray, ty, tx, pil_rounding: bool) -> np.ndarray:
+    """`apply_taps` of uint8 or float32 frames [N, H, W, C], compiled (the same float32 operations in
+    the same order: the same bits)."""
+    N, H, W, C = frames.shape
+    (iy, wy), (ix, wx) = (tuple(np.ascontiguousarray(a, t) for a, t in zip(p, (np.int64, np.float32))) for p in (ty, tx))
+    out = np.empty((N, len(iy), len(ix), C), np.float32)
+    for n in range(N):  # frame by frame: a crop of a batch is contiguous within each frame, not across them
+        native.apply_taps(np.ascontiguousarray(frames[n]), H, W, C, frames.dtype == np.float32, iy, wy, ix, wx,
+                          len(iy), len(ix), pil_rounding, out[n])
+    return out
 
 
 def apply_weights(img: np.ndarray, Wy: np.ndarray, Wx: np.ndarray, pil_rounding: bool = False) -> np.ndarray:
