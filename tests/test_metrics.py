@@ -130,6 +130,42 @@ def test_tensor_parity_and_flips():
     assert M.argmax_flips(a, b).tolist() == [0.0, pytest.approx(1 / 3)]
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf, on purpose
+def test_p99_is_numpys_percentile_bit_for_bit():
+    """raw_p99 from each row's top elements equals np.percentile(d, 99, axis=1) exactly: rows of fp32
+    vs fp16 noise, of ties (identical outputs, a third shifted, coarse levels), with NaN (anywhere, not
+    only where the sample looks) and inf, and lengths on both sides of the sampled path."""
+    from parity.metrics.tensors import percentile_99
+
+    rng = np.random.default_rng(0)
+    for n in (22624, 5000, 4096, 4095, 101, 2, 1):
+        for kind in ("noise", "nan and inf", "ties", "levels", "many inf"):
+            a = rng.normal(0, 3, (16, n)).astype(np.float32)
+            b = (a + rng.normal(0, 1e-3, a.shape)).astype(np.float32)
+            if kind == "nan and inf":
+                a[3, 5 % n], b[5, :], a[5, 0] = np.nan, np.inf, np.inf
+            elif kind == "ties":
+                b = a.copy()
+                b[:8, : n // 3] += 1
+            elif kind == "levels":
+                a, b = np.round(a * 2) / 2, np.round(a)
+            elif kind == "many inf":
+                a[:, ::3], b[:, ::5] = np.inf, np.inf
+            d = np.abs(a.astype(np.float64) - b.astype(np.float64))
+            np.testing.assert_array_equal(percentile_99(d), np.percentile(d, 99, axis=1), err_msg=f"{n} {kind}")
+    # Rows whose two order statistics around the 99th percentile are given: numpy interpolates from the
+    # upper one where the weight is >= 0.5 (22,624 elements: 0.77), and the two ways differ in the last bit.
+    n = 22624
+    below = int((n - 1) * 0.99)
+    lo, hi = rng.uniform(0, 1, 64), rng.uniform(1, 2, 64)
+    gamma = (n - 1) * 0.99 - below
+    assert (lo + (hi - lo) * gamma != hi - (hi - lo) * (1 - gamma)).any()
+    d = np.repeat(hi[:, None], n, axis=1)
+    d[:, :below] = rng.uniform(0, 1, (64, below)) * lo[:, None]
+    d[:, below] = lo
+    np.testing.assert_array_equal(percentile_99(d), np.percentile(d, 99, axis=1))
+
+
 def test_metres_per_pixel_from_the_camera():
     cam = {"fx": 520.0, "fy": 520.0, "cx": 319.5, "cy": 179.5, "height_m": 1.5, "pitch_deg": 3.0}
     mpp = M.metres_per_pixel(cam, np.array([200.0, 340.0]), 640)

@@ -16,7 +16,35 @@ def tensor_parity(a: np.ndarray, b: np.ndarray) -> dict:
     if same and np.isfinite(a).all():  # |a - a| is 0 everywhere: nothing to sort for its p99
         return {"max": np.zeros(len(a)), "p99": np.zeros(len(a)), "mean": np.zeros(len(a)), "cosine": cos}
     d = np.abs(a - b)
-    return {"max": d.max(axis=1), "p99": np.percentile(d, 99, axis=1), "mean": d.mean(axis=1), "cosine": cos}
+    return {"max": d.max(axis=1), "p99": percentile_99(d), "mean": d.mean(axis=1), "cosine": cos}
+
+
+def percentile_99(d: np.ndarray) -> np.ndarray:
+    """np.percentile(d, 99, axis=1) of d [F, n] (its linear interpolation, the same float64 operations:
+    the same bits), from each row's top elements: only the elements at or above a cut that a strided
+    sample puts below the 99th percentile are partitioned (numpy partitions a copy of the whole row at
+    four places). A row whose cut keeps too few, or that holds a NaN, gets numpy's own."""
+    F, n = d.shape
+    if n < 4096:
+        return np.percentile(d, 99, axis=1)
+    virtual = (n - 1) * (99 / 100)  # numpy's 'linear' virtual index, (n - 1) * q
+    below = int(np.floor(virtual))
+    above, gamma = min(below + 1, n - 1), virtual - below
+    sample = d[:, ::8]
+    at = int(sample.shape[1] * 0.96)
+    cut = np.partition(sample, at, axis=1)[:, at]
+    nan = np.isnan(d.max(axis=1))  # max propagates NaN
+    out = np.empty(F)
+    for r in range(F):
+        top = d[r][d[r] >= cut[r]]
+        skip = n - len(top)  # below the cut: below every kept element in the sorted row
+        if nan[r] or skip > below:
+            out[r] = np.percentile(d[r], 99)
+            continue
+        lo, hi = np.partition(top, [below - skip, above - skip])[[below - skip, above - skip]]
+        diff = hi - lo
+        out[r] = hi - diff * (1 - gamma) if gamma >= 0.5 else lo + diff * gamma  # numpy's _lerp
+    return out
 
 
 def argmax_flips(a: np.ndarray, b: np.ndarray, axis: int = 1) -> np.ndarray:
