@@ -19,12 +19,14 @@ W_OFF, H_OFF, WIDTH = 1640, 590, 30
 
 @pytest.fixture(autouse=True, params=["compiled", "numpy"])
 def span_rasteriser(request, monkeypatch):
-    """Every test here runs on both span rasterisers: the compiled one (built at install) and the numpy
-    path a machine without a C compiler gets. A missing compiled one fails: CI has a compiler."""
+    """Every test here runs on both paths: the compiled span rasteriser and spline samples (built at
+    install) and the numpy path a machine without a C compiler gets. A missing compiled module fails:
+    CI has a compiler."""
     if request.param == "numpy":
         monkeypatch.setattr(SP, "native", None)
-    elif SP.native is None:
-        pytest.fail("parity.metrics._culane_spans did not build (pip install -e . compiles it with the C compiler)")
+        monkeypatch.setattr(CU, "_spline_native", None)
+    elif SP.native is None or CU._spline_native is None:
+        pytest.fail("parity.metrics._culane_spans or _culane_spline did not build (pip install -e . compiles them with the C compiler)")
     CU.clear_caches()  # no spans carried over from the other rasteriser
     yield request.param
     CU.clear_caches()
@@ -558,3 +560,22 @@ def test_compiled_rasteriser_rejects_arrays_of_the_wrong_size(span_rasteriser):
         SP.native.lane_spans(3, 5, q, *args, left, right, ok)
     with pytest.raises(ValueError, match="odd length"):
         SP.native.lane_spans(2, 5, q, dl[:-1].astype(np.int32), *args[1:], left, right, ok)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow to inf and inf - inf, on purpose
+def test_compiled_spline_vertices_are_numpys(span_rasteriser):
+    """The compiled spline samples, rounded, equal numpy's `_round(_spline_samples(...))` vertex for
+    vertex: lanes on the canvas, far off it (clipped to +-2^30), and beyond float32 (inf, then NaN)."""
+    if span_rasteriser == "numpy":
+        pytest.skip("compares the two: runs once")
+    rng = np.random.default_rng(3)
+    for scale in (1.0, 1e3, 1e9, 1e37):
+        for n in (3, 5, 18):
+            y = np.sort(rng.uniform(0, 590, (40, n)), axis=1)[:, ::-1] + np.arange(n)[::-1] * 1e-3
+            x = rng.uniform(-200, 1800, (40, n)) * scale
+            P = np.stack([x, y], axis=2).astype(np.float32)
+            coef = CU._spline_coefficients(P)
+            got = CU._spline_vertices(coef, P[:, -1])
+            want = CU._round(CU._spline_samples(coef, P[:, -1]))
+            assert got.dtype == want.dtype == np.int64
+            np.testing.assert_array_equal(got, want, err_msg=f"scale {scale} n {n}")

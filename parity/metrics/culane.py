@@ -31,9 +31,9 @@ Where this differs from the official evaluator, on purpose:
 - `t^3` is t*t*t rather than libm's pow(t, 3): at most an ulp of float64 apart, far below the
   float32 the samples are stored in.
 
-Speed (drawing was the cost). Lanes of all frames are resampled together (grouped by point count)
-and, instead of being drawn, held as one span of pixels per image row (`culane_spans`: the union of
-OpenCV's own per-step stamps, exact where every row of the lane is one run; compiled, with numpy as
+Speed (drawing was the cost). Lanes of all frames are resampled together (grouped by point count;
+the samples and their rounding compiled, numpy where no compiler) and, instead of being drawn, held
+as one span of pixels per image row (`culane_spans`: the union of OpenCV's own per-step stamps, exact where every row of the lane is one run; compiled, with numpy as
 the fallback); areas and intersections are sums over rows. The few lanes that are not one run per
 row (two runs in a row, a long near-horizontal step; for the numpy path any lane turning back in y) are drawn with cv2.polylines in their bounding box (the same caps and segments
 as one cv::line per pair, consecutive samples on the same pixel merged) and intersected on their
@@ -59,6 +59,11 @@ import itertools
 import numpy as np
 
 from . import culane_spans as SP
+
+try:  # the compiled spline samples (parity/metrics/_culane_spline.c), built at install where a C compiler is
+    from . import _culane_spline as _spline_native
+except ImportError:
+    _spline_native = None
 
 CULANE_WIDTH_PX = 30
 CULANE_IMAGE_SIZE = (1640, 590)  # (width, height) of the official evaluator's canvas
@@ -284,8 +289,20 @@ def _frame_vertices(x: np.ndarray, rows, image_width: float, image_height: float
             coef = _spline_coefficients(P[ok])
         for s in range(0, len(ok), _CHUNK_LANES):
             sl = slice(s, s + _CHUNK_LANES)
-            S = P[ok[sl]] if n == 2 else _spline_samples(tuple(v[sl] for v in coef), P[ok[sl], -1])
-            yield t[ok[sl]], l[ok[sl]], _round(S)
+            q = _round(P[ok[sl]]) if n == 2 else _spline_vertices(tuple(v[sl] for v in coef), P[ok[sl], -1])
+            yield t[ok[sl]], l[ok[sl]], q
+
+
+def _spline_vertices(coef, last: np.ndarray) -> np.ndarray:
+    """_round(_spline_samples(coef, last)): compiled where it built (the same float64 operations in
+    the same order: the same vertices), numpy otherwise."""
+    if _spline_native is None:
+        return _round(_spline_samples(coef, last))
+    a, b, c, d, h = (np.ascontiguousarray(v, np.float64) for v in coef)
+    G, m = h.shape
+    out = np.empty((G, m * SPLINE_STEPS + 1, 2), np.int64)
+    _spline_native.spline_vertices(G, m, SPLINE_STEPS, a, b, c, d, h, np.ascontiguousarray(last, np.float32), out)
+    return out
 
 
 def _frame_pixels(x: np.ndarray, rows, image_width: float, image_height: float) -> list[list[np.ndarray]]:
