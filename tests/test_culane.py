@@ -542,6 +542,69 @@ def test_compiled_and_numpy_spans_agree_on_random_lanes(span_rasteriser):
     assert both > 50 and compiled_only > 10
 
 
+def _lanes_hugging(border, rng, w, h, G, S):
+    """G lanes of S integer vertices, steps up to 24 px, running along `border` of a w x h image
+    (within ~25 px of it, some vertices outside it), monotone in y."""
+    along = rng.integers(1, 25, (G, S))
+    across = rng.integers(-6, 7, (G, S))
+    if border in ("left", "right"):
+        x = np.clip(rng.integers(-20, 26, (G, 1)) + np.cumsum(across, axis=1), -25, 30)
+        x = x if border == "left" else w - 1 - x
+        y = rng.integers(-10, h // 3, (G, 1)) + np.cumsum(along, axis=1)
+    else:
+        rise = np.where(rng.random((G, S)) < 0.3, rng.integers(8, 13, (G, S)), 0)  # flatter steps have two runs a row
+        y = np.clip(rng.integers(-12, 12, (G, 1)) + np.cumsum(rise, axis=1), -14, 30)  # spans reach 16 px beyond
+        y = y if border == "top" else h - 1 - y[:, ::-1]
+        x = rng.integers(-10, w // 3, (G, 1)) + np.cumsum(along, axis=1)
+        if border == "corner":  # down the left border into the bottom-left corner
+            x = np.clip(rng.integers(-20, 26, (G, 1)) + np.cumsum(across, axis=1), -25, 30)
+            y = h - 1 - np.cumsum(along[:, ::-1], axis=1)[:, ::-1] + rng.integers(-20, 26, (G, 1))
+    return np.stack([x, y], axis=2).astype(np.int64)
+
+
+@pytest.mark.parametrize("border", ["left", "right", "top", "bottom", "corner"])
+def test_stamps_crossing_the_image_border_are_opencvs_pixels(span_rasteriser, border):
+    """OpenCV clips a stroke's outline edges to the image before stepping along them, so a stamp
+    crossing a border is not always its translated copy: such lanes are drawn unless the lane's discs
+    cover the pixels it changes. Sparse lanes along each border: every lane held as spans is OpenCV's
+    drawing on the full image, and some were left to drawing because of the border alone."""
+    rng = np.random.default_rng(["left", "right", "top", "bottom", "corner"].index(border))
+    w, h = 240, 160
+    q = _lanes_hugging(border, rng, w, h, 150, 8)
+    left, right, ok = SP.lane_spans(q, w, h, WIDTH)
+    for k in np.flatnonzero(ok):
+        np.testing.assert_array_equal(_spans_mask(left[k], right[k], w), _opencv_mask(q[k], w, h), err_msg=str(q[k].tolist()))
+    fn = SP._lane_spans_native if span_rasteriser == "native" else SP._lane_spans_numpy
+    before = fn(q, w, h, WIDTH)[2]
+    assert ok.sum() > 60 and (before & ~ok).sum() > 0
+
+
+def test_a_border_stamps_difference_is_where_opencvs_clipped_drawing_differs():
+    """border_stamp_difference(step, sides, distances) equals, offset by the first vertex, the pixels
+    where the two-point polyline drawn on a full image differs from the same polyline drawn unclipped
+    (on a larger canvas): at each border and corner, at distances inside and outside the image."""
+    rng = np.random.default_rng(11)
+    w, h, pad = 200, 150, 100
+    L, H, N = SP._LOW, SP._HIGH, SP._NONE
+    found = 0
+    for _ in range(300):
+        sx, sy = [(L, N), (H, N), (N, L), (N, H), (L, L), (H, H), (L, H)][int(rng.integers(0, 7))]
+        dist_x, dist_y = (int(d) if s != N else 0 for s, d in zip((sx, sy), rng.integers(-14, 18, 2)))
+        dx, dy = (int(d) for d in rng.integers(-24, 25, 2))
+        x = dist_x if sx == L else w - 1 - dist_x if sx == H else w // 2
+        y = dist_y if sy == L else h - 1 - dist_y if sy == H else h // 2
+        if (sx == N and not 0 <= x + dx < w) or (sy == N and not 0 <= y + dy < h):
+            continue
+        image = _opencv_mask([[x, y], [x + dx, y + dy]], w, h)
+        free = _opencv_mask([[x + pad, y + pad], [x + dx + pad, y + dy + pad]], w + 2 * pad, h + 2 * pad)[pad:-pad, pad:-pad]
+        ys, xs = np.nonzero(image != free)
+        want = sorted(zip((xs - x).tolist(), (ys - y).tolist()))
+        got = sorted(map(tuple, SP.border_stamp_difference(dx, dy, sx, dist_x, sy, dist_y, WIDTH).tolist()))
+        assert got == want, (dx, dy, sx, dist_x, sy, dist_y)
+        found += bool(want)
+    assert found > 5
+
+
 def test_compiled_rasteriser_rejects_arrays_of_the_wrong_size(span_rasteriser):
     """The C code checks every buffer against the lane geometry: a wrong one is a ValueError, never a
     read or write past its end."""

@@ -3,8 +3,11 @@
 `cv::polylines(mask, lane, false, 1, 30)` draws, for every pair of consecutive integer vertices, a
 filled disc of radius 15 at both ends and the quadrilateral between them (OpenCV's ThickLine), so a
 lane's mask is the union of one *stamp* per segment: the two-point polyline [v_i, v_i+1]. OpenCV's
-integer rasterisation is translation invariant for integer vertices, so a stamp depends only on its
-step d = v_i+1 - v_i; each step's stamp is drawn once, by OpenCV itself, on a small canvas and kept.
+integer rasterisation is translation invariant for integer vertices away from the image border, so a
+stamp depends only on its step d = v_i+1 - v_i; each step's stamp is drawn once, by OpenCV itself, on
+a small canvas and kept. At the border it is not: OpenCV clips the quadrilateral's outline before
+stepping along it, which can move a pixel of a stamp crossing a border; a lane with such a pixel that
+none of its discs covers is left to OpenCV's drawing (`clipped_at_border`, below).
 
 When the lane's vertices are monotone in y and every stamp is row-convex (one run of pixels per
 row), the union is row-convex too: the segments meeting a row form one run of consecutive indices,
@@ -126,8 +129,11 @@ def lane_spans(q: np.ndarray, width: int, height: int, thickness: int) -> tuple[
     lane's mask where `ok`; lanes not ok are the caller's to draw (their rows are not these). Compiled
     where the extension built (`native`; it also holds lanes turning back in y), numpy otherwise."""
     if native is not None and q.size:
-        return _lane_spans_native(q, width, height, thickness)
-    return _lane_spans_numpy(q, width, height, thickness)
+        left, right, ok = _lane_spans_native(q, width, height, thickness)
+    else:
+        left, right, ok = _lane_spans_numpy(q, width, height, thickness)
+    ok &= ~clipped_at_border(q, ok, width, height, thickness)
+    return left, right, ok
 
 
 def _lane_spans_native(q, width, height, thickness):
@@ -261,3 +267,125 @@ def spans_of_runs(rows: np.ndarray, first: np.ndarray, last: np.ndarray, height:
     left, right = np.full(height, 1, np.int32), np.full(height, 0, np.int32)
     left[rows], right[rows] = first, last
     return left, right
+
+
+# ---- stamps the image border changes ------------------------------------------------------------
+# The quadrilateral's outline is drawn by OpenCV's Line2, which first clips the edge to the image
+# (clipLine) and then steps from the clipped end: where an edge crosses a border, its pixels can move
+# by one from the unclipped edge's (tried: ~5% of the stamps reaching a border). The discs (Circle)
+# and the fill are clipped pixel by pixel, so only such stamps can differ from their translated
+# copy. A clipped stamp depends on its step and its first vertex's distance to each border it
+# reaches (clipLine's arithmetic is exact in the other coordinate), so it is drawn once per key on a
+# canvas with the same borders at the same distances. Where it differs from the unclipped stamp by
+# pixels no disc of the lane covers, the lane goes to OpenCV's drawing.
+_NONE, _LOW, _HIGH = 0, 1, 2  # which border of an axis a stamp reaches: none, 0, or the last pixel
+
+
+def _border_side(lo: np.ndarray, hi: np.ndarray, last: int, corner: np.ndarray, reach: int) -> np.ndarray:
+    """Per segment spanning [lo, hi] on an axis of pixels 0..last, its quadrilateral's corners `corner`
+    beyond that (+ 1 for OpenCV's fixed-point rounding) and its stamp `reach` beyond it: the border an
+    edge of the quadrilateral crosses while the stamp reaches into the image; both borders (an image
+    under a stroke wide) are marked _LOW | _HIGH."""
+    low = (lo - corner < 0) & (hi + reach >= 0)
+    high = (lo - reach <= last) & (hi + corner > last)
+    return np.where(low, _LOW, _NONE) | np.where(high, _HIGH, _NONE)
+
+
+def border_stamp_difference(dx: int, dy: int, side_x: int, dist_x: int, side_y: int, dist_y: int,
+                            thickness: int) -> np.ndarray:
+    """[n, 2] pixel offsets (x, y) from the first vertex where segment [0, (dx, dy)]'s stamp, drawn
+    with the image's borders `dist` from its first vertex (x for _LOW, last - x for _HIGH), differs
+    from the unclipped stamp inside the image."""
+    R = disc(thickness)[0]
+    m = R + MAX_STEP + 3  # beyond any stamp's reach: no edge crosses a border not asked for
+
+    def axis(side: int, dist: int) -> tuple[int, int]:  # (first vertex's coordinate, canvas length)
+        if side == _LOW:
+            return dist, max(dist + m + 1, 1)
+        if side == _HIGH:
+            return m, max(m + dist + 1, 1)
+        return m, 2 * m + 1
+
+    (cx, w), (cy, h) = axis(side_x, dist_x), axis(side_y, dist_y)
+    import cv2
+
+    clipped = np.zeros((h, w), np.uint8)
+    cv2.polylines(clipped, [np.array([[cx, cy], [cx + dx, cy + dy]], np.int32).reshape(-1, 1, 2)], False, 1, thickness=thickness)
+    free = np.zeros((h + 4 * m, w + 4 * m), np.uint8)
+    o = 2 * m
+    cv2.polylines(free, [np.array([[cx + o, cy + o], [cx + o + dx, cy + o + dy]], np.int32).reshape(-1, 1, 2)], False, 1, thickness=thickness)
+    ys, xs = np.nonzero(clipped != free[o : o + h, o : o + w])
+    return np.stack([xs - cx, ys - cy], axis=1).astype(np.int64)
+
+
+def clipped_at_border(q: np.ndarray, ok: np.ndarray, width: int, height: int, thickness: int) -> np.ndarray:
+    """[G] bool: ok lanes of q[G, S, 2] with a stamp the image border changes at a pixel none of the
+    lane's discs covers: their spans (unclipped stamps, clipped) are not OpenCV's pixels."""
+    out = np.zeros(len(q), bool)
+    if not ok.any() or q.shape[1] < 2:
+        return out
+    R, dl, dr = disc(thickness)
+    half = thickness / 2 + (thickness & 1) / 2  # ThickLine moves the vertices this far across the step
+    # a quadrilateral corner crossing a border has a vertex within half + 1 of it: only those lanes and
+    # segments are looked at (most lanes of a frame touch no border)
+    c = int(half) + 2
+    x, y = q[..., 0], q[..., 1]
+    near_lane = ok & ((x.min(axis=1) < c) | (x.max(axis=1) > width - 1 - c) | (y.min(axis=1) < c) | (y.max(axis=1) > height - 1 - c))
+    g_near = np.flatnonzero(near_lane)
+    if not len(g_near):
+        return out
+    v = np.asarray(q[g_near], np.int64)
+    near = (v[..., 0] < c) | (v[..., 0] > width - 1 - c) | (v[..., 1] < c) | (v[..., 1] > height - 1 - c)
+    g, s = np.nonzero(near[:, :-1] | near[:, 1:])
+    x0, y0, x1, y1 = v[g, s, 0], v[g, s, 1], v[g, s + 1, 0], v[g, s + 1, 1]
+    dx, dy = x1 - x0, y1 - y0
+    length = np.hypot(dx, dy)
+    scale = np.divide(half, length, out=np.zeros(length.shape), where=length > 0)
+    corner_x = np.where(length > 0, np.abs(dy) * scale + 1, -np.inf)  # a repeated vertex has no quadrilateral
+    corner_y = np.where(length > 0, np.abs(dx) * scale + 1, -np.inf)
+    sx = _border_side(np.minimum(x0, x1), np.maximum(x0, x1), width - 1, corner_x, R + 2)
+    sy = _border_side(np.minimum(y0, y1), np.maximum(y0, y1), height - 1, corner_y, R + 2)
+    sel = np.flatnonzero((sx != _NONE) | (sy != _NONE))
+    both = (sx[sel] == _LOW | _HIGH) | (sy[sel] == _LOW | _HIGH)
+    out[g_near[g[sel[both]]]] = True  # an image narrower than a stroke: drawn
+    sel = sel[~both]
+    if not len(sel):
+        return out
+    ax, ay, px, py = sx[sel], sy[sel], x0[sel], y0[sel]
+    dist_x = np.where(ax == _LOW, px, np.where(ax == _HIGH, width - 1 - px, 0))
+    dist_y = np.where(ay == _LOW, py, np.where(ay == _HIGH, height - 1 - py, 0))
+    fields = np.stack([dx[sel], dy[sel], ax, dist_x, ay, dist_y], axis=1)
+    # one int64 per key: steps are within MAX_STEP and distances within MAX_STEP + R + 2 of a border
+    base = 2 * (MAX_STEP + R + 3) + 1
+    key = np.zeros(len(sel), np.int64)
+    for f, n in zip(fields.T, (base, base, 3, base, 3, base)):
+        key = key * n + (f + base // 2 if n == base else f)
+    uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    known = _BORDER_DIFFERENCES.setdefault(thickness, {})
+    if len(known) > 1 << 16:  # bounded; a frame's keys are a few hundred at most
+        known.clear()
+    diffs = [known.get(k) for k in uniq.tolist()]
+    for j in [j for j, d in enumerate(diffs) if d is None]:
+        diffs[j] = known[int(uniq[j])] = border_stamp_difference(*map(int, fields[first[j]]), thickness)
+    differs = np.array([len(d) > 0 for d in diffs])
+    for i in np.flatnonzero(differs[inverse]).tolist():
+        lane = g_near[g[sel[i]]]
+        if out[lane]:
+            continue
+        p = diffs[inverse[i]] + (px[i], py[i])
+        p = p[(p[:, 0] >= 0) & (p[:, 0] < width) & (p[:, 1] >= 0) & (p[:, 1] < height)]
+        if len(p) and not _covered_by_discs(p, v[g[sel[i]]], R, dl, dr):
+            out[lane] = True
+    return out
+
+
+_BORDER_DIFFERENCES: dict[int, dict[int, np.ndarray]] = {}  # thickness -> packed key -> border_stamp_difference
+
+
+def _covered_by_discs(p: np.ndarray, vertices: np.ndarray, R: int, dl: np.ndarray, dr: np.ndarray) -> bool:
+    """Whether every pixel p[n, 2] lies in the disc of some vertex (the discs are always OpenCV's)."""
+    r = p[:, None, 1] - vertices[None, :, 1]  # [n, S]
+    c = p[:, None, 0] - vertices[None, :, 0]
+    near = np.abs(r) <= R
+    ri = np.clip(r + R, 0, 2 * R)
+    return bool((near & (c >= dl[ri]) & (c <= dr[ri])).any(axis=1).all())
