@@ -34,7 +34,7 @@ help:
 
 # The venv is rebuilt whenever pyproject.toml, setup.py or a compiled module's C source is newer than the last install.
 # torch==2.13.0 first: it is the CPU build on this machine's disk; a range would pull a CUDA build.
-$(STAMP): pyproject.toml setup.py $(wildcard parity/*/*.c)
+$(STAMP): pyproject.toml setup.py $(wildcard parity/*.c parity/*/*.c)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'

@@ -10,6 +10,11 @@ import numpy as np
 
 from .errors import UsageError
 
+try:  # NV12 with nearest chroma compiled (parity/_colour.c), built at install where a C compiler is
+    from . import _colour as native
+except ImportError:
+    native = None
+
 # Luma coefficients (ITU-R BT.601 and BT.709).
 KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
 RANGES = ("limited", "full")
@@ -87,6 +92,8 @@ def nv12_to_rgb(nv12: np.ndarray, matrix="bt601", yuv_range="limited", chroma: s
         return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
     if chroma != "nearest":
         raise UsageError(f"unknown chroma upsampling {chroma!r}; expected 'nearest' or 'bilinear'")
+    if native is not None:
+        return _nv12_nearest_native(nv12, h, w, r0, r1, off, ys, cs, inv)
     # Nearest chroma: each chroma sample covers a 2x2 block. Work plane by plane on rows of full
     # width (numpy is slow on tiny inner axes): luma scaled once to 0..255, each channel's chroma
     # term made at half resolution and repeated along the row, the two luma rows of a block share it.
@@ -115,6 +122,14 @@ def nv12_to_rgb(nv12: np.ndarray, matrix="bt601", yuv_range="limited", chroma: s
 
     sl = slice(r0 - 2 * c0, r1 - 2 * c0)
     return cv2.merge([np.ascontiguousarray(planes[k].reshape(2 * n, w)[sl]) for k in range(3)])  # interleaving: 30x numpy's transpose
+
+
+def _nv12_nearest_native(nv12, h: int, w: int, r0: int, r1: int, off, ys, cs, inv) -> np.ndarray:
+    """The nearest-chroma path below, compiled (parity/_colour.c: the same float32 operations, the same bits)."""
+    out = np.empty((max(r1 - r0, 0), w, 3), np.uint8)
+    native.nv12_nearest(np.ascontiguousarray(nv12, np.uint8), h, w, r0, max(r1, r0), float(np.float32(255.0 / ys)),
+                        float(np.float32(off * 255.0 / ys)), float(np.float32(255.0 / cs)), np.ascontiguousarray(inv, np.float32), out)
+    return out
 
 
 def yuv422_to_rgb(packed: np.ndarray, layout: str, matrix="bt601", yuv_range="limited") -> np.ndarray:

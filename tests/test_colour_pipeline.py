@@ -73,6 +73,60 @@ def test_decoding_only_the_cropped_rows_equals_decoding_the_frame_then_cropping(
             np.testing.assert_array_equal(nv12_to_rgb(nv12, "bt601", "limited", chroma, rows=rows), whole[rows[0] : rows[1]])
 
 
+@pytest.mark.parametrize("path", ["compiled", "numpy"])
+def test_nv12_nearest_gives_the_definition_bit_for_bit(path, monkeypatch):
+    """However NV12 with nearest chroma is converted (compiled, or numpy plane by plane), each pixel is
+    clip(rint(y' * inv[k, 0] + (u' * inv[k, 1] + v' * inv[k, 2])), 0, 255) with y' = Y * (255 / ys) -
+    off * 255 / ys and u' = (U - 128) * (255 / cs), each step rounded to float32: the same 8-bit
+    levels, so a faster conversion changes no figure. A missing compiled module fails: CI has a compiler."""
+    from parity import colour
+
+    if path == "numpy":
+        monkeypatch.setattr(colour, "native", None)
+    elif colour.native is None:
+        pytest.fail("parity._colour did not build (pip install -e . compiles it with the C compiler)")
+
+    def definition(nv12, matrix, yuv_range):
+        h = nv12.shape[0] * 2 // 3
+        off, ys, cs = colour.range_scale(yuv_range)
+        inv = np.linalg.inv(colour.rgb_to_yuv_matrix(matrix)).astype(np.float32)
+        y = nv12[:h].astype(np.float32) * np.float32(255.0 / ys) - np.float32(off * 255.0 / ys)
+        uv = (nv12[h:].reshape(h // 2, -1, 2).astype(np.float32) - np.float32(128)) * np.float32(255.0 / cs)
+        uv = uv.repeat(2, axis=0).repeat(2, axis=1)
+        rgb = [y * inv[k, 0] + (uv[..., 0] * inv[k, 1] + uv[..., 1] * inv[k, 2]) for k in range(3)]
+        return np.clip(np.rint(np.stack(rgb, axis=-1)), 0, 255).astype(np.uint8)
+
+    rng = np.random.default_rng(11)
+    for h, w in ((360, 640), (2, 2), (6, 10), (48, 34)):
+        nv12 = rng.integers(0, 256, (h * 3 // 2, w), dtype=np.uint8)
+        for matrix in ("bt601", "bt709", (0.25, 0.1)):
+            for yuv_range in ("limited", "full"):
+                want = definition(nv12, matrix, yuv_range)
+                np.testing.assert_array_equal(nv12_to_rgb(nv12, matrix, yuv_range), want, err_msg=f"{h}x{w} {matrix} {yuv_range}")
+                for rows in ((0, 1), (1, h), (h // 2 - 1, h // 2 + 1), (h - 1, h)):
+                    got = nv12_to_rgb(np.asfortranarray(nv12), matrix, yuv_range, rows=rows)  # a non-contiguous frame too
+                    np.testing.assert_array_equal(got, want[rows[0] : rows[1]], err_msg=f"{h}x{w} {matrix} {yuv_range} {rows}")
+
+
+def test_compiled_nv12_rejects_buffers_that_do_not_match_the_frame():
+    """The C code checks the frame's and the output's sizes and the rows: a bad one is a ValueError,
+    never a read or a write past a buffer."""
+    from parity import colour
+
+    if colour.native is None:
+        pytest.fail("parity._colour did not build (pip install -e . compiles it with the C compiler)")
+    nv12, inv = np.zeros((6, 4), np.uint8), np.eye(3, dtype=np.float32)
+    colour.native.nv12_nearest(nv12, 4, 4, 1, 3, 1.0, 0.0, 1.0, inv, np.empty((2, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="NV12 frame's bytes"):
+        colour.native.nv12_nearest(nv12, 6, 4, 1, 3, 1.0, 0.0, 1.0, inv, np.empty((2, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="out must be"):
+        colour.native.nv12_nearest(nv12, 4, 4, 1, 5, 1.0, 0.0, 1.0, inv, np.empty((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="out must be"):
+        colour.native.nv12_nearest(nv12, 4, 4, 1, 3, 1.0, 0.0, 1.0, inv, np.empty((1, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="3x3"):
+        colour.native.nv12_nearest(nv12, 4, 4, 1, 3, 1.0, 0.0, 1.0, inv[:2], np.empty((2, 4, 3), np.uint8))
+
+
 def test_pipelines_read_only_the_rows_they_keep_and_give_the_whole_frame_result(tiny_case):
     from parity.cases.format import load_case
     from parity.models.rowanchor import RowAnchorAdapter
