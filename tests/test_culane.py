@@ -222,6 +222,35 @@ def test_batched_over_frames_chunks_and_other_pred_rows(monkeypatch):
     check_frames(640, 360, seed=7, trials=11, gt_rows_n=12, pred_rows_n=17)
 
 
+def test_frames_already_scored_at_the_same_pixels_take_their_counts_and_only_those(monkeypatch):
+    """A second runner whose lanes round to the vertices already scored against the same GT frame (ONNX
+    Runtime fp32 after torch) takes those frames' counts without rasterising them again; its frames
+    that differ are rasterised and scored, and every count is still the official evaluator's."""
+    w, h, trials = 640, 360, 10
+    rng = np.random.default_rng(5)
+    rows = np.linspace(0.4 * h, h - 1, 14)
+    gt = np.full((trials, 4, len(rows)), np.nan)
+    pred = np.full((trials, 4, len(rows)), np.nan)
+    for t in range(trials):
+        gt[t] = random_lanes(rng, w, h, rows, 4)
+        pred[t] = random_lanes(rng, w, h, rows, 4, like=gt[t], like_rows=rows)
+    first = M.culane_counts_at(pred, rows, gt, rows, w, h, (0.5, 0.3))
+    moved = [1, 4, 7]
+    other = pred.copy()
+    other[moved] += 40.0  # beyond the 30 px stroke: these frames score otherwise
+    rasterised = []
+    spans = CU._lane_spans
+    monkeypatch.setattr(CU, "_lane_spans", lambda q: rasterised.append(len(q)) or spans(q))
+    second = M.culane_counts_at(other, rows, gt, rows, w, h, (0.5, 0.3))
+    lanes_moved = sum(len(as_official_lanes(other[t], rows, w, h)) for t in moved)
+    assert sum(rasterised) <= lanes_moved  # the frames that did not move were not drawn again
+    for k, thr in enumerate((0.5, 0.3)):
+        for t in range(trials):
+            want = official_counts(as_official_lanes(gt[t], rows, w, h), as_official_lanes(other[t], rows, w, h), thr)
+            assert tuple(second[k][t]) == want, (t, thr)
+        assert any(tuple(second[k][t]) != tuple(first[k][t]) for t in moved)  # a stale count would be caught
+
+
 def test_empty_frames_and_not_lanes():
     rows = np.linspace(200, 359, 10)
     gt = np.full((3, 2, 10), np.nan)

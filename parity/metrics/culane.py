@@ -319,12 +319,14 @@ class _Lanes:
     """One side's lanes of a chunk of frames: row spans of every lane, and the drawn masks of the
     few whose rows are not one run (`drawn`); `frames[t]` lists frame t's lanes in lane order."""
 
-    def __init__(self, x, rows, image_width: float, image_height: float):
+    def __init__(self, x, rows, image_width: float, image_height: float, groups=None):
+        """`groups`: the lanes' (frame, lane, vertices) groups, where the caller has them (`_frame_vertices`
+        of x, or a subset of them: the other frames then have no lane)."""
         H = CULANE_IMAGE_SIZE[1]
         T = len(x)
         ids, lefts, rights, self.drawn = [], [], [], {}
         n = 0
-        for t, l, q in _frame_vertices(x, rows, image_width, image_height):
+        for t, l, q in _frame_vertices(x, rows, image_width, image_height) if groups is None else groups:
             left, right, ok = _lane_spans(q)
             for k in np.flatnonzero(~ok):  # drawn by OpenCV
                 m = _mask(_pixels_batch(q[k : k + 1])[0])
@@ -449,26 +451,48 @@ def _key_weights(n: int) -> np.ndarray:
 
 
 _GT_LANES = _Recent(_MASK_CACHE_BYTES, lambda lanes: lanes.nbytes)  # content hash of a GT chunk -> its _Lanes
+# (GT chunk, frame, IoUs, the frame's vertices) -> (the key's bytes, its counts): the runners of a case
+# are scored one after another, so a few chunks' frames are all a reuse needs (~16 KB a frame)
+_COUNTS = _Recent(32 << 20, lambda v: v[0] + v[1].nbytes)
 _SPANS = _Recent(_MASK_CACHE_BYTES, lambda v: v[0].nbytes + v[1].nbytes + v[2].nbytes)  # key of a lane's vertices -> (them, left, right, one run)
 
 
 def clear_caches() -> None:
     """Forget every kept GT chunk, span and drawing (what a process that just started holds: a
     benchmark timing one run after another in the same process calls this before each)."""
-    for cache in (_GT_LANES, _SPANS, _MASKS):
+    for cache in (_GT_LANES, _SPANS, _MASKS, _COUNTS):
         cache.store.clear()
         cache.bytes = 0
 
 
-def _gt_lanes(gt: np.ndarray, rows, image_width: float, image_height: float) -> _Lanes:
-    """GT lanes as spans once for every runner, pipeline and perturbation scored on the same frames
-    (kept by content, not by name)."""
+def _gt_key(gt: np.ndarray, rows, image_width: float, image_height: float) -> bytes:
+    """A GT chunk's content key: its lanes, rows and image size."""
     import hashlib
 
     h = hashlib.sha1(np.ascontiguousarray(gt, np.float64).tobytes())
     h.update(np.ascontiguousarray(rows, np.float64).tobytes())
     h.update(np.array([image_width, image_height, *gt.shape], np.float64).tobytes())
-    return _GT_LANES.get(h.digest(), lambda: _Lanes(gt, rows, image_width, image_height))
+    return h.digest()
+
+
+def _gt_lanes(key: bytes, gt: np.ndarray, rows, image_width: float, image_height: float) -> _Lanes:
+    """GT lanes as spans once for every runner, pipeline and perturbation scored on the same frames
+    (kept by content, not by name: `key` is `_gt_key` of the rest)."""
+    return _GT_LANES.get(key, lambda: _Lanes(gt, rows, image_width, image_height))
+
+
+def _frame_keys(groups, T: int) -> list[bytes]:
+    """Per frame, its lanes' vertices as bytes (each lane's index and vertex count, then its vertices,
+    in lane order): two frames whose bytes are equal draw the same pixels."""
+    lanes: list[list] = [[] for _ in range(T)]
+    for t, l, q in groups:
+        for tk, lk, v in zip(t.tolist(), l.tolist(), q.astype(np.int32)):  # vertices are within +-2^30 (`_round`)
+            lanes[tk].append((lk, len(v), v.tobytes()))
+    out = []
+    for f in lanes:
+        f.sort(key=lambda e: e[0])
+        out.append(b"".join(np.array([lk, n], np.int64).tobytes() + v for lk, n, v in f))
+    return out
 
 
 def _round(samples: np.ndarray) -> np.ndarray:
@@ -549,15 +573,45 @@ def culane_counts_at(pred, pred_rows, gt, gt_rows, image_width: float, image_hei
     T = len(gt)
     if len(pred) != T:
         raise ValueError(f"pred has {len(pred)} frames, gt {T}")
-    out = [np.zeros((T, 3)) for _ in ious]
+    out = np.zeros((len(ious), T, 3))
     for s in range(0, T, _CHUNK_FRAMES):
-        P = _Lanes(pred[s : s + _CHUNK_FRAMES], pred_rows, image_width, image_height)
-        G = _gt_lanes(gt[s : s + _CHUNK_FRAMES], gt_rows, image_width, image_height)
+        chunk = slice(s, min(s + _CHUNK_FRAMES, T))
+        out[:, chunk] = _chunk_counts(pred[chunk], pred_rows, gt[chunk], gt_rows, image_width, image_height, tuple(ious))
+    return list(out)
+
+
+def _chunk_counts(pred, pred_rows, gt, gt_rows, image_width: float, image_height: float, ious: tuple) -> np.ndarray:
+    """[len(ious), T, 3] counts of a chunk of frames. A frame whose lanes round to the same vertices as
+    a frame already scored against the same GT frame (another runner: ONNX Runtime fp32's lanes are
+    nearly always torch's to the pixel) takes its counts: the counts depend on those pixels only, and
+    the whole key, vertices included, must be equal (a dict compares the bytes, not a hash)."""
+    T = len(pred)
+    g_key = _gt_key(gt, gt_rows, image_width, image_height)
+    groups = list(_frame_vertices(pred, pred_rows, image_width, image_height))
+    keys = [(g_key, t, ious, f) for t, f in enumerate(_frame_keys(groups, T))]
+    known = [_COUNTS.find(k) for k in keys]
+    todo = np.array([c is None for c in known], bool)
+    out = np.zeros((len(ious), T, 3))
+    if todo.any():
+        P = _Lanes(pred, pred_rows, image_width, image_height, groups=_frames_of(groups, todo))
+        G = _gt_lanes(g_key, gt, gt_rows, image_width, image_height)
         n_p, n_g = np.diff(P.cut), np.diff(G.cut)
         tp = _true_positives(*_pairs(P, G), n_p, n_g, ious)
-        for j in range(len(ious)):
-            out[j][s : s + len(n_g)] = np.stack([tp[j], n_p - tp[j], n_g - tp[j]], axis=1)
+        out[:] = np.stack([np.stack([tp[j], n_p - tp[j], n_g - tp[j]], axis=1) for j in range(len(ious))])
+    for t in range(T):
+        if todo[t]:
+            _COUNTS.put(keys[t], (len(keys[t][3]) + 200, out[:, t].copy()))
+        else:
+            out[:, t] = known[t][1]
     return out
+
+
+def _frames_of(groups, keep: np.ndarray):
+    """The (frame, lane, vertices) groups of the frames `keep` marks."""
+    for t, l, q in groups:
+        sel = keep[t]
+        if sel.any():
+            yield t[sel], l[sel], q[sel]
 
 
 def _true_positives(frame, r, c, iou, n_p, n_g, ious) -> list[np.ndarray]:
