@@ -16,7 +16,7 @@ PKG = ROOT / "parity"
 
 # The flow, upstream first. A stage may import the shared modules, itself and the stages before it.
 STAGES = ["cases", "preprocessing", "models", "runners", "metrics", "runs", "training", "decisions"]
-SHARED = {"errors", "atomic", "provenance", "colour", "config", "progress"}
+SHARED = {"errors", "atomic", "provenance", "colour", "_colour", "config", "progress"}  # _colour: colour's compiled NV12 decoding
 ENTRY = {"cli", "__main__", "__init__"}  # the top: may import anything
 
 
