@@ -608,6 +608,20 @@ def test_stamps_crossing_the_image_border_are_opencvs_pixels(span_rasteriser, bo
     assert ok.sum() > 60 and (before & ~ok).sum() > 0
 
 
+def test_the_border_check_of_many_groups_is_each_groups_own():
+    """_Lanes checks the border for all its groups of lanes (vertex counts differing) in one pass: each
+    group's flags are those the group gets alone, lanes near every border, some flagged."""
+    rng = np.random.default_rng(17)
+    w, h = 240, 160
+    qs = [_lanes_hugging(border, rng, w, h, 40, S) for border, S in (("left", 5), ("bottom", 8), ("corner", 3), ("top", 8), ("right", 11))]
+    oks = [SP.lane_spans(q, w, h, WIDTH, border=False)[2] for q in qs]
+    together = SP.clipped_at_border_of_groups(qs, oks, w, h, WIDTH)
+    alone = [SP.clipped_at_border(q, ok, w, h, WIDTH) for q, ok in zip(qs, oks)]
+    for a, b in zip(together, alone):
+        np.testing.assert_array_equal(a, b)
+    assert sum(int(a.sum()) for a in alone) > 0 and SP.clipped_at_border_of_groups([], [], w, h, WIDTH) == []
+
+
 def test_a_border_stamps_difference_is_where_opencvs_clipped_drawing_differs():
     """border_stamp_difference(step, sides, distances) equals, offset by the first vertex, the pixels
     where the two-point polyline drawn on a full image differs from the same polyline drawn unclipped

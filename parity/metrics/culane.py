@@ -326,8 +326,11 @@ class _Lanes:
         T = len(x)
         ids, lefts, rights, self.drawn = [], [], [], {}
         n = 0
-        for t, l, q in _frame_vertices(x, rows, image_width, image_height) if groups is None else groups:
-            left, right, ok = _lane_spans(q)
+        groups = list(_frame_vertices(x, rows, image_width, image_height) if groups is None else groups)
+        rasterised = [_lane_spans(q) for _, _, q in groups]
+        clipped = SP.clipped_at_border_of_groups([q for *_, q in groups], [ok for *_, ok in rasterised], *CULANE_IMAGE_SIZE, CULANE_WIDTH_PX)
+        for (t, l, q), (left, right, ok), border in zip(groups, rasterised, clipped):
+            ok &= ~border
             for k in np.flatnonzero(~ok):  # drawn by OpenCV
                 m = _mask(_pixels_batch(q[k : k + 1])[0])
                 spans = SP.spans_of_runs(*m.runs(), H)
@@ -409,14 +412,15 @@ class _Recent:
 
 
 def _lane_spans(q: np.ndarray):
-    """SP.lane_spans of lanes [G, S, 2], each lane's spans computed once per distinct set of vertices:
+    """SP.lane_spans of lanes [G, S, 2] before the border check (`_Lanes` checks all its groups at once),
+    each lane's spans computed once per distinct set of vertices:
     runners whose lanes round to the same pixels as torch's (ONNX Runtime fp32: nearly every lane)
     reuse torch's instead of rasterising them again. Exact: a lane's spans depend on its vertices only,
     and a kept lane is reused only when its vertices equal these (the key only finds it). The compiled
     rasteriser (~8 us a lane) computes every lane: finding, comparing and keeping lanes cost more than
     the lanes they saved (a replay's F1 calls, AMD EPYC: 0.206 ms a frame without the cache, 0.225 with)."""
     if SP.native is not None:
-        return SP.lane_spans(q, *CULANE_IMAGE_SIZE, CULANE_WIDTH_PX)
+        return SP.lane_spans(q, *CULANE_IMAGE_SIZE, CULANE_WIDTH_PX, border=False)
     v = q.astype(np.int32)  # vertices are within +-2^30 (`_round`)
     keys = _vertex_keys(v)
     found = []
@@ -430,7 +434,7 @@ def _lane_spans(q: np.ndarray):
         if f is not None:
             left[k], right[k], ok[k] = f[1:]
     if miss:  # the lanes not kept, in one vectorised pass
-        left[miss], right[miss], ok[miss] = SP.lane_spans(q[miss], *CULANE_IMAGE_SIZE, CULANE_WIDTH_PX)
+        left[miss], right[miss], ok[miss] = SP.lane_spans(q[miss], *CULANE_IMAGE_SIZE, CULANE_WIDTH_PX, border=False)
     for k in miss:
         _SPANS.put(keys[k], (v[k].copy(), left[k].copy(), right[k].copy(), bool(ok[k])))
     return left, right, ok

@@ -123,16 +123,19 @@ def _disc_rows(v: np.ndarray, lo: int, n: int, off: np.ndarray, better) -> np.nd
     return out
 
 
-def lane_spans(q: np.ndarray, width: int, height: int, thickness: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def lane_spans(q: np.ndarray, width: int, height: int, thickness: int, border: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Integer vertices q[G, S, 2] (x, y; repeats allowed; |x|, |y| <= 2^30) of G lanes -> (left, right
     [G, height] int32, clipped to the image, left > right for an empty row; ok [G]): the rows of each
     lane's mask where `ok`; lanes not ok are the caller's to draw (their rows are not these). Compiled
-    where the extension built (`native`; it also holds lanes turning back in y), numpy otherwise."""
+    where the extension built (`native`; it also holds lanes turning back in y), numpy otherwise.
+    `border=False` leaves out `clipped_at_border`, for a caller that checks many groups at once (its
+    ok lanes are then only ok once that check clears them)."""
     if native is not None and q.size:
         left, right, ok = _lane_spans_native(q, width, height, thickness)
     else:
         left, right, ok = _lane_spans_numpy(q, width, height, thickness)
-    ok &= ~clipped_at_border(q, ok, width, height, thickness)
+    if border:
+        ok &= ~clipped_at_border(q, ok, width, height, thickness)
     return left, right, ok
 
 
@@ -321,23 +324,36 @@ def border_stamp_difference(dx: int, dy: int, side_x: int, dist_x: int, side_y: 
 def clipped_at_border(q: np.ndarray, ok: np.ndarray, width: int, height: int, thickness: int) -> np.ndarray:
     """[G] bool: ok lanes of q[G, S, 2] with a stamp the image border changes at a pixel none of the
     lane's discs covers: their spans (unclipped stamps, clipped) are not OpenCV's pixels."""
-    out = np.zeros(len(q), bool)
-    if not ok.any() or q.shape[1] < 2:
-        return out
+    return clipped_at_border_of_groups([q], [ok], width, height, thickness)[0]
+
+
+def clipped_at_border_of_groups(qs: list[np.ndarray], oks: list[np.ndarray], width: int, height: int, thickness: int) -> list[np.ndarray]:
+    """`clipped_at_border` of several groups of lanes (each q[G, S, 2], S differing between groups) in
+    one pass over their steps near a border: a frame's lanes come in groups by vertex count, and the
+    per-call work was most of this check's cost."""
+    outs = [np.zeros(len(q), bool) for q in qs]
     R, dl, dr = disc(thickness)
     half = thickness / 2 + (thickness & 1) / 2  # ThickLine moves the vertices this far across the step
     # a quadrilateral corner crossing a border has a vertex within half + 1 of it: only those lanes and
     # segments are looked at (most lanes of a frame touch no border)
     c = int(half) + 2
-    x, y = q[..., 0], q[..., 1]
-    near_lane = ok & ((x.min(axis=1) < c) | (x.max(axis=1) > width - 1 - c) | (y.min(axis=1) < c) | (y.max(axis=1) > height - 1 - c))
-    g_near = np.flatnonzero(near_lane)
-    if not len(g_near):
-        return out
-    v = np.asarray(q[g_near], np.int64)
-    near = (v[..., 0] < c) | (v[..., 0] > width - 1 - c) | (v[..., 1] < c) | (v[..., 1] > height - 1 - c)
-    g, s = np.nonzero(near[:, :-1] | near[:, 1:])
-    x0, y0, x1, y1 = v[g, s, 0], v[g, s, 1], v[g, s + 1, 0], v[g, s + 1, 1]
+    steps = []
+    for k, (q, ok) in enumerate(zip(qs, oks)):
+        if not ok.any() or q.shape[1] < 2:
+            continue
+        x, y = q[..., 0], q[..., 1]
+        near_lane = ok & ((x.min(axis=1) < c) | (x.max(axis=1) > width - 1 - c) | (y.min(axis=1) < c) | (y.max(axis=1) > height - 1 - c))
+        g_near = np.flatnonzero(near_lane)
+        if not len(g_near):
+            continue
+        v = np.asarray(q[g_near], np.int64)
+        near = (v[..., 0] < c) | (v[..., 0] > width - 1 - c) | (v[..., 1] < c) | (v[..., 1] > height - 1 - c)
+        g, s = np.nonzero(near[:, :-1] | near[:, 1:])
+        steps.append((np.full(len(g), k), g_near[g], v[g, s], v[g, s + 1]))
+    if not steps:
+        return outs
+    group, lane, a, b = (np.concatenate(z) for z in zip(*steps))  # per step: its group, its lane there, its two vertices
+    x0, y0, x1, y1 = a[:, 0], a[:, 1], b[:, 0], b[:, 1]
     dx, dy = x1 - x0, y1 - y0
     length = np.hypot(dx, dy)
     scale = np.divide(half, length, out=np.zeros(length.shape), where=length > 0)
@@ -347,10 +363,11 @@ def clipped_at_border(q: np.ndarray, ok: np.ndarray, width: int, height: int, th
     sy = _border_side(np.minimum(y0, y1), np.maximum(y0, y1), height - 1, corner_y, R + 2)
     sel = np.flatnonzero((sx != _NONE) | (sy != _NONE))
     both = (sx[sel] == _LOW | _HIGH) | (sy[sel] == _LOW | _HIGH)
-    out[g_near[g[sel[both]]]] = True  # an image narrower than a stroke: drawn
+    for i in sel[both].tolist():  # an image narrower than a stroke: drawn
+        outs[group[i]][lane[i]] = True
     sel = sel[~both]
     if not len(sel):
-        return out
+        return outs
     ax, ay, px, py = sx[sel], sy[sel], x0[sel], y0[sel]
     dist_x = np.where(ax == _LOW, px, np.where(ax == _HIGH, width - 1 - px, 0))
     dist_y = np.where(ay == _LOW, py, np.where(ay == _HIGH, height - 1 - py, 0))
@@ -369,14 +386,14 @@ def clipped_at_border(q: np.ndarray, ok: np.ndarray, width: int, height: int, th
         diffs[j] = known[int(uniq[j])] = border_stamp_difference(*map(int, fields[first[j]]), thickness)
     differs = np.array([len(d) > 0 for d in diffs])
     for i in np.flatnonzero(differs[inverse]).tolist():
-        lane = g_near[g[sel[i]]]
-        if out[lane]:
+        k, g = group[sel[i]], lane[sel[i]]
+        if outs[k][g]:
             continue
         p = diffs[inverse[i]] + (px[i], py[i])
         p = p[(p[:, 0] >= 0) & (p[:, 0] < width) & (p[:, 1] >= 0) & (p[:, 1] < height)]
-        if len(p) and not _covered_by_discs(p, v[g[sel[i]]], R, dl, dr):
-            out[lane] = True
-    return out
+        if len(p) and not _covered_by_discs(p, np.asarray(qs[k][g], np.int64), R, dl, dr):
+            outs[k][g] = True
+    return outs
 
 
 _BORDER_DIFFERENCES: dict[int, dict[int, np.ndarray]] = {}  # thickness -> packed key -> border_stamp_difference
