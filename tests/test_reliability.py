@@ -271,6 +271,29 @@ def test_weights_that_contradict_their_sidecar_are_refused(random_checkpoint, tm
         load_checkpoint(tmp_path / "m.pt")
 
 
+def test_a_checkpoint_is_hashed_once_while_untouched_and_again_once_rewritten(random_checkpoint, tmp_path, monkeypatch):
+    """Every unit of a run loads the checkpoint: its weights are hashed once in a process while the file
+    is untouched, and a file rewritten in place (the same size, other weights) is hashed again and refused."""
+    from parity.models import checkpoint as C
+    from parity.provenance import sha256_file
+
+    shutil.copy(random_checkpoint.path, tmp_path / "m.pt")
+    shutil.copy(random_checkpoint.path.with_suffix(".json"), tmp_path / "m.json")
+    hashed = []
+    monkeypatch.setattr(C, "sha256_file", lambda p: hashed.append(p) or sha256_file(p))
+    assert C.load_checkpoint(tmp_path / "m.pt").sha256 == C.load_checkpoint(tmp_path / "m.pt").sha256 == random_checkpoint.sha256
+    assert len(hashed) == 1
+    size = (tmp_path / "m.pt").stat().st_size
+    with open(tmp_path / "m.pt", "r+b") as f:  # one byte of the weights, in place: the same size and inode
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 0xFF]))
+    with pytest.raises(CheckpointError, match="weights_sha256 .* does not match m.pt"):
+        C.load_checkpoint(tmp_path / "m.pt")
+    assert len(hashed) == 2
+
+
 # ---- every value checked where it is read -----------------------------------------------------------
 
 def _edit_case(case_dir: Path, edit):

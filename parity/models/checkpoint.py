@@ -107,6 +107,24 @@ def save_checkpoint(path: str | os.PathLike, model, meta: dict) -> Checkpoint:
     return Checkpoint(path, full, full["weights_sha256"])
 
 
+_WEIGHTS_SHA256: dict[str, tuple[tuple, str]] = {}  # absolute path -> (the file's stamp when hashed, its sha256)
+
+
+def _weights_sha256(pt: Path) -> str:
+    """The weights' sha256, hashed once in a process while the file's (size, mtime, ctime, inode) stay
+    as they were (every unit of a run loads the same checkpoint; a file rewritten in place changes its
+    ctime, which user space cannot set back)."""
+    st = pt.stat()
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    key = os.path.abspath(pt)
+    known = _WEIGHTS_SHA256.get(key)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    sha = sha256_file(pt)
+    _WEIGHTS_SHA256[key] = (stamp, sha)
+    return sha
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Accepts the .pt file or its .json sidecar."""
     p = Path(path)
@@ -131,7 +149,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{side}: config must be an object, got {type(meta['config']).__name__}")
     if "name" in meta and not isinstance(meta["name"], str):
         raise CheckpointError(f"{side}: name must be a string")
-    sha = sha256_file(pt)
+    sha = _weights_sha256(pt)
     claimed = meta.get("weights_sha256")
     if claimed is not None and claimed != sha:
         raise CheckpointError(f"{side}: weights_sha256 {str(claimed)[:16]}... does not match {pt.name} ({sha[:16]}...): "
