@@ -458,6 +458,7 @@ _GT_LANES = _Recent(_MASK_CACHE_BYTES, lambda lanes: lanes.nbytes)  # content ha
 # (GT chunk, frame, IoUs, the frame's vertices) -> (the key's bytes, its counts): the runners of a case
 # are scored one after another, so a few chunks' frames are all a reuse needs (~16 KB a frame)
 _COUNTS = _Recent(32 << 20, lambda v: v[0] + v[1].nbytes)
+_KEY_OVERHEAD = 200  # bytes a key holds beside its vertices' (the tuple, the GT digest, the bytes object's header)
 _SPANS = _Recent(_MASK_CACHE_BYTES, lambda v: v[0].nbytes + v[1].nbytes + v[2].nbytes)  # key of a lane's vertices -> (them, left, right, one run)
 
 
@@ -604,7 +605,7 @@ def _chunk_counts(pred, pred_rows, gt, gt_rows, image_width: float, image_height
         out[:] = np.stack([np.stack([tp[j], n_p - tp[j], n_g - tp[j]], axis=1) for j in range(len(ious))])
     for t in range(T):
         if todo[t]:
-            _COUNTS.put(keys[t], (len(keys[t][3]) + 200, out[:, t].copy()))
+            _COUNTS.put(keys[t], (len(keys[t][3]) + _KEY_OVERHEAD, out[:, t].copy()))
         else:
             out[:, t] = known[t][1]
     return out
