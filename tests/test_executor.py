@@ -134,3 +134,33 @@ def test_a_thread_count_set_before_torch_is_imported_reaches_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["1", "2"]
+
+
+def _worker_probe(name):
+    import os
+    import sys
+
+    preloaded = "torch" in sys.modules  # before this unit imports anything
+    import torch
+
+    return {"preloaded": preloaded, "threads": torch.get_num_threads(), "cwd": os.getcwd(), "env": os.environ.get(name),
+            "parent": os.getppid()}
+
+
+def test_pool_workers_come_with_torch_imported_and_the_parents_directory_and_environment(tmp_path, monkeypatch):
+    """Workers fork from a server that imported torch once (each spawned worker paid ~1.2 s of CPU
+    for it), yet take the thread count, working directory and environment the parent has when the
+    pool starts, not those the server started with."""
+    import os
+
+    from parity.runs.executor import run_units
+
+    spec = ExecutorSpec.from_options("local", 2, 1, None).start()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PARITY_PROBE", "set after the server started")
+    got = {}
+    run_units(spec, _worker_probe, ["PARITY_PROBE"] * 2, lambda i, result, error: got.update({i: (result, error)}))
+    for result, error in got.values():
+        assert error is None, error
+        assert result == {**result, "preloaded": True, "threads": 1, "cwd": str(tmp_path), "env": "set after the server started"}
+        assert result["parent"] != os.getpid()  # forked by the server, not by this process

@@ -122,6 +122,7 @@ def rank(cfg: RankConfig):
     from . import leaderboard as LB
 
     started = datetime.now(timezone.utc)
+    spec = ExecutorSpec.from_options(cfg.executor, cfg.workers, cfg.threads, cfg.ray_address).start()  # workers start beside the set-up
     ckpts, cases, runner_names, deployed, pipes, perts, conditions = plan(cfg)
     weights = LB.load_weights(cfg.config)
     by_name = {c.name: c for c in ckpts}
@@ -138,7 +139,7 @@ def rank(cfg: RankConfig):
     folder = RunFolder(out, "rank", run_key, describe={"checkpoints": len(ckpts), "cases": len(cases)}, replace=cfg.overwrite)
     with folder:
         ev = UnitEvaluator(ArtifactCache(cfg.cache_dir), cfg.seed, cfg.window_s, cfg.batch_size, cfg.progress,
-                           ExecutorSpec.from_options(cfg.executor, cfg.workers, cfg.threads, cfg.ray_address))
+                           spec)
         rows, errors = ev.collect(ckpts, cases, runner_names, pipes, perts, conditions, windows)
         cache, keys = ev.cache, ev.keys
 

@@ -84,6 +84,7 @@ def streams_read(case, pipelines) -> dict[str, str | None]:
 
 def replay(cfg: ReplayConfig) -> ReplayResult:
     started = datetime.now(timezone.utc)
+    spec = ExecutorSpec.from_options(cfg.executor, cfg.workers, cfg.threads, cfg.ray_address).start()  # workers start beside the set-up
     cases = load_all_cases(cfg.cases)
     ckpt = load_model(cfg.checkpoint, cfg.onnx_spec)
     adapter = ckpt.adapter()
@@ -114,7 +115,6 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     captures = load_captures(cfg.outputs, [r.name for r in runners], pipelines)
     runners += [CaptureRunner(c) for c in captures]
     runner_names = [r.name for r in runners]
-    spec = ExecutorSpec.from_options(cfg.executor, cfg.workers, cfg.threads, cfg.ray_address)
 
     run_id = new_run_id()
     out = Path(cfg.out) if cfg.out else Path("reports") / run_id

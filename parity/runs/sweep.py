@@ -86,6 +86,7 @@ CODE = ("metrics", "preprocessing", "runners", "models", "cases", "colour.py", "
 
 def sweep(cfg: SweepConfig):
     started = datetime.now(timezone.utc)
+    spec = ExecutorSpec.from_options(cfg.executor, cfg.workers, cfg.threads, cfg.ray_address).start()  # workers start beside the set-up
     check_window(cfg.window_s)
     if not cfg.perturb or not cfg.perturb.strip():
         raise UsageError("--perturb names no perturbation (give a suite: deploy, corruptions, all; or names)")
@@ -104,7 +105,6 @@ def sweep(cfg: SweepConfig):
     cache = ArtifactCache(cfg.cache_dir)
     [create(n, ckpt, cache) for n in names]  # every runner available here, before anything runs
     captures = load_captures(cfg.outputs, names, [pipe])
-    spec = ExecutorSpec.from_options(cfg.executor, cfg.workers, cfg.threads, cfg.ray_address)
 
     out = Path(cfg.out) if cfg.out else Path("reports") / f"sweep-{new_run_id()}"
     run_key = sha256_json({
