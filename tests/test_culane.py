@@ -2,6 +2,7 @@
 lane_compare.cpp, counter.cpp): Point2f (float32) points, `cal_fun`'s own tridiagonal elimination in
 plain Python, a full 1640x590 canvas per lane of each pair, one cv2.line per segment, IoU by numpy,
 and brute-force matching over permutations."""
+import collections
 import functools
 import itertools
 import math
@@ -342,6 +343,60 @@ def test_polylines_on_a_crop_draws_the_official_pixels():
         assert m.area == int(full.sum())
 
 
+def _lines_on_full_canvas(p):
+    im = np.zeros((H_OFF, W_OFF), np.uint8)
+    for a, b in zip(p[:-1], p[1:]):
+        cv2.line(im, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), 1, WIDTH)
+    return im
+
+
+def test_lanes_painted_from_opencv_stamps_are_its_drawing(span_rasteriser, monkeypatch):
+    """A lane the span rasteriser leaves to drawing (a nearly flat lane: OpenCV's stamp of a step such
+    as (4, -1) has two runs in a row) is painted as the union of its steps' stamps, each drawn by
+    OpenCV once: the pixels of one cv2.line per segment on the full canvas, inside the image and over
+    every border. Near a border it is painted only where the border leaves the lane's pixels as they
+    are (else drawn); painted both inside and at a border here, and drawn throughout without the
+    compiled painter."""
+    rng = np.random.default_rng(11)
+    painted = collections.Counter()
+    paint = SP.paint
+
+    def counted(p, *args):
+        out = paint(p, *args)
+        lo, hi = p.min(axis=0), p.max(axis=0)
+        inside = (lo > CU._PAD).all() and hi[0] < W_OFF - 1 - CU._PAD and hi[1] < H_OFF - 1 - CU._PAD
+        painted["inside" if inside else "border"] += out is not None
+        return out
+
+    monkeypatch.setattr(SP, "paint", counted)
+    starts = [(400, 300), (1000, 200)] + [(x, y) for x in (3, 820, 1636) for y in (2, 300, 587)]
+    lanes = []
+    for k in range(60):
+        n = int(rng.integers(2, 160))
+        flat = np.stack([rng.integers(1, 6, n - 1), rng.integers(-1, 1, n - 1)], axis=1) * rng.choice([-1, 1], 2)
+        steps = flat if k % 3 else rng.integers(-SP.MAX_STEP - 1, SP.MAX_STEP + 2, (n - 1, 2))
+        if k % 6 == 5:
+            steps = steps[:, ::-1]  # steep: along a side border
+        lanes.append(np.concatenate([[starts[k % len(starts)]], starts[k % len(starts)] + np.cumsum(steps, axis=0)]))
+    # lanes whose stamps the border clips at pixels no disc covers: the union of unclipped stamps is not
+    # OpenCV's drawing there (found by search), so they are drawn
+    clipped_lanes = [[[1637, 354], [1614, 379]], [[-1, 69], [15, 67], [41, 99], [39, 75], [22, 86]],
+                     [[1369, -3], [1366, 15], [1340, 26], [1310, 37]]]
+    for k, p in enumerate(lanes + [np.array(q) for q in clipped_lanes]):
+        p = np.asarray(p, np.int32)
+        if k >= len(lanes):
+            assert SP.clipped_at_border(p.astype(np.int64)[None], np.ones(1, bool), W_OFF, H_OFF, WIDTH)[0]
+        want = _lines_on_full_canvas(p)
+        for clipped in (None, bool(SP.clipped_at_border(p.astype(np.int64)[None], np.ones(1, bool), W_OFF, H_OFF, WIDTH)[0])):
+            m = CU.LaneMask(pixels=p, clipped=clipped)
+            np.testing.assert_array_equal(m.full(), want, err_msg=f"lane {k}")
+            assert m.area == int(want.sum())
+    if span_rasteriser == "compiled":
+        assert painted["inside"] > 10 and painted["border"] > 5, painted
+    else:
+        assert not painted["inside"] and not painted["border"]
+
+
 def test_gaps_are_joined_and_outer_lanes_get_the_drawn_width():
     """The old row-integrated IoU left a gap inside a lane undrawn and narrowed slanted outer lanes."""
     w, h = 640, 360
@@ -666,6 +721,29 @@ def test_compiled_rasteriser_rejects_arrays_of_the_wrong_size(span_rasteriser):
         SP.native.lane_spans(3, 5, q, *args, left, right, ok)
     with pytest.raises(ValueError, match="odd length"):
         SP.native.lane_spans(2, 5, q, dl[:-1].astype(np.int32), *args[1:], left, right, ok)
+
+
+def test_compiled_painter_rejects_arrays_of_the_wrong_size_and_stamps_outside_the_crop(span_rasteriser):
+    """paint checks its buffers, its steps and where each run lands: a ValueError, never a write past the crop."""
+    if SP.native is None:
+        pytest.skip("the compiled painter")
+    q = np.array([[40, 40], [44, 39], [48, 39]], np.int32)
+    st = SP._Stamps(WIDTH)  # its own table: only these two steps' stamps
+    st.learn(np.array([(4 + SP.MAX_STEP) * SP._SIDE + (-1 + SP.MAX_STEP), (4 + SP.MAX_STEP) * SP._SIDE + SP.MAX_STEP]))
+    table = [SP._SIDE, SP.MAX_STEP, st.start, st.count, *st.flat]
+    out = np.zeros((80, 90), np.uint8)
+    SP.native.paint(3, q, *table, 0, 0, 90, 80, out)
+    np.testing.assert_array_equal(out, _lines_on_full_canvas(q)[:80, :90])
+    with pytest.raises(ValueError, match="crop is 7120 bytes, expected 7200"):
+        SP.native.paint(3, q, *table, 0, 0, 90, 80, out[:, :-1].copy())
+    with pytest.raises(ValueError, match="vertices"):
+        SP.native.paint(4, q, *table, 0, 0, 90, 80, out)
+    with pytest.raises(ValueError, match="outside the crop"):
+        SP.native.paint(3, q, *table, 30, 0, 90, 80, out)
+    with pytest.raises(ValueError, match="longer than max_step"):
+        SP.native.paint(2, np.array([[0, 0], [SP.MAX_STEP + 1, 0]], np.int32), *table, 0, 0, 90, 80, out)
+    with pytest.raises(ValueError, match="without its stamp"):
+        SP.native.paint(2, np.array([[40, 40], [40, 41]], np.int32), *table, 0, 0, 90, 80, out)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow to inf and inf - inf, on purpose

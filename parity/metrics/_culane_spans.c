@@ -9,6 +9,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define BIG ((int32_t)1 << 29) /* no column: beyond any clipped vertex plus its stamp */
 #define FAR ((int32_t)1 << 28)
@@ -252,7 +253,63 @@ done:
     return out;
 }
 
+/* paint(S, q, side, max_step, start, count, rows, lefts, rights, x0, y0, w, h, out): the lane q[S, 2] drawn as
+ * OpenCV draws it, into out[h, w] (the crop at x0, y0): the union of its steps' stamps, each step's stamp
+ * (every run of every row, offsets from the step's first vertex) drawn by OpenCV itself and passed in.
+ * Exact away from the image border, where OpenCV's integer drawing is translation invariant (the caller
+ * keeps to it). A step longer than max_step, or a run outside the crop, is an error: nothing is guessed. */
+static PyObject *paint(PyObject *self, PyObject *args) {
+    (void)self;
+    int S, side, max_step, x0, y0, w, h;
+    Py_buffer q = {0}, start = {0}, count = {0}, rows = {0}, lefts = {0}, rights = {0}, out = {0};
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "iy*iiy*y*y*y*y*iiiiw*", &S, &q, &side, &max_step, &start, &count, &rows, &lefts, &rights,
+                          &x0, &y0, &w, &h, &out))
+        goto done;
+    Py_ssize_t four = sizeof(int32_t), codes = (Py_ssize_t)side * side;
+    if (S < 1 || w < 0 || h < 0 || max_step < 0 || side != 2 * max_step + 1) {
+        PyErr_SetString(PyExc_ValueError, "bad lane, crop or step table dimensions");
+        goto done;
+    }
+    if (q.len != (Py_ssize_t)S * 2 * four) { bad_size("vertices", q.len, (Py_ssize_t)S * 2 * four); goto done; }
+    if (start.len != codes * four) { bad_size("stamp starts", start.len, codes * four); goto done; }
+    if (count.len != codes * four) { bad_size("stamp counts", count.len, codes * four); goto done; }
+    if (rows.len != lefts.len || rows.len != rights.len || rows.len % four) {
+        PyErr_SetString(PyExc_ValueError, "stamp rows, lefts and rights must be int32 arrays of one length");
+        goto done;
+    }
+    if (out.len != (Py_ssize_t)w * h) { bad_size("crop", out.len, (Py_ssize_t)w * h); goto done; }
+    const int32_t *v = q.buf, *st = start.buf, *ct = count.buf, *ro = rows.buf, *le = lefts.buf, *ri = rights.buf;
+    Py_ssize_t n_runs = rows.len / four;
+    uint8_t *o = out.buf;
+    const char *problem = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 0; i + 1 < S && !problem; i++) {
+        int64_t dx = (int64_t)v[2 * i + 2] - v[2 * i], dy = (int64_t)v[2 * i + 3] - v[2 * i + 1];
+        if (dx > max_step || dx < -max_step || dy > max_step || dy < -max_step) { problem = "a step longer than max_step"; break; }
+        Py_ssize_t c = (Py_ssize_t)(dx + max_step) * side + (dy + max_step);
+        if (ct[c] <= 0 || st[c] < 0 || (Py_ssize_t)st[c] + ct[c] > n_runs) { problem = "a step without its stamp"; break; }
+        for (int32_t j = st[c]; j < st[c] + ct[c]; j++) {
+            int64_t r = (int64_t)v[2 * i + 1] + ro[j] - y0, a = (int64_t)v[2 * i] + le[j] - x0, b = (int64_t)v[2 * i] + ri[j] - x0;
+            if (r < 0 || r >= h || a < 0 || b >= w || a > b) { problem = "a stamp reaching outside the crop"; break; }
+            memset(o + (size_t)r * w + a, 1, (size_t)(b - a + 1));
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (problem) PyErr_SetString(PyExc_ValueError, problem);
+    else result = Py_NewRef(Py_None);
+done:
+    {
+        Py_buffer *all[] = {&q, &start, &count, &rows, &lefts, &rights, &out};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            if (all[i]->obj) PyBuffer_Release(all[i]);
+    }
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"paint", paint, METH_VARARGS,
+     "paint(S, q, side, max_step, start, count, rows, lefts, rights, x0, y0, w, h, out) -> None: the lane's stamps into the crop"},
     {"lane_spans", lane_spans, METH_VARARGS,
      "lane_spans(G, S, q, dl, dr, state, start, count, rows, lefts, rights, width, height, max_step, near, left, right, ok)"
      " -> step codes whose stamps are unknown (then nothing is written but ok), or []"},

@@ -30,6 +30,12 @@ vectorised pass per disc row, then the extensions, from the same OpenCV stamps (
 is passed in flat). It also takes lanes that turn back in y: cut into monotone pieces, each one run
 per row, joined row by row where they overlap or touch; a row where they leave a gap is two runs and
 the lane goes to the caller's drawing. Both paths give the same spans wherever both hold a lane.
+
+What the caller draws is painted here where it can be (`paint`, compiled): the union of the lane's
+stamps, each stamp now every run of every row, as OpenCV drew it once per step. The same translation
+invariance makes it exact away from the border; near it, only where `clipped_at_border` clears the
+lane. A nearly flat lane (OpenCV's stamp of a step such as (4, -1) has a hole: two runs in a row) is
+painted in ~40 us, where cv2.polylines took 80-270 us.
 """
 from __future__ import annotations
 
@@ -252,6 +258,63 @@ def _add_extensions(left, right, x, y, dx, dy, ok, thickness) -> None:
         xv = xf[v, None]
         np.minimum.at(left, at, (xv + lefts[c]).ravel())
         np.maximum.at(right, at, (xv + rights[c]).ravel())
+
+
+def stamp_runs(dx: int, dy: int, thickness: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every run of segment [0, (dx, dy)]'s stamp as OpenCV draws it: (row offsets, lefts, rights) from
+    the first vertex, row by row, left to right (a row may hold two runs)."""
+    o = disc(thickness)[0] + MAX_STEP + 2
+    m = _draw([(o, o), (o + dx, o + dy)], thickness, 2 * o + 1)
+    padded = np.zeros((m.shape[0], m.shape[1] + 2), np.int8)
+    padded[:, 1:-1] = m
+    rows, edges = np.nonzero(np.diff(padded, axis=1))  # a run's first column, then one past its last
+    return rows[0::2] - o, edges[0::2] - o, edges[1::2] - 1 - o
+
+
+class _Stamps:
+    """Every step's whole stamp as runs, filled in as steps are first met, for the compiled painter:
+    code c's runs at rows/lefts/rights[start[c] : start[c] + count[c]]."""
+
+    def __init__(self, thickness: int):
+        self.thickness = thickness
+        self.start, self.count = np.zeros(_SIDE * _SIDE, np.int32), np.zeros(_SIDE * _SIDE, np.int32)
+        self.flat = tuple(np.zeros(0, np.int32) for _ in range(3))
+
+    def learn(self, codes: np.ndarray) -> None:
+        codes = codes[self.count[codes] == 0]  # after the first lanes, nearly always none
+        if not len(codes):
+            return
+        new = np.unique(codes).tolist()
+        runs = [stamp_runs(c // _SIDE - MAX_STEP, c % _SIDE - MAX_STEP, self.thickness) for c in new]
+        at = len(self.flat[0])
+        for c, r in zip(new, runs):
+            self.start[c], self.count[c] = at, len(r[0])
+            at += len(r[0])
+        self.flat = tuple(np.concatenate([f, *(r[i].astype(np.int32) for r in runs)]) for i, f in enumerate(self.flat))
+
+
+@functools.lru_cache(maxsize=4)
+def _stamps(thickness: int) -> _Stamps:
+    return _Stamps(thickness)
+
+
+def paint(p: np.ndarray, x0: int, y0: int, w: int, h: int, thickness: int) -> np.ndarray | None:
+    """Integer vertices p[S, 2] drawn as OpenCV draws them (`cv2.polylines`, `thickness`) into a w x h
+    crop at (x0, y0): the union of the steps' stamps, each drawn by OpenCV once. The caller keeps the
+    lane's drawing inside the image (there OpenCV's integer drawing is translation invariant; at a
+    border it is not, see below). None where it does not apply: no compiled painter, or a step longer
+    than MAX_STEP."""
+    if native is None:
+        return None
+    v = np.ascontiguousarray(p, np.int32)
+    d = np.diff(v, axis=0)
+    if len(v) < 2 or np.abs(d).max() > MAX_STEP:
+        return None
+    stamps = _stamps(thickness)
+    stamps.learn((d[:, 0] + MAX_STEP) * _SIDE + d[:, 1] + MAX_STEP)
+    out = np.zeros((h, w), np.uint8)
+    native.paint(len(v), v, _SIDE, MAX_STEP, stamps.start, stamps.count, *stamps.flat, x0, y0, w, h, out)
+    return out
 
 
 def areas(left: np.ndarray, right: np.ndarray) -> np.ndarray:
