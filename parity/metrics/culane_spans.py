@@ -300,10 +300,10 @@ def _stamps(thickness: int) -> _Stamps:
 
 def paint(p: np.ndarray, x0: int, y0: int, w: int, h: int, thickness: int) -> np.ndarray | None:
     """Integer vertices p[S, 2] drawn as OpenCV draws them (`cv2.polylines`, `thickness`) into a w x h
-    crop at (x0, y0): the union of the steps' stamps, each drawn by OpenCV once. The caller keeps the
-    lane's drawing inside the image (there OpenCV's integer drawing is translation invariant; at a
-    border it is not, see below). None where it does not apply: no compiled painter, or a step longer
-    than MAX_STEP."""
+    crop at (x0, y0): the union of the steps' stamps, each drawn by OpenCV once. Exact where no stamp
+    crosses the image border (OpenCV's integer drawing is translation invariant there); a lane that
+    crosses it is OpenCV's drawing cropped only where `clipped_at_border` clears it (the caller's
+    check, see below). None where it does not apply: no compiled painter, or a step longer than MAX_STEP."""
     if native is None:
         return None
     v = np.ascontiguousarray(p, np.int32)
