@@ -28,11 +28,15 @@ typedef struct {
     Py_ssize_t n_table;
 } Geometry;
 
+static void release_all(Py_buffer *const *all, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (all[i]->obj) PyBuffer_Release(all[i]);
+}
+
 static void release(Buffers *b) {
     Py_buffer *all[] = {&b->q, &b->dl, &b->dr, &b->state, &b->start, &b->count,
                         &b->rows, &b->lefts, &b->rights, &b->left, &b->right, &b->ok};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (all[i]->obj) PyBuffer_Release(all[i]);
+    release_all(all, sizeof all / sizeof all[0]);
 }
 
 static int bad_size(const char *what, Py_ssize_t got, Py_ssize_t want) {
@@ -256,8 +260,9 @@ done:
 /* paint(S, q, side, max_step, start, count, rows, lefts, rights, x0, y0, w, h, out): the lane q[S, 2] drawn as
  * OpenCV draws it, into out[h, w] (the crop at x0, y0): the union of its steps' stamps, each step's stamp
  * (every run of every row, offsets from the step's first vertex) drawn by OpenCV itself and passed in.
- * Exact away from the image border, where OpenCV's integer drawing is translation invariant (the caller
- * keeps to it). A step longer than max_step, or a run outside the crop, is an error: nothing is guessed. */
+ * Exact where no stamp crosses the image border, where OpenCV's integer drawing is translation invariant;
+ * across it only where the caller's border check (culane_spans.clipped_at_border) clears the lane. A step
+ * longer than max_step, or a run outside the crop, is an error: nothing is guessed. */
 static PyObject *paint(PyObject *self, PyObject *args) {
     (void)self;
     int S, side, max_step, x0, y0, w, h;
@@ -301,8 +306,7 @@ static PyObject *paint(PyObject *self, PyObject *args) {
 done:
     {
         Py_buffer *all[] = {&q, &start, &count, &rows, &lefts, &rights, &out};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-            if (all[i]->obj) PyBuffer_Release(all[i]);
+        release_all(all, sizeof all / sizeof all[0]);
     }
     return result;
 }

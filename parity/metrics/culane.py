@@ -171,15 +171,17 @@ def _painted(p: np.ndarray, x0: int, y0: int, x1: int, y1: int, clipped: bool | 
     border clips a stamp it draws differently, so a lane near it is painted only when no such pixel
     escapes its discs (`clipped_at_border`, or `clipped` where the caller found it for many lanes at
     once), as the span rasteriser does; None: it is drawn."""
+    if SP.native is None:
+        return None
     W, H = CULANE_IMAGE_SIZE
     lo, hi = p.min(axis=0), p.max(axis=0)
     if (lo > _PAD).all() and hi[0] < W - 1 - _PAD and hi[1] < H - 1 - _PAD:  # every stamp inside the image
         return SP.paint(p, x0, y0, x1 - x0, y1 - y0, CULANE_WIDTH_PX)
     if (lo < -SP._NEAR).any() or hi[0] >= W + SP._NEAR or hi[1] >= H + SP._NEAR:
         return None
-    if clipped is None and SP.native is not None:
+    if clipped is None:
         clipped = SP.clipped_at_border(p[None], np.ones(1, bool), W, H, CULANE_WIDTH_PX)[0]
-    if SP.native is None or clipped:
+    if clipped:
         return None
     ux0, uy0 = lo - _PAD
     whole = SP.paint(p, int(ux0), int(uy0), int(hi[0] + _PAD + 1 - ux0), int(hi[1] + _PAD + 1 - uy0), CULANE_WIDTH_PX)
