@@ -166,6 +166,84 @@ def test_p99_is_numpys_percentile_bit_for_bit():
     np.testing.assert_array_equal(percentile_99(d), np.percentile(d, 99, axis=1))
 
 
+def _numpy_output_parity(a, b):
+    from parity.metrics.tensors import argmax_flips, tensor_parity
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        return {**tensor_parity(a, b), "flips": argmax_flips(a, b), "nonfinite": (~np.isfinite(a)).reshape(len(a), -1).mean(axis=1)}
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf, on purpose
+def test_compiled_output_parity_is_numpys_bit_for_bit():
+    """output_parity compiled (one pass a frame: numpy's pairwise sums, a heap of the top values for
+    the 99th percentile, argmax with numpy's NaN rule) gives numpy's figures to the bit: noise, NaN and
+    inf anywhere, ties, coarse levels, the reference against itself, zeros (cosine NaN), values whose
+    squares overflow, lengths around numpy's 8- and 128-element blocks and both sides of 4,096, one
+    class or one element a frame. A missing compiled module fails: CI has a compiler."""
+    from parity.metrics import tensors
+
+    if tensors.native is None:
+        pytest.fail("parity.metrics._tensors did not build (pip install -e . compiles it with the C compiler)")
+    rng = np.random.default_rng(5)
+    shapes = [(15, 65, 18, 4), (4, 101, 7), (3, 2, 1), (2, 5000), (16, 3, 7542), (1, 1, 1), (5, 9, 5, 2), (7, 3, 1365), (6, 1, 1),
+              (3, 129), (3, 135), (2, 257, 1), (4, 7, 1)]
+    for shape in shapes:
+        for kind in ("noise", "nan and inf", "ties", "levels", "many inf", "same", "zeros", "overflow"):
+            a = rng.normal(0, 3, shape).astype(np.float32)
+            b = (a + rng.normal(0, 1e-3, shape)).astype(np.float32)
+            fa, fb = a.reshape(len(a), -1), b.reshape(len(b), -1)
+            n = fa.shape[1]
+            if kind == "nan and inf":
+                fa[min(3, len(a) - 1), 5 % n], fb[len(a) // 2, :], fa[len(a) // 2, 0] = np.nan, np.inf, np.inf
+            elif kind == "ties":
+                b = a.copy()
+                b.reshape(len(b), -1)[: len(a) // 2, : n // 3] += 1
+            elif kind == "levels":
+                a, b = np.round(a * 2) / 2, np.round(a)
+            elif kind == "many inf":
+                fa[:, ::3], fb[:, ::5] = np.inf, np.inf
+            elif kind == "same":
+                b = a
+            elif kind == "zeros":
+                a, b = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+            elif kind == "overflow":
+                a, b = a * np.float32(1e30), b * np.float32(-1e30)
+            got, want = tensors.output_parity(a, b), _numpy_output_parity(a, b)
+            assert sorted(got) == sorted(want)
+            for k in want:
+                np.testing.assert_array_equal(got[k].view(np.int64), want[k].view(np.int64), err_msg=f"{shape} {kind} {k}")
+
+
+def test_output_parity_takes_numpys_path_where_the_compiled_one_does_not_apply(monkeypatch):
+    """float64 or mismatched outputs, and no compiled module at all, go to numpy: the same figures."""
+    from parity.metrics import tensors
+
+    rng = np.random.default_rng(6)
+    a = rng.normal(size=(3, 5, 4)).astype(np.float32)
+    b = a + np.float32(0.01)
+    want = _numpy_output_parity(a, b)
+    for x, y in ((a.astype(np.float64), b), (a, b.astype(np.float64))):
+        got = tensors.output_parity(x, y)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    monkeypatch.setattr(tensors, "native", None)
+    got = tensors.output_parity(a, b)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_compiled_output_parity_rejects_buffers_that_do_not_match_its_shape():
+    from parity.metrics import tensors
+
+    if tensors.native is None:
+        pytest.fail("parity.metrics._tensors did not build (pip install -e . compiles it with the C compiler)")
+    a, out = np.zeros((2, 6), np.float32), np.empty((2, 6))
+    tensors.native.output_parity(2, 6, 3, a, a, out)
+    for args in ((2, 6, 4, a, a, out), (3, 6, 3, a, a, out), (2, 6, 3, a, a[:1], out), (2, 6, 3, a, a, out[:1]), (2, 0, 1, a, a, out)):
+        with pytest.raises(ValueError, match="must be float32"):
+            tensors.native.output_parity(*args)
+
+
 def test_metres_per_pixel_from_the_camera():
     cam = {"fx": 520.0, "fy": 520.0, "cx": 319.5, "cy": 179.5, "height_m": 1.5, "pitch_deg": 3.0}
     mpp = M.metres_per_pixel(cam, np.array([200.0, 340.0]), 640)

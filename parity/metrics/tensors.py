@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
+try:  # output_parity compiled (parity/metrics/_tensors.c), built at install where a C compiler is
+    from . import _tensors as native
+except ImportError:  # pragma: no cover - no compiler at install: the numpy path below
+    native = None
+
 
 def tensor_parity(a: np.ndarray, b: np.ndarray) -> dict:
     """Per frame (first axis): max, p99 and mean |a - b| and cosine similarity of the flattened outputs."""
@@ -53,3 +58,17 @@ def argmax_flips(a: np.ndarray, b: np.ndarray, axis: int = 1) -> np.ndarray:
         return np.zeros(len(a))
     flips = a.argmax(axis=axis) != b.argmax(axis=axis)
     return flips.reshape(len(flips), -1).mean(axis=1)
+
+
+def output_parity(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+    """Per frame of a runner's output `a` against the reference's `b` (same shape, frames first):
+    `tensor_parity`'s figures, argmax flips over axis 1 (`flips`) and the share of a's values that
+    are NaN/Inf (`nonfinite`). Compiled for float32 outputs (one pass a frame; the same bits as the
+    numpy below), numpy otherwise."""
+    if native is None or a.dtype != np.float32 or b.dtype != np.float32 or a.shape != b.shape or a.ndim < 2 or a.size == 0:
+        with np.errstate(invalid="ignore", over="ignore"):
+            return {**tensor_parity(a, b), "flips": argmax_flips(a, b),
+                    "nonfinite": (~np.isfinite(a)).reshape(len(a), -1).mean(axis=1)}
+    out = np.empty((len(a), 6))
+    native.output_parity(len(a), a[0].size, a.shape[1], np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+    return dict(zip(("max", "p99", "mean", "cosine", "nonfinite", "flips"), out.T))

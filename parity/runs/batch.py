@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..metrics.tensors import argmax_flips, tensor_parity
+from ..metrics.tensors import output_parity
 from ..models.outputs import decode_outputs, output_names
 from ..runners.base import RunnerError
 
@@ -20,10 +20,11 @@ RAW_PARITY = ("raw_max", "raw_p99", "raw_mean", "raw_cosine", "argmax_flip_rate"
 
 
 def raw_parity(logits: np.ndarray, ref: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-frame raw output parity of a batch against the reference runner's logits."""
-    p = tensor_parity(logits, ref)
+    """Per-frame raw output parity of a batch against the reference runner's logits, and the share of
+    the batch's own values that are NaN/Inf (`nonfinite`)."""
+    p = output_parity(logits, ref)
     return {"raw_max": p["max"], "raw_p99": p["p99"], "raw_mean": p["mean"], "raw_cosine": p["cosine"],
-            "argmax_flip_rate": argmax_flips(logits, ref)}
+            "argmax_flip_rate": p["flips"], "nonfinite": p["nonfinite"]}
 
 
 def worst_over_outputs(per: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -94,8 +95,7 @@ class RunnerBatches:
                 raise RunnerError(f"runner {r.name} returned {k} of shape {outs[k].shape}, the reference {ref[k].shape}")
             ref = outs if ref is None else ref
             p = self._parts[r.name]
-            with np.errstate(invalid="ignore", over="ignore"):
-                per = {k: {**raw_parity(outs[k], ref[k]), "nonfinite": (~np.isfinite(outs[k])).reshape(n, -1).mean(axis=1)} for k in names}
+            per = {k: raw_parity(outs[k], ref[k]) for k in names}
             p["raw"].append(per)
             sizes = {k: outs[k].size // n for k in names}  # the frame's share over all its values: each output's, weighted by size
             nonfinite = sum(per[k]["nonfinite"] * sizes[k] for k in names) / sum(sizes.values())
