@@ -748,18 +748,18 @@ def test_compiled_painter_rejects_arrays_of_the_wrong_size_and_stamps_outside_th
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow to inf and inf - inf, on purpose
 def test_compiled_spline_vertices_are_numpys(span_rasteriser):
-    """The compiled spline samples, rounded, equal numpy's `_round(_spline_samples(...))` vertex for
-    vertex: lanes on the canvas, far off it (clipped to +-2^30), and beyond float32 (inf, then NaN)."""
+    """The compiled spline (coefficients and samples), rounded, equals numpy's
+    `_round(_spline_samples(_spline_coefficients(...)))` vertex for vertex: lanes on the canvas, far off
+    it (clipped to +-2^30), and beyond float32 (inf, then NaN); three points (one equation) to many."""
     if span_rasteriser == "numpy":
         pytest.skip("compares the two: runs once")
     rng = np.random.default_rng(3)
     for scale in (1.0, 1e3, 1e9, 1e37):
-        for n in (3, 5, 18):
+        for n in (3, 4, 5, 18, 56):
             y = np.sort(rng.uniform(0, 590, (40, n)), axis=1)[:, ::-1] + np.arange(n)[::-1] * 1e-3
             x = rng.uniform(-200, 1800, (40, n)) * scale
             P = np.stack([x, y], axis=2).astype(np.float32)
-            coef = CU._spline_coefficients(P)
-            got = CU._spline_vertices(coef, P[:, -1])
-            want = CU._round(CU._spline_samples(coef, P[:, -1]))
+            got = CU._spline_vertices(P)
+            want = CU._round(CU._spline_samples(CU._spline_coefficients(P), P[:, -1]))
             assert got.dtype == want.dtype == np.int64
             np.testing.assert_array_equal(got, want, err_msg=f"scale {scale} n {n}")

@@ -312,23 +312,20 @@ def _frame_vertices(x: np.ndarray, rows, image_width: float, image_height: float
         for k in np.flatnonzero(zero):
             yield t[k : k + 1], l[k : k + 1], _round(spline_points(P[k])[None])
         ok = np.flatnonzero(~zero)
-        if n > 2 and len(ok):
-            coef = _spline_coefficients(P[ok])
         for s in range(0, len(ok), _CHUNK_LANES):
-            sl = slice(s, s + _CHUNK_LANES)
-            q = _round(P[ok[sl]]) if n == 2 else _spline_vertices(tuple(v[sl] for v in coef), P[ok[sl], -1])
-            yield t[ok[sl]], l[ok[sl]], q
+            sl = ok[s : s + _CHUNK_LANES]
+            yield t[sl], l[sl], _round(P[sl]) if n == 2 else _spline_vertices(P[sl])
 
 
-def _spline_vertices(coef, last: np.ndarray) -> np.ndarray:
-    """_round(_spline_samples(coef, last)): compiled where it built (the same float64 operations in
-    the same order: the same vertices), numpy otherwise."""
+def _spline_vertices(P: np.ndarray) -> np.ndarray:
+    """_round(_spline_samples(...)) of lanes P[G, n, 2] float32 (n >= 3, no zero chord): compiled where
+    it built (coefficients and samples, the same float64 operations in the same order: the same
+    vertices), numpy otherwise."""
     if _spline_native is None:
-        return _round(_spline_samples(coef, last))
-    a, b, c, d, h = (np.ascontiguousarray(v, np.float64) for v in coef)
-    G, m = h.shape
-    out = np.empty((G, m * SPLINE_STEPS + 1, 2), np.int64)
-    _spline_native.spline_vertices(G, m, SPLINE_STEPS, a, b, c, d, h, np.ascontiguousarray(last, np.float32), out)
+        return _round(_spline_samples(_spline_coefficients(P), P[:, -1]))
+    G, n, _ = P.shape
+    out = np.empty((G, (n - 1) * SPLINE_STEPS + 1, 2), np.int64)
+    _spline_native.spline_lanes(G, n, SPLINE_STEPS, np.ascontiguousarray(P, np.float32), out)
     return out
 
 
@@ -516,17 +513,24 @@ def _gt_lanes(key: bytes, gt: np.ndarray, rows, image_width: float, image_height
 
 
 def _frame_keys(groups, T: int) -> list[bytes]:
-    """Per frame, its lanes' vertices as bytes (each lane's index and vertex count, then its vertices,
-    in lane order): two frames whose bytes are equal draw the same pixels."""
-    lanes: list[list] = [[] for _ in range(T)]
+    """Per frame, its lanes' vertices as bytes (each lane's index and vertex count as int64, then its
+    int32 vertices, in lane order): two frames whose bytes are equal draw the same pixels. A group's
+    lanes are laid out as one buffer, each lane's bytes a slice of it."""
+    rows, frame, lane = [], [], []
     for t, l, q in groups:
-        for tk, lk, v in zip(t.tolist(), l.tolist(), q.astype(np.int32)):  # vertices are within +-2^30 (`_round`)
-            lanes[tk].append((lk, len(v), v.tobytes()))
-    out = []
-    for f in lanes:
-        f.sort(key=lambda e: e[0])
-        out.append(b"".join(np.array([lk, n], np.int64).tobytes() + v for lk, n, v in f))
-    return out
+        head = np.stack([l, np.full(len(l), q.shape[1])], axis=1).astype(np.int64).view(np.uint8)
+        v = np.ascontiguousarray(q, np.int32).reshape(len(q), -1).view(np.uint8)  # vertices are within +-2^30 (`_round`)
+        buf, w = np.concatenate([head, v], axis=1).tobytes(), head.shape[1] + v.shape[1]
+        rows += [buf[i : i + w] for i in range(0, len(buf), w)]
+        frame.append(t)
+        lane.append(l)
+    if not rows:
+        return [b""] * T
+    frame, lane = np.concatenate(frame), np.concatenate(lane)
+    order = np.lexsort((lane, frame))
+    cut = np.searchsorted(frame[order], np.arange(T + 1)).tolist()
+    order = order.tolist()
+    return [b"".join([rows[i] for i in order[cut[f] : cut[f + 1]]]) for f in range(T)]
 
 
 def _round(samples: np.ndarray) -> np.ndarray:
