@@ -723,6 +723,27 @@ def test_compiled_rasteriser_rejects_arrays_of_the_wrong_size(span_rasteriser):
         SP.native.lane_spans(2, 5, q, dl[:-1].astype(np.int32), *args[1:], left, right, ok)
 
 
+def test_steps_near_the_border_compiled_are_numpys(span_rasteriser, monkeypatch):
+    """The compiled scan for the steps a border can change lists numpy's (lane, step) pairs in numpy's
+    order: lanes inside, along and across every border, not-ok lanes skipped, one-vertex lanes."""
+    if span_rasteriser == "numpy":
+        pytest.skip("compares the two: runs once")
+    rng = np.random.default_rng(8)
+    for S in (1, 2, 7, 60):
+        q = np.stack([rng.integers(-40, W_OFF + 40, (50, S)), rng.integers(-40, H_OFF + 40, (50, S))], axis=2).astype(np.int64)
+        q[:10] = q[:10] // 4 + 200  # well inside
+        ok = rng.random(50) > 0.2
+        got = SP._near_border_steps(q, ok, 17, W_OFF, H_OFF)
+        monkeypatch.setattr(SP, "native", None)
+        want = SP._near_border_steps(q, ok, 17, W_OFF, H_OFF)
+        monkeypatch.undo()
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w, err_msg=f"S {S}")
+    with pytest.raises(ValueError, match="int64"):
+        SP.native.near_border_steps(2, 3, np.zeros((2, 3, 2), np.int64), np.ones(1, np.uint8), 17, W_OFF, H_OFF,
+                                    np.empty(4, np.int64), np.empty(4, np.int64))
+
+
 def test_compiled_painter_rejects_arrays_of_the_wrong_size_and_stamps_outside_the_crop(span_rasteriser):
     """paint checks its buffers, its steps and where each run lands: a ValueError, never a write past the crop."""
     if SP.native is None:

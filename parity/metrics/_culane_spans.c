@@ -311,7 +311,50 @@ done:
     return result;
 }
 
+/* near_border_steps(G, S, q, ok, c, width, height, lanes, steps) -> n: the steps (lane, first vertex) of
+ * the ok lanes of q[G, S, 2] int64 with a vertex within c of a border (x < c, x > width - 1 - c, the
+ * same in y), lane by lane, step by step, into lanes[n] and steps[n] (int64, room for G (S - 1)): the
+ * only steps whose stamps the border can change (culane_spans.clipped_at_border_of_groups). */
+static PyObject *near_border_steps(PyObject *self, PyObject *args) {
+    (void)self;
+    int G, S;
+    long long c, width, height;
+    Py_buffer q = {0}, ok = {0}, lanes = {0}, steps = {0};
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "iiy*y*LLLw*w*", &G, &S, &q, &ok, &c, &width, &height, &lanes, &steps)) goto done;
+    Py_ssize_t room = (Py_ssize_t)G * (S > 1 ? S - 1 : 0) * (Py_ssize_t)sizeof(int64_t);
+    if (G < 0 || S < 1 || q.len != (Py_ssize_t)G * S * 2 * (Py_ssize_t)sizeof(int64_t) || ok.len != G || lanes.len != room ||
+        steps.len != room) {
+        PyErr_SetString(PyExc_ValueError, "q must be int64 [G, S, 2], ok G bytes, lanes and steps int64 [G (S - 1)]");
+        goto done;
+    }
+    const int64_t *v = q.buf;
+    const uint8_t *good = ok.buf;
+    int64_t *lo = lanes.buf, *st = steps.buf;
+    Py_ssize_t n = 0;
+    for (Py_ssize_t g = 0; g < G; g++) {
+        if (!good[g]) continue;
+        const int64_t *p = v + g * S * 2;
+        int prev = 0;
+        for (Py_ssize_t i = 0; i < S; i++) {
+            int64_t x = p[2 * i], y = p[2 * i + 1];
+            int near = x < c || x > width - 1 - c || y < c || y > height - 1 - c;
+            if (i && (near || prev)) lo[n] = g, st[n++] = i - 1;
+            prev = near;
+        }
+    }
+    result = PyLong_FromSsize_t(n);
+done:
+    {
+        Py_buffer *all[] = {&q, &ok, &lanes, &steps};
+        release_all(all, sizeof all / sizeof all[0]);
+    }
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"near_border_steps", near_border_steps, METH_VARARGS,
+     "near_border_steps(G, S, q, ok, c, width, height, lanes, steps) -> n: the ok lanes' steps near the border"},
     {"paint", paint, METH_VARARGS,
      "paint(S, q, side, max_step, start, count, rows, lefts, rights, x0, y0, w, h, out) -> None: the lane's stamps into the crop"},
     {"lane_spans", lane_spans, METH_VARARGS,

@@ -404,15 +404,9 @@ def clipped_at_border_of_groups(qs: list[np.ndarray], oks: list[np.ndarray], wid
     for k, (q, ok) in enumerate(zip(qs, oks)):
         if not ok.any() or q.shape[1] < 2:
             continue
-        x, y = q[..., 0], q[..., 1]
-        near_lane = ok & ((x.min(axis=1) < c) | (x.max(axis=1) > width - 1 - c) | (y.min(axis=1) < c) | (y.max(axis=1) > height - 1 - c))
-        g_near = np.flatnonzero(near_lane)
-        if not len(g_near):
-            continue
-        v = np.asarray(q[g_near], np.int64)
-        near = (v[..., 0] < c) | (v[..., 0] > width - 1 - c) | (v[..., 1] < c) | (v[..., 1] > height - 1 - c)
-        g, s = np.nonzero(near[:, :-1] | near[:, 1:])
-        steps.append((np.full(len(g), k), g_near[g], v[g, s], v[g, s + 1]))
+        g, s = _near_border_steps(q, ok, c, width, height)
+        if len(g):
+            steps.append((np.full(len(g), k), g, q[g, s].astype(np.int64), q[g, s + 1].astype(np.int64)))
     if not steps:
         return outs
     group, lane, a, b = (np.concatenate(z) for z in zip(*steps))  # per step: its group, its lane there, its two vertices
@@ -457,6 +451,23 @@ def clipped_at_border_of_groups(qs: list[np.ndarray], oks: list[np.ndarray], wid
         if len(p) and not _covered_by_discs(p, np.asarray(qs[k][g], np.int64), R, dl, dr):
             outs[k][g] = True
     return outs
+
+
+def _near_border_steps(q: np.ndarray, ok: np.ndarray, c: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lane, step) of the ok lanes' steps of q[G, S, 2] with a vertex within c of a border, lane by
+    lane: compiled where it built (one pass over the vertices), numpy otherwise."""
+    if native is not None and q.dtype == np.int64:
+        G, S, _ = q.shape
+        lanes, steps = np.empty(G * (S - 1), np.int64), np.empty(G * (S - 1), np.int64)
+        n = native.near_border_steps(G, S, np.ascontiguousarray(q), np.ascontiguousarray(ok, np.uint8), c, width, height, lanes, steps)
+        return lanes[:n], steps[:n]
+    x, y = q[..., 0], q[..., 1]
+    near_lane = ok & ((x.min(axis=1) < c) | (x.max(axis=1) > width - 1 - c) | (y.min(axis=1) < c) | (y.max(axis=1) > height - 1 - c))
+    g_near = np.flatnonzero(near_lane)
+    v = q[g_near]
+    near = (v[..., 0] < c) | (v[..., 0] > width - 1 - c) | (v[..., 1] < c) | (v[..., 1] > height - 1 - c)
+    g, s = np.nonzero(near[:, :-1] | near[:, 1:])
+    return g_near[g], s
 
 
 _BORDER_DIFFERENCES: dict[int, dict[int, np.ndarray]] = {}  # thickness -> packed key -> border_stamp_difference
