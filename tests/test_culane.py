@@ -744,6 +744,28 @@ def test_steps_near_the_border_compiled_are_numpys(span_rasteriser, monkeypatch)
                                     np.empty(4, np.int64), np.empty(4, np.int64))
 
 
+def test_span_boxes_compiled_are_numpys(span_rasteriser, monkeypatch):
+    """Each lane's rows, columns and pixels from its spans, compiled, equal numpy's: lanes with gaps,
+    one row, the first and last rows, and no pixel at all."""
+    if span_rasteriser == "numpy":
+        pytest.skip("compares the two: runs once")
+    rng = np.random.default_rng(9)
+    left = rng.integers(-5, W_OFF, (40, H_OFF)).astype(np.int32)
+    right = (left + rng.integers(-30, 30, left.shape)).astype(np.int32)
+    for k, rows in ((0, slice(None)), (1, slice(0, -1)), (2, slice(1, None)), (3, slice(None))):  # no pixel; the last row; the first
+        left[k, rows], right[k, rows] = W_OFF, -1
+    left[1, -1], right[1, -1], left[2, 0], right[2, 0] = 10, 20, 10, 20
+    right[3, 300] = left[3, 300] = 7  # one pixel
+    got = SP.span_boxes(left, right)
+    monkeypatch.setattr(SP, "native", None)
+    want = SP.span_boxes(left, right)
+    for g, w, name in zip(got, want, ("top", "bottom", "x0", "x1", "area")):
+        np.testing.assert_array_equal(g, w, err_msg=name)
+    top, bottom, x0, x1, area = got
+    assert (top[0], bottom[0], area[0]) == (H_OFF, H_OFF, 0) and (top[1], bottom[1]) == (H_OFF - 1, H_OFF)
+    assert (top[2], bottom[2]) == (0, 1) and (top[3], bottom[3], x0[3], x1[3], area[3]) == (300, 301, 7, 7, 1)
+
+
 def test_compiled_painter_rejects_arrays_of_the_wrong_size_and_stamps_outside_the_crop(span_rasteriser):
     """paint checks its buffers, its steps and where each run lands: a ValueError, never a write past the crop."""
     if SP.native is None:

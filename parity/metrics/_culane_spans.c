@@ -311,6 +311,44 @@ done:
     return result;
 }
 
+/* span_boxes(N, H, left, right, box) : per lane of row spans left, right [N, H] int32 (left > right: an
+ * empty row), box [N, 5] int64 = (first row, one past the last row, least left, greatest right, pixels);
+ * a lane without a pixel gets (H, H, BIG, -BIG, 0). One pass where numpy made eight over [N, H]. */
+static PyObject *span_boxes(PyObject *self, PyObject *args) {
+    (void)self;
+    int N, H;
+    Py_buffer left = {0}, right = {0}, box = {0};
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "iiy*y*w*", &N, &H, &left, &right, &box)) goto done;
+    Py_ssize_t spans = (Py_ssize_t)N * H * (Py_ssize_t)sizeof(int32_t);
+    if (N < 0 || H < 0 || left.len != spans || right.len != spans || box.len != (Py_ssize_t)N * 5 * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "left and right must be int32 [N, H], box int64 [N, 5]");
+        goto done;
+    }
+    const int32_t *l = left.buf, *r = right.buf;
+    int64_t *b = box.buf;
+    for (Py_ssize_t k = 0; k < N; k++) {
+        int64_t top = H, bottom = H, x0 = BIG, x1 = -BIG, area = 0;
+        for (Py_ssize_t y = 0; y < H; y++) {
+            int32_t a = l[k * H + y], c = r[k * H + y];
+            if (c < a) continue;
+            if (top == H) top = y;
+            bottom = y + 1;
+            x0 = a < x0 ? a : x0;
+            x1 = c > x1 ? c : x1;
+            area += (int64_t)c - a + 1;
+        }
+        b[k * 5] = top, b[k * 5 + 1] = bottom, b[k * 5 + 2] = x0, b[k * 5 + 3] = x1, b[k * 5 + 4] = area;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    {
+        Py_buffer *all[] = {&left, &right, &box};
+        release_all(all, sizeof all / sizeof all[0]);
+    }
+    return result;
+}
+
 /* near_border_steps(G, S, q, ok, c, width, height, lanes, steps) -> n: the steps (lane, first vertex) of
  * the ok lanes of q[G, S, 2] int64 with a vertex within c of a border (x < c, x > width - 1 - c, the
  * same in y), lane by lane, step by step, into lanes[n] and steps[n] (int64, room for G (S - 1)): the
@@ -353,6 +391,8 @@ done:
 }
 
 static PyMethodDef methods[] = {
+    {"span_boxes", span_boxes, METH_VARARGS,
+     "span_boxes(N, H, left, right, box) -> None: each lane's rows, columns and pixels into box[N, 5]"},
     {"near_border_steps", near_border_steps, METH_VARARGS,
      "near_border_steps(G, S, q, ok, c, width, height, lanes, steps) -> n: the ok lanes' steps near the border"},
     {"paint", paint, METH_VARARGS,

@@ -54,7 +54,12 @@ static void coefficients(const float *p, int n, double *work, double *a, double 
         }
 }
 
-/* One lane's samples from its coefficients, rounded: the k-th of segment s at t = (h / times) k. */
+/* One lane's samples from its coefficients, rounded: the k-th of segment s at t = (h / times) k. Built
+ * for AVX2 as well where the compiler can (picked at load by the CPU it runs on): x86-64's baseline has
+ * no rounding instruction, and rintf was a library call per coordinate. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
 static void samples(const double *A, const double *B, const double *C, const double *D, const double *H, const float *last,
                     int m, int times, int64_t *og) {
     for (Py_ssize_t s = 0; s < m; s++) {

@@ -370,9 +370,6 @@ class _Lanes:
             n += len(t)
         self.left = np.concatenate(lefts) if lefts else np.zeros((0, H), np.int32)
         self.right = np.concatenate(rights) if rights else np.zeros((0, H), np.int32)
-        self.area = SP.areas(self.left, self.right)
-        for i, m in self.drawn.items():  # their spans are not their pixels
-            self.area[i] = m.area
         ids = np.concatenate(ids) if ids else np.zeros((0, 3), np.int64)
         ids = ids[np.lexsort((ids[:, 1], ids[:, 0]))]
         self.order = ids[:, 2]  # lane ids frame by frame, in lane order
@@ -381,16 +378,13 @@ class _Lanes:
         self._boxes()
 
     def _boxes(self) -> None:
-        """Each lane's rows [top, bottom) and columns [x0, x1] (empty lanes: top = bottom); pairs whose
-        boxes do not meet share no pixel and are never intersected."""
+        """Each lane's rows [top, bottom), columns [x0, x1] (empty lanes: top = bottom) and pixels; pairs
+        whose boxes do not meet share no pixel and are never intersected."""
         H = self.left.shape[1]
-        on = self.right >= self.left
-        self.top = np.where(on.any(axis=1), on.argmax(axis=1), H)
-        self.bottom = np.where(on.any(axis=1), H - on[:, ::-1].argmax(axis=1), H)
-        self.x0 = np.where(on, self.left, SP._BIG).min(axis=1, initial=SP._BIG)
-        self.x1 = np.where(on, self.right, -SP._BIG).max(axis=1, initial=-SP._BIG)
-        for i, m in self.drawn.items():
+        self.top, self.bottom, self.x0, self.x1, self.area = SP.span_boxes(self.left, self.right)
+        for i, m in self.drawn.items():  # their spans are not their pixels
             self.top[i], self.bottom[i], self.x0[i], self.x1[i] = (m.y0, m.y1, m.x0, m.x1 - 1) if m.area else (H, H, SP._BIG, -SP._BIG)
+            self.area[i] = m.area
         self.is_drawn = np.zeros(len(self.left), bool)
         self.is_drawn[list(self.drawn)] = True
 

@@ -321,6 +321,24 @@ def areas(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.clip(right - left + 1, 0, None).sum(axis=-1, dtype=np.int64)
 
 
+def span_boxes(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per lane of row spans left, right [N, H] (left > right: an empty row): its rows [top, bottom),
+    columns [x0, x1] and pixels; a lane without a pixel has top = bottom = H, x0 = _BIG, x1 = -_BIG.
+    Compiled where it built (one pass), numpy otherwise."""
+    N, H = left.shape
+    if native is not None:
+        box = np.empty((N, 5), np.int64)
+        native.span_boxes(N, H, np.ascontiguousarray(left, np.int32), np.ascontiguousarray(right, np.int32), box)
+        return tuple(box.T)
+    on = right >= left
+    some = on.any(axis=1)
+    top = np.where(some, on.argmax(axis=1), H)
+    bottom = np.where(some, H - on[:, ::-1].argmax(axis=1), H)
+    x0 = np.where(on, left, _BIG).min(axis=1, initial=_BIG)
+    x1 = np.where(on, right, -_BIG).max(axis=1, initial=-_BIG)
+    return top, bottom, x0, x1, areas(left, right)
+
+
 def intersections(la, ra, lb, rb) -> np.ndarray:
     """Pixels two row-span masks share, per pair (leading axes broadcast)."""
     return np.clip(np.minimum(ra, rb) - np.maximum(la, lb) + 1, 0, None).sum(axis=-1, dtype=np.int64)
