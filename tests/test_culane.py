@@ -766,6 +766,28 @@ def test_span_boxes_compiled_are_numpys(span_rasteriser, monkeypatch):
     assert (top[2], bottom[2]) == (0, 1) and (top[3], bottom[3], x0[3], x1[3], area[3]) == (300, 301, 7, 7, 1)
 
 
+def test_pair_intersections_are_the_spans_shared_pixels(span_rasteriser):
+    """Pixels shared by pairs of span lanes, counted over the rows both boxes hold, equal the plain sum
+    over every row (both paths); a lane or row outside the arrays is an error in the compiled one."""
+    rng = np.random.default_rng(10)
+    la = rng.integers(0, 200, (30, 60)).astype(np.int32)
+    ra = (la + rng.integers(-20, 40, la.shape)).astype(np.int32)
+    lb = rng.integers(0, 200, (20, 60)).astype(np.int32)
+    rb = (lb + rng.integers(-20, 40, lb.shape)).astype(np.int32)
+    a, b = rng.integers(0, 30, 3000), rng.integers(0, 20, 3000)
+    top_a, bottom_a, *_ = SP.span_boxes(la, ra)
+    top_b, bottom_b, *_ = SP.span_boxes(lb, rb)
+    got = SP.pair_intersections(la, ra, lb, rb, a, b, np.maximum(top_a[a], top_b[b]), np.minimum(bottom_a[a], bottom_b[b]))
+    np.testing.assert_array_equal(got, SP.intersections(la[a], ra[a], lb[b], rb[b]))
+    assert got.min() == 0 and got.max() > 0
+    if span_rasteriser == "compiled":
+        out = np.empty(1, np.int64)
+        for lane, row in ((30, 0), (0, 61)):
+            with pytest.raises(ValueError, match="outside the spans"):
+                SP.native.pair_intersections(1, 60, la, ra, lb, rb, np.array([lane]), np.zeros(1, np.int64), np.zeros(1, np.int64),
+                                             np.array([row]), out)
+
+
 def test_compiled_painter_rejects_arrays_of_the_wrong_size_and_stamps_outside_the_crop(span_rasteriser):
     """paint checks its buffers, its steps and where each run lands: a ValueError, never a write past the crop."""
     if SP.native is None:

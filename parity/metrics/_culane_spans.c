@@ -349,6 +349,49 @@ done:
     return result;
 }
 
+/* pair_intersections(n, H, la, ra, lb, rb, a, b, r0, r1, out): pixels lane a[k] of (la, ra) [Na, H]
+ * shares with lane b[k] of (lb, rb) [Nb, H] (int32 row spans), summed over rows [r0[k], r1[k]) only
+ * (where both boxes have rows: no other row adds a pixel), into out[n] int64. Lanes and rows are
+ * checked against the arrays. */
+static PyObject *pair_intersections(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_ssize_t n, H;
+    Py_buffer la = {0}, ra = {0}, lb = {0}, rb = {0}, a = {0}, b = {0}, r0 = {0}, r1 = {0}, out = {0};
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "nny*y*y*y*y*y*y*y*w*", &n, &H, &la, &ra, &lb, &rb, &a, &b, &r0, &r1, &out)) goto done;
+    Py_ssize_t four = sizeof(int32_t), eight = sizeof(int64_t), row = H * four;
+    if (n < 0 || H < 1 || la.len != ra.len || lb.len != rb.len || la.len % row || lb.len % row || a.len != n * eight ||
+        b.len != n * eight || r0.len != n * eight || r1.len != n * eight || out.len != n * eight) {
+        PyErr_SetString(PyExc_ValueError, "spans must be int32 [N, H], lanes, rows and out int64 [n]");
+        goto done;
+    }
+    Py_ssize_t Na = la.len / row, Nb = lb.len / row;
+    const int32_t *LA = la.buf, *RA = ra.buf, *LB = lb.buf, *RB = rb.buf;
+    const int64_t *A = a.buf, *B = b.buf, *Y0 = r0.buf, *Y1 = r1.buf;
+    int64_t *o = out.buf;
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (A[k] < 0 || A[k] >= Na || B[k] < 0 || B[k] >= Nb || Y0[k] < 0 || Y1[k] > H) {
+            PyErr_SetString(PyExc_ValueError, "a lane or a row outside the spans");
+            goto done;
+        }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const int32_t *l1 = LA + A[k] * H, *h1 = RA + A[k] * H, *l2 = LB + B[k] * H, *h2 = RB + B[k] * H;
+        int64_t sum = 0;
+        for (Py_ssize_t y = Y0[k]; y < Y1[k]; y++) {
+            int64_t w = (int64_t)(h1[y] < h2[y] ? h1[y] : h2[y]) - (l1[y] > l2[y] ? l1[y] : l2[y]) + 1;
+            sum += w > 0 ? w : 0;
+        }
+        o[k] = sum;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    {
+        Py_buffer *all[] = {&la, &ra, &lb, &rb, &a, &b, &r0, &r1, &out};
+        release_all(all, sizeof all / sizeof all[0]);
+    }
+    return result;
+}
+
 /* near_border_steps(G, S, q, ok, c, width, height, lanes, steps) -> n: the steps (lane, first vertex) of
  * the ok lanes of q[G, S, 2] int64 with a vertex within c of a border (x < c, x > width - 1 - c, the
  * same in y), lane by lane, step by step, into lanes[n] and steps[n] (int64, room for G (S - 1)): the
@@ -393,6 +436,8 @@ done:
 static PyMethodDef methods[] = {
     {"span_boxes", span_boxes, METH_VARARGS,
      "span_boxes(N, H, left, right, box) -> None: each lane's rows, columns and pixels into box[N, 5]"},
+    {"pair_intersections", pair_intersections, METH_VARARGS,
+     "pair_intersections(n, H, la, ra, lb, rb, a, b, r0, r1, out) -> None: the pixels each pair of lanes shares"},
     {"near_border_steps", near_border_steps, METH_VARARGS,
      "near_border_steps(G, S, q, ok, c, width, height, lanes, steps) -> n: the ok lanes' steps near the border"},
     {"paint", paint, METH_VARARGS,

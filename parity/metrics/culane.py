@@ -548,12 +548,7 @@ def _pairs(P: _Lanes, G: _Lanes):
     a, b = P.order[P.cut[frame] + r], G.order[G.cut[frame] + c]
     meet = (P.top[a] < G.bottom[b]) & (G.top[b] < P.bottom[a]) & (P.x0[a] <= G.x1[b]) & (G.x0[b] <= P.x1[a])
     frame, r, c, a, b = frame[meet], r[meet], c[meet], a[meet], b[meet]
-    inter = np.zeros(len(a), np.int64)
-    if len(a):
-        band = slice(int(min(P.top[a].min(), G.top[b].min())), int(max(P.bottom[a].max(), G.bottom[b].max())))
-        for s in range(0, len(a), 1024):  # bounds the [pairs, rows] temporaries
-            A, B = a[s : s + 1024], b[s : s + 1024]
-            inter[s : s + 1024] = SP.intersections(P.left[A, band], P.right[A, band], G.left[B, band], G.right[B, band])
+    inter = SP.pair_intersections(P.left, P.right, G.left, G.right, a, b, np.maximum(P.top[a], G.top[b]), np.minimum(P.bottom[a], G.bottom[b]))
     for k in np.flatnonzero(P.is_drawn[a] | G.is_drawn[b]):  # a lane whose rows are not one run: counted on its drawing
         inter[k] = _drawn_intersection(P, a[k], G, b[k])
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -344,6 +344,27 @@ def intersections(la, ra, lb, rb) -> np.ndarray:
     return np.clip(np.minimum(ra, rb) - np.maximum(la, lb) + 1, 0, None).sum(axis=-1, dtype=np.int64)
 
 
+def pair_intersections(la, ra, lb, rb, a: np.ndarray, b: np.ndarray, r0: np.ndarray, r1: np.ndarray) -> np.ndarray:
+    """Pixels lane a[k] of spans (la, ra) [Na, H] shares with lane b[k] of (lb, rb) [Nb, H], counted over
+    rows [r0[k], r1[k]) (the rows both lanes' boxes hold: no other row adds a pixel). Compiled where it
+    built (each pair's own rows), numpy otherwise (the rows any pair holds, 1,024 pairs at a time)."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    out = np.zeros(len(a), np.int64)
+    if not len(a):
+        return out
+    H = la.shape[1]
+    r0, r1 = np.clip(r0, 0, H).astype(np.int64), np.clip(r1, 0, H).astype(np.int64)
+    if native is not None:
+        c = np.ascontiguousarray
+        native.pair_intersections(len(a), H, c(la, np.int32), c(ra, np.int32), c(lb, np.int32), c(rb, np.int32), a, b, r0, r1, out)
+        return out
+    band = slice(int(r0.min()), int(max(r1.max(), r0.min())))
+    for s in range(0, len(a), 1024):  # bounds the [pairs, rows] temporaries
+        A, B = a[s : s + 1024], b[s : s + 1024]
+        out[s : s + 1024] = intersections(la[A, band], ra[A, band], lb[B, band], rb[B, band])
+    return out
+
+
 def spans_of_runs(rows: np.ndarray, first: np.ndarray, last: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray] | None:
     """A drawn lane's runs (image row, first, last column) as row spans, or None when a row has two runs."""
     if len(rows) > 1 and (np.diff(rows) == 0).any():
