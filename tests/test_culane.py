@@ -359,7 +359,7 @@ def test_lanes_painted_from_opencv_stamps_are_its_drawing(span_rasteriser, monke
     compiled painter."""
     rng = np.random.default_rng(11)
     painted = collections.Counter()
-    paint = SP.paint
+    paint = SP.paint_runs
 
     def counted(p, *args):
         out = paint(p, *args)
@@ -368,7 +368,7 @@ def test_lanes_painted_from_opencv_stamps_are_its_drawing(span_rasteriser, monke
         painted["inside" if inside else "border"] += out is not None
         return out
 
-    monkeypatch.setattr(SP, "paint", counted)
+    monkeypatch.setattr(SP, "paint_runs", counted)
     starts = [(400, 300), (1000, 200)] + [(x, y) for x in (3, 820, 1636) for y in (2, 300, 587)]
     lanes = []
     for k in range(60):
@@ -389,8 +389,14 @@ def test_lanes_painted_from_opencv_stamps_are_its_drawing(span_rasteriser, monke
         want = _lines_on_full_canvas(p)
         for clipped in (None, bool(SP.clipped_at_border(p.astype(np.int64)[None], np.ones(1, bool), W_OFF, H_OFF, WIDTH)[0])):
             m = CU.LaneMask(pixels=p, clipped=clipped)
+            runs = m.runs()  # painted: the painter's own; drawn: the mask's
             np.testing.assert_array_equal(m.full(), want, err_msg=f"lane {k}")
             assert m.area == int(want.sum())
+            ys, xs = np.nonzero(want)  # row by row, left to right
+            starts = np.flatnonzero(np.diff(ys, prepend=-1) | (np.diff(xs, prepend=-2) != 1))
+            ends = np.append(starts[1:], len(xs)) - 1
+            for got, expected in zip(runs, (ys[starts], xs[starts], xs[ends])):
+                np.testing.assert_array_equal(got, expected, err_msg=f"lane {k}")
     if span_rasteriser == "compiled":
         assert painted["inside"] > 10 and painted["border"] > 5, painted
     else:
@@ -789,26 +795,33 @@ def test_pair_intersections_are_the_spans_shared_pixels(span_rasteriser):
 
 
 def test_compiled_painter_rejects_arrays_of_the_wrong_size_and_stamps_outside_the_crop(span_rasteriser):
-    """paint checks its buffers, its steps and where each run lands: a ValueError, never a write past the crop."""
+    """paint_runs checks its buffers, its steps and where each run lands: a ValueError, never a write past
+    the crop; more runs than its outputs hold are counted, not written; its canvas is left clear."""
     if SP.native is None:
         pytest.skip("the compiled painter")
     q = np.array([[40, 40], [44, 39], [48, 39]], np.int32)
     st = SP._Stamps(WIDTH)  # its own table: only these two steps' stamps
     st.learn(np.array([(4 + SP.MAX_STEP) * SP._SIDE + (-1 + SP.MAX_STEP), (4 + SP.MAX_STEP) * SP._SIDE + SP.MAX_STEP]))
     table = [SP._SIDE, SP.MAX_STEP, st.start, st.count, *st.flat]
-    out = np.zeros((80, 90), np.uint8)
-    SP.native.paint(3, q, *table, 0, 0, 90, 80, out)
-    np.testing.assert_array_equal(out, _lines_on_full_canvas(q)[:80, :90])
-    with pytest.raises(ValueError, match="crop is 7120 bytes, expected 7200"):
-        SP.native.paint(3, q, *table, 0, 0, 90, 80, out[:, :-1].copy())
+    out = np.zeros((3, 400), np.int32)
+    n = SP.native.paint_runs(3, q, *table, 0, 0, 90, 80, *out)
+    np.testing.assert_array_equal(SP.mask_of_runs(*out[:, :n], 0, 0, 90, 80), _lines_on_full_canvas(q)[:80, :90])
+    few = np.full((3, 5), -7, np.int32)
+    assert SP.native.paint_runs(3, q, *table, 0, 0, 90, 80, *few) == n and (few == out[:, :5]).all()
+    with pytest.raises(ValueError, match="one length"):
+        SP.native.paint_runs(3, q, *table, 0, 0, 90, 80, out[0], out[1], out[2, :-1].copy())
     with pytest.raises(ValueError, match="vertices"):
-        SP.native.paint(4, q, *table, 0, 0, 90, 80, out)
+        SP.native.paint_runs(4, q, *table, 0, 0, 90, 80, *out)
     with pytest.raises(ValueError, match="outside the crop"):
-        SP.native.paint(3, q, *table, 30, 0, 90, 80, out)
+        SP.native.paint_runs(3, q, *table, 30, 0, 90, 80, *out)
     with pytest.raises(ValueError, match="longer than max_step"):
-        SP.native.paint(2, np.array([[0, 0], [SP.MAX_STEP + 1, 0]], np.int32), *table, 0, 0, 90, 80, out)
+        SP.native.paint_runs(2, np.array([[0, 0], [SP.MAX_STEP + 1, 0]], np.int32), *table, 0, 0, 90, 80, *out)
     with pytest.raises(ValueError, match="without its stamp"):
-        SP.native.paint(2, np.array([[40, 40], [40, 41]], np.int32), *table, 0, 0, 90, 80, out)
+        SP.native.paint_runs(2, np.array([[40, 40], [40, 41]], np.int32), *table, 0, 0, 90, 80, *out)
+    with pytest.raises(ValueError, match="without its stamp"):  # its first step painted, then refused
+        SP.native.paint_runs(3, np.array([[20, 20], [24, 19], [24, 20]], np.int32), *table, 0, 0, 90, 80, *out)
+    assert SP.native.paint_runs(3, q, *table, 0, 0, 90, 80, *out) == n  # nothing of the refused lane left
+    np.testing.assert_array_equal(SP.mask_of_runs(*out[:, :n], 0, 0, 90, 80), _lines_on_full_canvas(q)[:80, :90])
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow to inf and inf - inf, on purpose

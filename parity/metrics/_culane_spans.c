@@ -257,19 +257,27 @@ done:
     return out;
 }
 
-/* paint(S, q, side, max_step, start, count, rows, lefts, rights, x0, y0, w, h, out): the lane q[S, 2] drawn as
- * OpenCV draws it, into out[h, w] (the crop at x0, y0): the union of its steps' stamps, each step's stamp
- * (every run of every row, offsets from the step's first vertex) drawn by OpenCV itself and passed in.
- * Exact where no stamp crosses the image border, where OpenCV's integer drawing is translation invariant;
- * across it only where the caller's border check (culane_spans.clipped_at_border) clears the lane. A step
- * longer than max_step, or a run outside the crop, is an error: nothing is guessed. */
-static PyObject *paint(PyObject *self, PyObject *args) {
+/* A crop kept zeroed between calls, one per thread: a lane's crop is as wide as the lane (a nearly flat one
+ * spans most of the image), and a fresh one a call was mostly page faults and clearing. */
+static _Thread_local uint8_t *canvas = NULL;
+static _Thread_local size_t canvas_size = 0;
+
+/* paint_runs(S, q, side, max_step, start, count, rows, lefts, rights, x0, y0, w, h, out_rows, out_first, out_last)
+ * -> n: the lane q[S, 2] drawn as OpenCV draws it into the w x h crop at (x0, y0), as its runs of pixels
+ * (image row, first and last column), row by row, left to right: the union of its steps' stamps, each
+ * step's stamp (every run of every row, offsets from the step's first vertex) drawn by OpenCV itself and
+ * passed in. Exact where no stamp crosses the image border, where OpenCV's integer drawing is translation
+ * invariant; across it only where the caller's border check (culane_spans.clipped_at_border) clears the
+ * lane. The first n runs go to the int32 outputs while they have room (n larger than their length: call
+ * again with n). A step longer than max_step, or a run outside the crop, is an error: nothing is guessed. */
+static PyObject *paint_runs(PyObject *self, PyObject *args) {
     (void)self;
     int S, side, max_step, x0, y0, w, h;
-    Py_buffer q = {0}, start = {0}, count = {0}, rows = {0}, lefts = {0}, rights = {0}, out = {0};
+    Py_buffer q = {0}, start = {0}, count = {0}, rows = {0}, lefts = {0}, rights = {0}, orow = {0}, ofirst = {0}, olast = {0};
     PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "iy*iiy*y*y*y*y*iiiiw*", &S, &q, &side, &max_step, &start, &count, &rows, &lefts, &rights,
-                          &x0, &y0, &w, &h, &out))
+    int32_t *lo = NULL, *hi = NULL;
+    if (!PyArg_ParseTuple(args, "iy*iiy*y*y*y*y*iiiiw*w*w*", &S, &q, &side, &max_step, &start, &count, &rows, &lefts, &rights,
+                          &x0, &y0, &w, &h, &orow, &ofirst, &olast))
         goto done;
     Py_ssize_t four = sizeof(int32_t), codes = (Py_ssize_t)side * side;
     if (S < 1 || w < 0 || h < 0 || max_step < 0 || side != 2 * max_step + 1) {
@@ -283,12 +291,27 @@ static PyObject *paint(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "stamp rows, lefts and rights must be int32 arrays of one length");
         goto done;
     }
-    if (out.len != (Py_ssize_t)w * h) { bad_size("crop", out.len, (Py_ssize_t)w * h); goto done; }
+    if (orow.len != ofirst.len || orow.len != olast.len || orow.len % four) {
+        PyErr_SetString(PyExc_ValueError, "the run outputs must be int32 arrays of one length");
+        goto done;
+    }
+    size_t need = (size_t)w * h;
+    if (need > canvas_size) {
+        free(canvas);
+        canvas_size = 0;
+        canvas = calloc(need, 1);
+        if (!canvas) { PyErr_NoMemory(); goto done; }
+        canvas_size = need;
+    }
+    lo = malloc(sizeof(int32_t) * ((size_t)h + 1)), hi = malloc(sizeof(int32_t) * ((size_t)h + 1));
+    if (!lo || !hi) { PyErr_NoMemory(); goto done; }
     const int32_t *v = q.buf, *st = start.buf, *ct = count.buf, *ro = rows.buf, *le = lefts.buf, *ri = rights.buf;
-    Py_ssize_t n_runs = rows.len / four;
-    uint8_t *o = out.buf;
+    Py_ssize_t n_runs = rows.len / four, room = orow.len / four, n = 0;
+    int32_t *OR = orow.buf, *OF = ofirst.buf, *OL = olast.buf;
+    uint8_t *o = canvas;
     const char *problem = NULL;
     Py_BEGIN_ALLOW_THREADS
+    for (int r = 0; r < h; r++) lo[r] = w, hi[r] = -1; /* each row's painted columns, to scan and clear only those */
     for (int i = 0; i + 1 < S && !problem; i++) {
         int64_t dx = (int64_t)v[2 * i + 2] - v[2 * i], dy = (int64_t)v[2 * i + 3] - v[2 * i + 1];
         if (dx > max_step || dx < -max_step || dy > max_step || dy < -max_step) { problem = "a step longer than max_step"; break; }
@@ -298,14 +321,30 @@ static PyObject *paint(PyObject *self, PyObject *args) {
             int64_t r = (int64_t)v[2 * i + 1] + ro[j] - y0, a = (int64_t)v[2 * i] + le[j] - x0, b = (int64_t)v[2 * i] + ri[j] - x0;
             if (r < 0 || r >= h || a < 0 || b >= w || a > b) { problem = "a stamp reaching outside the crop"; break; }
             memset(o + (size_t)r * w + a, 1, (size_t)(b - a + 1));
+            lo[r] = a < lo[r] ? (int32_t)a : lo[r];
+            hi[r] = b > hi[r] ? (int32_t)b : hi[r];
         }
+    }
+    for (int r = 0; r < h; r++) { /* the runs, and the canvas cleared behind them */
+        if (lo[r] > hi[r]) continue;
+        uint8_t *row = o + (size_t)r * w;
+        for (int32_t x = lo[r]; x <= hi[r];) {
+            if (!row[x]) { x++; continue; }
+            int32_t e = x;
+            while (e < hi[r] && row[e + 1]) e++;
+            if (n < room) OR[n] = r + y0, OF[n] = x + x0, OL[n] = e + x0;
+            n++, x = e + 1;
+        }
+        memset(row + lo[r], 0, (size_t)(hi[r] - lo[r] + 1));
     }
     Py_END_ALLOW_THREADS
     if (problem) PyErr_SetString(PyExc_ValueError, problem);
-    else result = Py_NewRef(Py_None);
+    else result = PyLong_FromSsize_t(n);
 done:
+    free(lo);
+    free(hi);
     {
-        Py_buffer *all[] = {&q, &start, &count, &rows, &lefts, &rights, &out};
+        Py_buffer *all[] = {&q, &start, &count, &rows, &lefts, &rights, &orow, &ofirst, &olast};
         release_all(all, sizeof all / sizeof all[0]);
     }
     return result;
@@ -440,8 +479,9 @@ static PyMethodDef methods[] = {
      "pair_intersections(n, H, la, ra, lb, rb, a, b, r0, r1, out) -> None: the pixels each pair of lanes shares"},
     {"near_border_steps", near_border_steps, METH_VARARGS,
      "near_border_steps(G, S, q, ok, c, width, height, lanes, steps) -> n: the ok lanes' steps near the border"},
-    {"paint", paint, METH_VARARGS,
-     "paint(S, q, side, max_step, start, count, rows, lefts, rights, x0, y0, w, h, out) -> None: the lane's stamps into the crop"},
+    {"paint_runs", paint_runs, METH_VARARGS,
+     "paint_runs(S, q, side, max_step, start, count, rows, lefts, rights, x0, y0, w, h, out_rows, out_first, out_last) -> n: "
+     "the lane's stamps in the crop as runs"},
     {"lane_spans", lane_spans, METH_VARARGS,
      "lane_spans(G, S, q, dl, dr, state, start, count, rows, lefts, rights, width, height, max_step, near, left, right, ok)"
      " -> step codes whose stamps are unknown (then nothing is written but ok), or []"},

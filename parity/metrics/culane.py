@@ -165,18 +165,19 @@ def _pixels_batch(samples: np.ndarray) -> list[np.ndarray]:
 
 
 # ---- drawing ------------------------------------------------------------------------------------
-def _painted(p: np.ndarray, x0: int, y0: int, x1: int, y1: int, clipped: bool | None = None) -> np.ndarray | None:
-    """Pixel vertices p[S, 2] as OpenCV draws them, cropped to [y0:y1, x0:x1], from each step's stamp
-    (culane_spans.paint): 3-5x faster than cv2.polylines on a lane of a few hundred steps. Where the
-    border clips a stamp it draws differently, so a lane near it is painted only when no such pixel
-    escapes its discs (`clipped_at_border`, or `clipped` where the caller found it for many lanes at
-    once), as the span rasteriser does; None: it is drawn."""
+def _painted(p: np.ndarray, x0: int, y0: int, x1: int, y1: int, clipped: bool | None = None) -> tuple[np.ndarray, ...] | None:
+    """Pixel vertices p[S, 2] as OpenCV draws them, within [y0:y1, x0:x1], as runs of pixels (image row,
+    first, last column), from each step's stamp (culane_spans.paint_runs): several times faster than
+    cv2.polylines on a lane of a few hundred steps. Where the border clips a stamp it draws differently,
+    so a lane near it is painted only when no such pixel escapes its discs (`clipped_at_border`, or
+    `clipped` where the caller found it for many lanes at once), as the span rasteriser does; None: it
+    is drawn."""
     if SP.native is None:
         return None
     W, H = CULANE_IMAGE_SIZE
     lo, hi = p.min(axis=0), p.max(axis=0)
     if (lo > _PAD).all() and hi[0] < W - 1 - _PAD and hi[1] < H - 1 - _PAD:  # every stamp inside the image
-        return SP.paint(p, x0, y0, x1 - x0, y1 - y0, CULANE_WIDTH_PX)
+        return SP.paint_runs(p, x0, y0, x1 - x0, y1 - y0, CULANE_WIDTH_PX)
     if (lo < -SP._NEAR).any() or hi[0] >= W + SP._NEAR or hi[1] >= H + SP._NEAR:
         return None
     if clipped is None:
@@ -184,8 +185,13 @@ def _painted(p: np.ndarray, x0: int, y0: int, x1: int, y1: int, clipped: bool | 
     if clipped:
         return None
     ux0, uy0 = lo - _PAD
-    whole = SP.paint(p, int(ux0), int(uy0), int(hi[0] + _PAD + 1 - ux0), int(hi[1] + _PAD + 1 - uy0), CULANE_WIDTH_PX)
-    return None if whole is None else np.ascontiguousarray(whole[y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0])
+    whole = SP.paint_runs(p, int(ux0), int(uy0), int(hi[0] + _PAD + 1 - ux0), int(hi[1] + _PAD + 1 - uy0), CULANE_WIDTH_PX)
+    if whole is None:
+        return None
+    rows, first, last = whole  # cropped to the image's part
+    first, last = np.maximum(first, x0), np.minimum(last, x1 - 1)
+    keep = (rows >= y0) & (rows < y1) & (first <= last)
+    return rows[keep], first[keep], last[keep]
 
 
 class LaneMask:
@@ -193,7 +199,7 @@ class LaneMask:
 
     `LaneMask(points)` takes one lane's (N >= 2, 2) points at 1640x590 in drawing order."""
 
-    __slots__ = ("x0", "y0", "x1", "y1", "mask", "area", "_runs")
+    __slots__ = ("x0", "y0", "x1", "y1", "_mask", "area", "_runs")
 
     def __init__(self, pts: np.ndarray | None = None, *, pixels: np.ndarray | None = None, clipped: bool | None = None):
         """`clipped`: whether the image border clips a stamp of these pixels where no disc of the lane
@@ -211,16 +217,18 @@ class LaneMask:
         self.y1 = int(min(p[:, 1].max() + _PAD + 1, H))
         if self.x1 <= self.x0 or self.y1 <= self.y0:  # entirely off the image: draws nothing
             self.x1, self.y1 = self.x0, self.y0
-            self.mask, self.area = np.zeros((0, 0), np.uint8), 0
+            self._mask, self.area = np.zeros((0, 0), np.uint8), 0
             return
-        self.mask = _painted(p, self.x0, self.y0, self.x1, self.y1, clipped)
-        if self.mask is None:
-            import cv2
+        self._mask, self._runs = None, _painted(p, self.x0, self.y0, self.x1, self.y1, clipped)
+        if self._runs is not None:  # its mask is made if another drawn lane meets it
+            self.area = int((self._runs[2] - self._runs[1] + 1).sum())
+            return
+        import cv2
 
-            self.mask = np.zeros((self.y1 - self.y0, self.x1 - self.x0), np.uint8)
-            q = (p - (self.x0, self.y0)).astype(np.int32)
-            cv2.polylines(self.mask, [q.reshape(-1, 1, 2)], False, 1, thickness=CULANE_WIDTH_PX)
-        self.area = int(np.count_nonzero(self.mask))
+        self._mask = np.zeros((self.y1 - self.y0, self.x1 - self.x0), np.uint8)
+        q = (p - (self.x0, self.y0)).astype(np.int32)
+        cv2.polylines(self._mask, [q.reshape(-1, 1, 2)], False, 1, thickness=CULANE_WIDTH_PX)
+        self.area = int(np.count_nonzero(self._mask))
 
     @classmethod
     def from_spans(cls, left: np.ndarray, right: np.ndarray) -> "LaneMask":
@@ -230,14 +238,25 @@ class LaneMask:
         rows = np.flatnonzero(right >= left)
         if not len(rows):
             m.x0 = m.y0 = m.x1 = m.y1 = 0
-            m.mask, m.area = np.zeros((0, 0), np.uint8), 0
+            m._mask, m.area = np.zeros((0, 0), np.uint8), 0
             return m
         m.y0, m.y1 = int(rows[0]), int(rows[-1]) + 1
         m.x0, m.x1 = int(left[rows].min()), int(right[rows].max()) + 1
         cols = np.arange(m.x0, m.x1)
-        m.mask = ((cols >= left[m.y0 : m.y1, None]) & (cols <= right[m.y0 : m.y1, None])).astype(np.uint8)
-        m.area = int(np.count_nonzero(m.mask))
+        m._mask = ((cols >= left[m.y0 : m.y1, None]) & (cols <= right[m.y0 : m.y1, None])).astype(np.uint8)
+        m.area = int(np.count_nonzero(m._mask))
         return m
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The lane's bounding-box crop (uint8), made from its runs the first time it is asked for."""
+        if self._mask is None:
+            self._mask = SP.mask_of_runs(*self._runs, self.x0, self.y0, self.x1 - self.x0, self.y1 - self.y0)
+        return self._mask
+
+    @property
+    def nbytes(self) -> int:
+        return (self._mask.nbytes if self._mask is not None else 0) + (sum(r.nbytes for r in self._runs) if self._runs else 0)
 
     def full(self) -> np.ndarray:
         """The 1640x590 mask (for tests and pictures)."""
@@ -390,7 +409,7 @@ class _Lanes:
 
     @property
     def nbytes(self) -> int:
-        return self.left.nbytes + self.right.nbytes + sum(m.mask.nbytes for m in self.drawn.values())
+        return self.left.nbytes + self.right.nbytes + sum(m.nbytes for m in self.drawn.values())
 
     def mask(self, i: int) -> "LaneMask":
         if i in self.drawn:
@@ -709,7 +728,7 @@ def _injections(rows: int, cols: int) -> np.ndarray:
     return np.array(list(itertools.permutations(range(cols), rows)), np.int64).reshape(-1, rows)
 
 
-_MASKS = _Recent(_MASK_CACHE_BYTES, lambda m: m.mask.nbytes)  # sha1 of a lane's pixels -> its LaneMask
+_MASKS = _Recent(_MASK_CACHE_BYTES, lambda m: m.nbytes)  # sha1 of a lane's pixels -> its LaneMask
 
 
 def _mask(q: np.ndarray, clipped: bool | None = None) -> LaneMask:
