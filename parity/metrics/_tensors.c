@@ -14,12 +14,19 @@
 
 #define BLOCK 128 /* numpy's PW_BLOCKSIZE */
 
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define AVX2_TOO __attribute__((target_clones("avx2", "default"))) /* picked at load by the CPU it runs on */
+#else
+#define AVX2_TOO
+#endif
+
+
 /* The four terms of element i: |a - b|, a b, a a, b b in float64. */
 #define TERMS(i) {fabs((double)a[i] - (double)b[i]), (double)a[i] * (double)b[i], (double)a[i] * (double)a[i], (double)b[i] * (double)b[i]}
 
 /* numpy's pairwise sum (DOUBLE_pairwise_sum) of each of the four terms over elements [0, n), all four
  * at once: no array of terms is made. */
-static void pairwise(const float *a, const float *b, Py_ssize_t n, double s[4]) {
+AVX2_TOO static void pairwise(const float *a, const float *b, Py_ssize_t n, double s[4]) {
     if (n < 8) {
         s[0] = s[1] = s[2] = s[3] = 0.0;
         for (Py_ssize_t i = 0; i < n; i++) {
@@ -105,7 +112,7 @@ static Py_ssize_t argmax(const float *x, Py_ssize_t m, Py_ssize_t stride) {
 }
 
 /* One frame: the figures into out[0..6) (max, p99, mean, cosine, non-finite share, flip share). */
-static void frame(const float *a, const float *b, Py_ssize_t n, Py_ssize_t classes, double *work, double *out) {
+AVX2_TOO static void frame(const float *a, const float *b, Py_ssize_t n, Py_ssize_t classes, double *work, double *out) {
     double m = 0.0, sum[4];
     int nan = 0;
     Py_ssize_t nonfinite = 0;
