@@ -37,6 +37,22 @@ def test_decode_expectation_between_cells():
     np.testing.assert_allclose(x, 3.5 * 70 / 7, rtol=1e-5)
 
 
+def test_no_lane_is_where_argmax_picks_the_last_class():
+    """A slot has no lane where argmax over the classes picks the last one (numpy's: the first NaN,
+    else the first maximum); decode finds it from the cells' max it needs anyway. Ties, NaN in a cell
+    or in the last class, and infinities."""
+    from parity.models.rowanchor import _no_lane
+
+    rng = np.random.default_rng(4)
+    logits = rng.integers(-2, 3, (400, 6, 3, 2)).astype(np.float32)  # coarse levels: many ties
+    flat = logits.reshape(400, 6, -1)
+    for k, (frame, cls) in enumerate(rng.integers(0, [400, 6], (120, 2))):
+        flat[frame, cls, k % 6] = (np.nan, np.inf, -np.inf)[k % 3]
+    cells = logits[:, :5]
+    np.testing.assert_array_equal(_no_lane(logits[:, 5], cells.max(axis=1)), logits.argmax(axis=1) == 5)
+    assert (logits.argmax(axis=1) == 5).sum() > 100 and np.isnan(logits[:, 5]).any() and np.isnan(cells).any()
+
+
 def test_targets_invert_decode():
     ad = RowAnchorAdapter()
     gt = np.full((1, 4, 18), np.nan, np.float32)

@@ -17,6 +17,14 @@ from ..cases.synth import LANE_NAMES
 from ..preprocessing.pipeline import Pipeline, pipelines_for
 
 
+def _no_lane(last: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """`logits.argmax(axis=1) == G` from the "no lane" class's logit and the cells' max (NaN where a cell is
+    NaN), without a second pass: argmax takes the first NaN, else the first maximum, so it is G where the
+    cells hold no NaN and the last logit is NaN or above every cell."""
+    with np.errstate(invalid="ignore"):
+        return (last > top) | (np.isnan(last) & ~np.isnan(top))
+
+
 @dataclass(frozen=True)
 class RowAnchorConfig:
     griding: int = 64
@@ -135,9 +143,10 @@ class RowAnchorAdapter:
         """logits[B, G+1, R, L] -> x[B, L, R] in source pixels, NaN where the lane is absent."""
         logits = np.asarray(logits, dtype=np.float32)
         G = self.config.griding
-        absent = logits.argmax(axis=1) == G
         cells = logits[:, :G]
-        e = np.exp(cells - cells.max(axis=1, keepdims=True))
+        top = cells.max(axis=1, keepdims=True)
+        absent = _no_lane(logits[:, G], top[:, 0])
+        e = np.exp(cells - top)
         prob = e / e.sum(axis=1, keepdims=True)
         loc = np.tensordot(np.arange(G, dtype=np.float32), prob, axes=([0], [1]))  # [B, R, L]
         x = loc * np.float32((image_width - 1.0) / (G - 1))
