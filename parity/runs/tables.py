@@ -223,10 +223,12 @@ def read_groups(lanes, jitter=None) -> dict[tuple, dict]:
         jdf = jitter if not isinstance(jitter, pa.Table) else jitter.to_pandas()
         fields = ["lane", "lookahead", "row", "jitter_rms", "jitter_p95", "jitter_amplitude", "jitter_oscillation_hz", "jitter_flicker_hz"]
         fields += [f"added_{m}" for m in ADDED_JITTER if f"added_{m}" in jdf.columns]
-        for rec in jdf[list(GROUP) + fields].astype({"case": str, "runner": str, "pipeline": str, "perturbation": str}).to_dict("records"):
-            jit.setdefault(tuple(rec[k] for k in GROUP), []).append(
-                {"lane": int(rec["lane"]), "lookahead": rec["lookahead"], "row": int(rec["row"]),
-                 **{f: float(rec[f]) for f in fields[3:]}})
+        cols = [jdf[k].astype(str).tolist() if k in ("case", "runner", "pipeline", "perturbation") else jdf[k].tolist() for k in GROUP]
+        keys = list(zip(*cols))  # column by column: a DataFrame's rows as dicts cost more than the rest of the read
+        lanes, looks, rows = (jdf[k].tolist() for k in ("lane", "lookahead", "row"))
+        values = list(zip(*(jdf[f].astype(float).tolist() for f in fields[3:])))
+        for key, lane, look, row, vals in zip(keys, lanes, looks, rows, values):
+            jit.setdefault(key, []).append({"lane": int(lane), "lookahead": look, "row": int(row), **dict(zip(fields[3:], vals))})
     out = {}
     for key, idx in order.items():
         lanes_of = num["lane"][idx].astype(int)
