@@ -145,32 +145,46 @@ static void slide(int32_t *restrict out, const int32_t *restrict v, int n, int32
  * Columns are clipped to +-FAR first, as the numpy path does, so that every sum stays in int32. */
 static void piece_rows(const Geometry *g, const int32_t *v, int n, int32_t *restrict lo, int32_t *restrict hi,
                        int32_t *restrict vmin, int32_t *restrict vmax, int32_t *left, int32_t *right) {
-    int first = g->Hp, last = -1, R = g->R;
+    int first = g->Hp, last = -1, R = g->R, row = -1;
+    int32_t rmin = 0, rmax = 0; /* the current row's extremes, kept in registers while the lane stays in it */
     for (int r = 0; r < g->Hp; r++) lo[r] = vmin[r] = BIG, hi[r] = vmax[r] = -BIG;
     for (int i = 0; i < n; i++) {
         int r = v[2 * i + 1] + g->pad;
         int32_t x = clip(v[2 * i], -FAR, FAR);
-        widen(vmin, vmax, r, x, x);
+        if (r != row) {
+            if (row >= 0) widen(vmin, vmax, row, rmin, rmax);
+            row = r, rmin = rmax = x;
+        } else {
+            rmin = x < rmin ? x : rmin;
+            rmax = x > rmax ? x : rmax;
+        }
         if (r < first) first = r;
         if (r > last) last = r;
     }
+    if (row >= 0) widen(vmin, vmax, row, rmin, rmax);
     if (last >= 0) /* rows [first - R, last + R] meet a disc; vertex row r + R - k reaches row r with disc row k */
         for (int k = 0; k <= 2 * R; k++) {
             slide(lo + first - R, vmin + first - k, last - first + 2 * R + 1, g->dl[k], 0);
             slide(hi + first - R, vmax + first - k, last - first + 2 * R + 1, g->dr[k], 1);
         }
+    /* The extensions: consecutive steps widen the same rows, and each widening waits on the store before
+     * it; odd steps widen vmin, vmax (free after the slide) instead, two chains at once. */
+    for (int r = 0; r < g->Hp; r++) vmin[r] = BIG, vmax[r] = -BIG;
     for (int i = 0; i + 1 < n; i++) {
         int c = step_code(g, v, i), m = g->count[c];
+        if (!m) continue;
         const int32_t *rows = g->rows + g->start[c], *ls = g->lefts + g->start[c], *rs = g->rights + g->start[c];
-        int32_t x = clip(v[2 * i], -FAR, FAR);
+        int32_t x = clip(v[2 * i], -FAR, FAR), *el = i & 1 ? vmin : lo, *eh = i & 1 ? vmax : hi;
         for (int j = 0; j < m; j++) {
-            int row = v[2 * i + 1] + g->pad + rows[j];
-            if (row >= 0 && row < g->Hp) widen(lo, hi, row, x + ls[j], x + rs[j]);
+            int r = v[2 * i + 1] + g->pad + rows[j];
+            if (r >= 0 && r < g->Hp) widen(el, eh, r, x + ls[j], x + rs[j]);
         }
     }
     for (int r = 0; r < g->height; r++) {
-        left[r] = clip(lo[r + g->pad], 0, g->width);
-        right[r] = clip(hi[r + g->pad], -1, g->width - 1);
+        int32_t l = lo[r + g->pad] < vmin[r + g->pad] ? lo[r + g->pad] : vmin[r + g->pad];
+        int32_t h = hi[r + g->pad] > vmax[r + g->pad] ? hi[r + g->pad] : vmax[r + g->pad];
+        left[r] = clip(l, 0, g->width);
+        right[r] = clip(h, -1, g->width - 1);
     }
 }
 
