@@ -32,12 +32,15 @@ Where this differs from the official evaluator, on purpose:
   float32 the samples are stored in.
 
 Speed (drawing was the cost). Lanes of all frames are resampled together (grouped by point count;
-the samples and their rounding compiled, numpy where no compiler) and, instead of being drawn, held
-as one span of pixels per image row (`culane_spans`: the union of OpenCV's own per-step stamps, exact where every row of the lane is one run; compiled, with numpy as
-the fallback); areas and intersections are sums over rows. The few lanes that are not one run per
-row (two runs in a row, a long near-horizontal step; for the numpy path any lane turning back in y) are drawn with cv2.polylines in their bounding box (the same caps and segments
-as one cv::line per pair, consecutive samples on the same pixel merged) and intersected on their
-drawing. GT lanes are computed once per content for every runner scored on the same frames, and,
+the spline's coefficients, samples and their rounding compiled, numpy where no compiler) and, instead
+of being drawn, held as one span of pixels per image row (`culane_spans`: the union of OpenCV's own
+per-step stamps, exact where every row of the lane is one run; compiled, with numpy as the fallback);
+areas, boxes and intersections are sums over rows (compiled). The few lanes that are not one run per
+row (two runs in a row, a long near-horizontal step; for the numpy path any lane turning back in y)
+are painted as their runs of pixels from the same stamps (`culane_spans.paint_runs`), or drawn with
+cv2.polylines in their bounding box where the image border clips a stamp (the same caps and segments
+as one cv::line per pair, consecutive samples on the same pixel merged), and intersected on their
+runs. GT lanes are computed once per content for every runner scored on the same frames, and,
 on the numpy path, a lane whose vertices equal one already rasterised (ONNX Runtime fp32's lanes
 mostly round to torch's pixels) reuses its spans (found by a 64-bit key of all lanes at once, reused
 only after comparing the vertices).

@@ -36,7 +36,8 @@ lane's stamps, each stamp now every run of every row, as OpenCV drew it once per
 lane's runs of pixels (a drawn lane's mask is made only where two drawn lanes meet). The same
 translation invariance makes it exact away from the border; near it, only where `clipped_at_border`
 clears the lane. A nearly flat lane (OpenCV's stamp of a step such as (4, -1) has a hole: two runs in
-a row) is painted in ~20 us, where cv2.polylines took 80-270 us.
+a row) is painted, its runs found, in ~55 us, where cv2.polylines takes ~120 us to draw it into its
+crop (a replay's painted lanes, AMD EPYC).
 """
 from __future__ import annotations
 
