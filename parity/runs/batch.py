@@ -80,10 +80,11 @@ class RunnerBatches:
         self._parts: dict[str, dict[str, list]] = {r.name: {"x": [], "ms": [], "raw": [], "nonfinite": [], "logits": []} for r in self.runners}
 
     def feed(self, batch: np.ndarray) -> None:
+        """Every runner on the batch first, then each one's outputs checked, compared and decoded: the
+        runners run back to back, as they would alone, with nothing of parity's between them."""
         feed = {self.adapter.input_name: batch}
-        n = len(batch)
         names = output_names(self.adapter)
-        ref = None
+        ran, ref = [], None
         for r in self.runners:
             out = r.infer(feed)
             missing = [k for k in names if k not in out]
@@ -94,19 +95,24 @@ class RunnerBatches:
                 k = next(k for k in names if outs[k].shape != ref[k].shape)
                 raise RunnerError(f"runner {r.name} returned {k} of shape {outs[k].shape}, the reference {ref[k].shape}")
             ref = outs if ref is None else ref
-            p = self._parts[r.name]
-            per = {k: raw_parity(outs[k], ref[k]) for k in names}
-            p["raw"].append(per)
-            sizes = {k: outs[k].size // n for k in names}  # the frame's share over all its values: each output's, weighted by size
-            nonfinite = sum(per[k]["nonfinite"] * sizes[k] for k in names) / sum(sizes.values())
-            p["nonfinite"].append(nonfinite)
-            with np.errstate(invalid="ignore", over="ignore"):
-                x = decode_outputs(self.adapter, outs, self.width)
-            x[nonfinite > 0] = np.nan  # a decoder fed NaN/Inf may still return numbers: those lanes are failed
-            p["x"].append(x)
-            p["ms"].append(np.full(n, r.last_inference_time * 1e3 / n))
-            if r.name in self.keep_logits:
-                p["logits"].append(outs[names[0]])
+            ran.append((r.name, outs, r.last_inference_time))
+        for name, outs, seconds in ran:
+            self._record(self._parts[name], outs, ref, seconds, len(batch), name in self.keep_logits)
+
+    def _record(self, p: dict, outs: dict, ref: dict, seconds: float, n: int, keep_logits: bool) -> None:
+        names = list(outs)
+        per = {k: raw_parity(outs[k], ref[k]) for k in names}
+        p["raw"].append(per)
+        sizes = {k: outs[k].size // n for k in names}  # the frame's share over all its values: each output's, weighted by size
+        nonfinite = sum(per[k]["nonfinite"] * sizes[k] for k in names) / sum(sizes.values())
+        p["nonfinite"].append(nonfinite)
+        with np.errstate(invalid="ignore", over="ignore"):
+            x = decode_outputs(self.adapter, outs, self.width)
+        x[nonfinite > 0] = np.nan  # a decoder fed NaN/Inf may still return numbers: those lanes are failed
+        p["x"].append(x)
+        p["ms"].append(np.full(n, seconds * 1e3 / n))
+        if keep_logits:
+            p["logits"].append(outs[names[0]])
 
     def outputs(self) -> dict[str, RunnerOutputs]:
         out = {}
