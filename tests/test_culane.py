@@ -794,6 +794,22 @@ def test_pair_intersections_are_the_spans_shared_pixels(span_rasteriser):
                                              np.array([row]), out)
 
 
+def test_every_steps_stamp_is_its_discs_and_the_pixels_painted_beyond_them(span_rasteriser):
+    """The painter paints each vertex's disc (joining those one column apart on a row) and each step's
+    pixels beyond its discs: for every step up to MAX_STEP, a two-vertex lane painted so is OpenCV's
+    stamp, and so is a row of vertices one column apart and a lane of that step repeated."""
+    if SP.native is None:
+        pytest.skip("the compiled painter")
+    M, o = SP.MAX_STEP, 120
+    for dx in range(-M, M + 1):
+        for dy in range(-M, M + 1):
+            for p in ([(o, o), (o + dx, o + dy)], [(o, o), (o + dx, o + dy), (o + 2 * dx, o + 2 * dy), (o + 2 * dx + 1, o + 2 * dy)]):
+                p = np.array(p, np.int32)
+                runs = SP.paint_runs(p, 0, 0, 2 * o + 1, 2 * o + 1, WIDTH)
+                want = _lines_on_full_canvas(p)[: 2 * o + 1, : 2 * o + 1]
+                np.testing.assert_array_equal(SP.mask_of_runs(*runs, 0, 0, 2 * o + 1, 2 * o + 1), want, err_msg=f"step ({dx}, {dy})")
+
+
 def test_compiled_painter_rejects_arrays_of_the_wrong_size_and_stamps_outside_the_crop(span_rasteriser):
     """paint_runs checks its buffers, its steps and where each run lands: a ValueError, never a write past
     the crop; more runs than its outputs hold are counted, not written; its canvas is left clear."""
@@ -802,7 +818,7 @@ def test_compiled_painter_rejects_arrays_of_the_wrong_size_and_stamps_outside_th
     q = np.array([[40, 40], [44, 39], [48, 39]], np.int32)
     st = SP._Stamps(WIDTH)  # its own table: only these two steps' stamps
     st.learn(np.array([(4 + SP.MAX_STEP) * SP._SIDE + (-1 + SP.MAX_STEP), (4 + SP.MAX_STEP) * SP._SIDE + SP.MAX_STEP]))
-    table = [SP._SIDE, SP.MAX_STEP, st.start, st.count, *st.flat]
+    table = st.table
     out = np.zeros((3, 400), np.int32)
     n = SP.native.paint_runs(3, q, *table, 0, 0, 90, 80, *out)
     np.testing.assert_array_equal(SP.mask_of_runs(*out[:, :n], 0, 0, 90, 80), _lines_on_full_canvas(q)[:80, :90])

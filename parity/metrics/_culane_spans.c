@@ -276,22 +276,37 @@ done:
 static _Thread_local uint8_t *canvas = NULL;
 static _Thread_local size_t canvas_size = 0;
 
-/* paint_runs(S, q, side, max_step, start, count, rows, lefts, rights, x0, y0, w, h, out_rows, out_first, out_last)
+/* One run of the crop painted, and its row's painted columns widened; 0 if it leaves the crop. */
+static inline int paint_run(uint8_t *o, int32_t *lo, int32_t *hi, int w, int h, int64_t r, int64_t a, int64_t b) {
+    if (r < 0 || r >= h || a < 0 || b >= w || a > b) return 0;
+    memset(o + (size_t)r * w + a, 1, (size_t)(b - a + 1));
+    lo[r] = a < lo[r] ? (int32_t)a : lo[r];
+    hi[r] = b > hi[r] ? (int32_t)b : hi[r];
+    return 1;
+}
+
+/* paint_runs(S, q, side, max_step, start, count, rows, lefts, rights, dl, dr, x0, y0, w, h, out_rows, out_first, out_last)
  * -> n: the lane q[S, 2] drawn as OpenCV draws it into the w x h crop at (x0, y0), as its runs of pixels
- * (image row, first and last column), row by row, left to right: the union of its steps' stamps, each
- * step's stamp (every run of every row, offsets from the step's first vertex) drawn by OpenCV itself and
- * passed in. Exact where no stamp crosses the image border, where OpenCV's integer drawing is translation
- * invariant; across it only where the caller's border check (culane_spans.clipped_at_border) clears the
- * lane. The first n runs go to the int32 outputs while they have room (n larger than their length: call
- * again with n). A step longer than max_step, or a run outside the crop, is an error: nothing is guessed. */
+ * (image row, first and last column), row by row, left to right. OpenCV draws each step as a stamp that
+ * holds the discs at both its vertices (dl, dr [2R + 1]: the disc's extents per row) and, for some steps,
+ * pixels beyond them (code c's: runs start[c] .. start[c] + count[c] of rows/lefts/rights, offsets from
+ * the step's first vertex, drawn by OpenCV itself and passed in; count -1: not drawn yet). The lane is the
+ * union of its stamps: every vertex's disc and every step's pixels beyond its discs. A step along a row
+ * (dy = 0) is its two discs' hull, one run per disc row (culane_spans checks it for every such step), so
+ * a row's consecutive vertices are painted as one wide disc, where each stamp painted whole was ~30 runs.
+ * Exact where no stamp crosses the image border, where OpenCV's integer drawing is translation invariant;
+ * across it only where the caller's border check (culane_spans.clipped_at_border) clears the lane. The
+ * first n runs go to the int32 outputs while they have room (n larger than their length: call again with
+ * n). A step longer than max_step or not drawn yet, or a run outside the crop, is an error: nothing is
+ * guessed. */
 static PyObject *paint_runs(PyObject *self, PyObject *args) {
     (void)self;
     int S, side, max_step, x0, y0, w, h;
-    Py_buffer q = {0}, start = {0}, count = {0}, rows = {0}, lefts = {0}, rights = {0}, orow = {0}, ofirst = {0}, olast = {0};
+    Py_buffer q = {0}, start = {0}, count = {0}, rows = {0}, lefts = {0}, rights = {0}, dl = {0}, dr = {0}, orow = {0}, ofirst = {0}, olast = {0};
     PyObject *result = NULL;
     int32_t *lo = NULL, *hi = NULL;
-    if (!PyArg_ParseTuple(args, "iy*iiy*y*y*y*y*iiiiw*w*w*", &S, &q, &side, &max_step, &start, &count, &rows, &lefts, &rights,
-                          &x0, &y0, &w, &h, &orow, &ofirst, &olast))
+    if (!PyArg_ParseTuple(args, "iy*iiy*y*y*y*y*y*y*iiiiw*w*w*", &S, &q, &side, &max_step, &start, &count, &rows, &lefts, &rights,
+                          &dl, &dr, &x0, &y0, &w, &h, &orow, &ofirst, &olast))
         goto done;
     Py_ssize_t four = sizeof(int32_t), codes = (Py_ssize_t)side * side;
     if (S < 1 || w < 0 || h < 0 || max_step < 0 || side != 2 * max_step + 1) {
@@ -303,6 +318,10 @@ static PyObject *paint_runs(PyObject *self, PyObject *args) {
     if (count.len != codes * four) { bad_size("stamp counts", count.len, codes * four); goto done; }
     if (rows.len != lefts.len || rows.len != rights.len || rows.len % four) {
         PyErr_SetString(PyExc_ValueError, "stamp rows, lefts and rights must be int32 arrays of one length");
+        goto done;
+    }
+    if (dl.len != dr.len || dl.len % four || (dl.len / four) % 2 != 1) {
+        PyErr_SetString(PyExc_ValueError, "the disc's extents must be two int32 arrays of one odd length");
         goto done;
     }
     if (orow.len != ofirst.len || orow.len != olast.len || orow.len % four) {
@@ -320,34 +339,48 @@ static PyObject *paint_runs(PyObject *self, PyObject *args) {
     lo = malloc(sizeof(int32_t) * ((size_t)h + 1)), hi = malloc(sizeof(int32_t) * ((size_t)h + 1));
     if (!lo || !hi) { PyErr_NoMemory(); goto done; }
     const int32_t *v = q.buf, *st = start.buf, *ct = count.buf, *ro = rows.buf, *le = lefts.buf, *ri = rights.buf;
+    const int32_t *DL = dl.buf, *DR = dr.buf;
+    int R = (int)(dl.len / four) / 2;
     Py_ssize_t n_runs = rows.len / four, room = orow.len / four, n = 0;
     int32_t *OR = orow.buf, *OF = ofirst.buf, *OL = olast.buf;
     uint8_t *o = canvas;
     const char *problem = NULL;
     Py_BEGIN_ALLOW_THREADS
     for (int r = 0; r < h; r++) lo[r] = w, hi[r] = -1; /* each row's painted columns, to scan and clear only those */
-    for (int i = 0; i + 1 < S && !problem; i++) {
-        int64_t dx = (int64_t)v[2 * i + 2] - v[2 * i], dy = (int64_t)v[2 * i + 3] - v[2 * i + 1];
-        if (dx > max_step || dx < -max_step || dy > max_step || dy < -max_step) { problem = "a step longer than max_step"; break; }
-        Py_ssize_t c = (Py_ssize_t)(dx + max_step) * side + (dy + max_step);
-        if (ct[c] <= 0 || st[c] < 0 || (Py_ssize_t)st[c] + ct[c] > n_runs) { problem = "a step without its stamp"; break; }
-        for (int32_t j = st[c]; j < st[c] + ct[c]; j++) {
-            int64_t r = (int64_t)v[2 * i + 1] + ro[j] - y0, a = (int64_t)v[2 * i] + le[j] - x0, b = (int64_t)v[2 * i] + ri[j] - x0;
-            if (r < 0 || r >= h || a < 0 || b >= w || a > b) { problem = "a stamp reaching outside the crop"; break; }
-            memset(o + (size_t)r * w + a, 1, (size_t)(b - a + 1));
-            lo[r] = a < lo[r] ? (int32_t)a : lo[r];
-            hi[r] = b > hi[r] ? (int32_t)b : hi[r];
+    int64_t gy = v[1], g0 = v[0], g1 = v[0]; /* the group of discs being joined: its row and columns */
+    for (int i = 0; i < S && !problem; i++) {
+        int64_t x = v[2 * i], y = v[2 * i + 1];
+        if (i > 0) {
+            int64_t dx = x - v[2 * i - 2], dy = y - v[2 * i - 1];
+            if (dx > max_step || dx < -max_step || dy > max_step || dy < -max_step) { problem = "a step longer than max_step"; break; }
+            Py_ssize_t c = (Py_ssize_t)(dx + max_step) * side + (dy + max_step);
+            if (ct[c] < 0 || st[c] < 0 || (Py_ssize_t)st[c] + ct[c] > n_runs) { problem = "a step without its stamp"; break; }
+            if (dy == 0) { /* along the row: the stamp is its discs' hull, so its disc joins the group's */
+                g0 = x < g0 ? x : g0, g1 = x > g1 ? x : g1;
+                continue;
+            }
+            for (int32_t j = st[c]; j < st[c] + ct[c] && !problem; j++) /* the step's pixels beyond its discs */
+                if (!paint_run(o, lo, hi, w, h, v[2 * i - 1] + ro[j] - y0, v[2 * i - 2] + le[j] - x0, v[2 * i - 2] + ri[j] - x0))
+                    problem = "a stamp reaching outside the crop";
         }
+        if (i > 0) /* the group's discs, each row one run: each step along the row filled its discs' hull */
+            for (int k = -R; k <= R && !problem; k++)
+                if (!paint_run(o, lo, hi, w, h, gy + k - y0, g0 + DL[k + R] - x0, g1 + DR[k + R] - x0)) problem = "a stamp reaching outside the crop";
+        gy = y, g0 = g1 = x;
     }
+    for (int k = -R; k <= R && !problem; k++) /* the last group's */
+        if (!paint_run(o, lo, hi, w, h, gy + k - y0, g0 + DL[k + R] - x0, g1 + DR[k + R] - x0)) problem = "a stamp reaching outside the crop";
     for (int r = 0; r < h; r++) { /* the runs, and the canvas cleared behind them */
         if (lo[r] > hi[r]) continue;
-        uint8_t *row = o + (size_t)r * w;
-        for (int32_t x = lo[r]; x <= hi[r];) {
-            if (!row[x]) { x++; continue; }
-            int32_t e = x;
-            while (e < hi[r] && row[e + 1]) e++;
-            if (n < room) OR[n] = r + y0, OF[n] = x + x0, OL[n] = e + x0;
-            n++, x = e + 1;
+        uint8_t *row = o + (size_t)r * w, *end = row + hi[r] + 1;
+        /* memchr finds a run's ends many bytes a step (a flat lane's rows are hundreds of pixels wide) */
+        for (uint8_t *a = row + lo[r]; a < end;) {
+            uint8_t *b = memchr(a, 0, (size_t)(end - a));
+            b = b ? b : end;
+            if (n < room) OR[n] = r + y0, OF[n] = (int32_t)(a - row) + x0, OL[n] = (int32_t)(b - row) - 1 + x0;
+            n++;
+            a = b < end ? memchr(b, 1, (size_t)(end - b)) : NULL;
+            a = a ? a : end;
         }
         memset(row + lo[r], 0, (size_t)(hi[r] - lo[r] + 1));
     }
@@ -358,7 +391,7 @@ done:
     free(lo);
     free(hi);
     {
-        Py_buffer *all[] = {&q, &start, &count, &rows, &lefts, &rights, &orow, &ofirst, &olast};
+        Py_buffer *all[] = {&q, &start, &count, &rows, &lefts, &rights, &dl, &dr, &orow, &ofirst, &olast};
         release_all(all, sizeof all / sizeof all[0]);
     }
     return result;
@@ -494,7 +527,7 @@ static PyMethodDef methods[] = {
     {"near_border_steps", near_border_steps, METH_VARARGS,
      "near_border_steps(G, S, q, ok, c, width, height, lanes, steps) -> n: the ok lanes' steps near the border"},
     {"paint_runs", paint_runs, METH_VARARGS,
-     "paint_runs(S, q, side, max_step, start, count, rows, lefts, rights, x0, y0, w, h, out_rows, out_first, out_last) -> n: "
+     "paint_runs(S, q, side, max_step, start, count, rows, lefts, rights, dl, dr, x0, y0, w, h, out_rows, out_first, out_last) -> n: "
      "the lane's stamps in the crop as runs"},
     {"lane_spans", lane_spans, METH_VARARGS,
      "lane_spans(G, S, q, dl, dr, state, start, count, rows, lefts, rights, width, height, max_step, near, left, right, ok)"

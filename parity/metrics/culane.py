@@ -378,9 +378,9 @@ class _Lanes:
         clipped = SP.clipped_at_border_of_groups([q for *_, q in groups], [np.ones(len(q), bool) for *_, q in groups],
                                                  *CULANE_IMAGE_SIZE, CULANE_WIDTH_PX)
         for (t, l, q), (left, right, ok), border in zip(groups, rasterised, clipped):
-            drawn = ~ok | border
-            for k in np.flatnonzero(drawn):  # painted from OpenCV's stamps, or drawn by OpenCV
-                m = _mask(_pixels_batch(q[k : k + 1])[0], bool(border[k]))
+            drawn = np.flatnonzero(~ok | border)
+            for k, pixels in zip(drawn, _pixels_batch(q[drawn]) if len(drawn) else ()):  # painted from OpenCV's stamps, or drawn by OpenCV
+                m = _mask(pixels, bool(border[k]))
                 spans = SP.spans_of_runs(*m.runs(), H)
                 if spans is None:
                     self.drawn[n + k] = m

@@ -32,12 +32,15 @@ per row, joined row by row where they overlap or touch; a row where they leave a
 the lane goes to the caller's drawing. Both paths give the same spans wherever both hold a lane.
 
 What the caller draws is painted here where it can be (`paint_runs`, compiled): the union of the
-lane's stamps, each stamp now every run of every row, as OpenCV drew it once per step, returned as the
-lane's runs of pixels (a drawn lane's mask is made only where two drawn lanes meet). The same
-translation invariance makes it exact away from the border; near it, only where `clipped_at_border`
-clears the lane. A nearly flat lane (OpenCV's stamp of a step such as (4, -1) has a hole: two runs in
-a row) is painted, its runs found, in ~55 us, where cv2.polylines takes ~120 us to draw it into its
-crop (a replay's painted lanes, AMD EPYC).
+lane's stamps, returned as the lane's runs of pixels (a drawn lane's mask is made only where two drawn
+lanes meet). Every stamp holds the discs at its two vertices, so the union is every vertex's disc plus
+each step's pixels beyond its discs (as OpenCV drew them once per step); a step along a row is its
+discs' hull, so a row's consecutive vertices are painted as one wide disc (both checked for every
+step, against OpenCV). The same translation invariance makes it exact away from the border; near it,
+only where `clipped_at_border` clears the lane. A nearly flat lane (OpenCV's stamp of a step such as
+(4, -1) has a hole: two runs in a row) is painted, its runs found, in ~35 us (~65 us painting each
+stamp whole), where cv2.polylines takes ~120 us to draw it into its crop (a replay's painted lanes,
+AMD EPYC; a lane-change sweep's: ~48 us, from ~91).
 """
 from __future__ import annotations
 
@@ -262,37 +265,60 @@ def _add_extensions(left, right, x, y, dx, dy, ok, thickness) -> None:
         np.maximum.at(right, at, (xv + rights[c]).ravel())
 
 
-def stamp_runs(dx: int, dy: int, thickness: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every run of segment [0, (dx, dy)]'s stamp as OpenCV draws it: (row offsets, lefts, rights) from
-    the first vertex, row by row, left to right (a row may hold two runs)."""
-    o = disc(thickness)[0] + MAX_STEP + 2
+def stamp_beyond_discs(dx: int, dy: int, thickness: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of segment [0, (dx, dy)]'s stamp, as OpenCV draws it, outside the discs at its two
+    vertices: (row offsets, lefts, rights) from the first vertex, row by row, left to right (a row may
+    hold two runs; most short steps have none). The painter adds the discs itself, and joins the discs
+    of a step along a row into their hull, so a stamp that does not hold both discs, or a step along a
+    row whose stamp is not that hull, is an error here (no step's is: tests/test_culane.py)."""
+    R, dl, dr = disc(thickness)
+    o = R + MAX_STEP + 2
     m = _draw([(o, o), (o + dx, o + dy)], thickness, 2 * o + 1)
+    discs = np.zeros_like(m)
+    for cx, cy in ((o, o), (o + dx, o + dy)):
+        for r in range(-R, R + 1):
+            discs[cy + r, cx + dl[r + R] : cx + dr[r + R] + 1] = 1
+    if (discs & ~m).any():
+        raise RuntimeError(f"OpenCV's {thickness} px stamp of step ({dx}, {dy}) does not hold its discs: the painter does not apply")
+    if dy == 0:  # the painter joins a row's discs into one run per disc row: the stamp must be their hull
+        hull = np.zeros_like(m)
+        for r in range(-R, R + 1):
+            hull[o + r, o + min(dx, 0) + dl[r + R] : o + max(dx, 0) + dr[r + R] + 1] = 1
+        if (hull != m).any():
+            raise RuntimeError(f"OpenCV's {thickness} px stamp of step ({dx}, 0) is not its discs' hull: the painter does not apply")
     padded = np.zeros((m.shape[0], m.shape[1] + 2), np.int8)
-    padded[:, 1:-1] = m
+    padded[:, 1:-1] = m & ~discs
     rows, edges = np.nonzero(np.diff(padded, axis=1))  # a run's first column, then one past its last
     return rows[0::2] - o, edges[0::2] - o, edges[1::2] - 1 - o
 
 
 class _Stamps:
-    """Every step's whole stamp as runs, filled in as steps are first met, for the compiled painter:
-    code c's runs at rows/lefts/rights[start[c] : start[c] + count[c]]."""
+    """Every step's stamp beyond its discs, as runs, filled in as steps are first met, for the compiled
+    painter: code c's runs at rows/lefts/rights[start[c] : start[c] + count[c]] (count -1: not drawn
+    yet); `table` is what the painter takes besides the lane and the crop."""
 
     def __init__(self, thickness: int):
         self.thickness = thickness
-        self.start, self.count = np.zeros(_SIDE * _SIDE, np.int32), np.zeros(_SIDE * _SIDE, np.int32)
+        self.start, self.count = np.zeros(_SIDE * _SIDE, np.int32), np.full(_SIDE * _SIDE, -1, np.int32)
         self.flat = tuple(np.zeros(0, np.int32) for _ in range(3))
+        _, dl, dr = disc(thickness)
+        self.disc = dl.astype(np.int32), dr.astype(np.int32)
 
     def learn(self, codes: np.ndarray) -> None:
-        codes = codes[self.count[codes] == 0]  # after the first lanes, nearly always none
+        codes = codes[self.count[codes] < 0]  # after the first lanes, nearly always none
         if not len(codes):
             return
         new = np.unique(codes).tolist()
-        runs = [stamp_runs(c // _SIDE - MAX_STEP, c % _SIDE - MAX_STEP, self.thickness) for c in new]
+        runs = [stamp_beyond_discs(c // _SIDE - MAX_STEP, c % _SIDE - MAX_STEP, self.thickness) for c in new]
         at = len(self.flat[0])
         for c, r in zip(new, runs):
             self.start[c], self.count[c] = at, len(r[0])
             at += len(r[0])
         self.flat = tuple(np.concatenate([f, *(r[i].astype(np.int32) for r in runs)]) for i, f in enumerate(self.flat))
+
+    @property
+    def table(self) -> tuple:
+        return (_SIDE, MAX_STEP, self.start, self.count, *self.flat, *self.disc)
 
 
 @functools.lru_cache(maxsize=4)
@@ -303,10 +329,11 @@ def _stamps(thickness: int) -> _Stamps:
 def paint_runs(p: np.ndarray, x0: int, y0: int, w: int, h: int, thickness: int) -> tuple[np.ndarray, ...] | None:
     """Integer vertices p[S, 2] drawn as OpenCV draws them (`cv2.polylines`, `thickness`) into a w x h
     crop at (x0, y0), as runs of pixels (image row, first column, last column; int64), row by row, left
-    to right: the union of the steps' stamps, each drawn by OpenCV once. Exact where no stamp crosses
-    the image border (OpenCV's integer drawing is translation invariant there); a lane that crosses it
-    is OpenCV's drawing cropped only where `clipped_at_border` clears it (the caller's check, see below).
-    None where it does not apply: no compiled painter, or a step longer than MAX_STEP."""
+    to right: the union of the steps' stamps, each drawn by OpenCV once (as every vertex's disc and each
+    step's pixels beyond its discs). Exact where no stamp crosses the image border (OpenCV's integer
+    drawing is translation invariant there); a lane that crosses it is OpenCV's drawing cropped only
+    where `clipped_at_border` clears it (the caller's check, see below). None where it does not apply:
+    no compiled painter, or a step longer than MAX_STEP."""
     if native is None:
         return None
     v = np.ascontiguousarray(p, np.int32)
@@ -318,7 +345,7 @@ def paint_runs(p: np.ndarray, x0: int, y0: int, w: int, h: int, thickness: int) 
     room = 4 * h + 16  # a drawn lane has a few runs a row
     while True:
         out = np.empty((3, room), np.int32)
-        n = native.paint_runs(len(v), v, _SIDE, MAX_STEP, stamps.start, stamps.count, *stamps.flat, x0, y0, w, h, *out)
+        n = native.paint_runs(len(v), v, *stamps.table, x0, y0, w, h, *out)
         if n <= room:
             return tuple(out[:, :n].astype(np.int64))
         room = n
