@@ -164,3 +164,38 @@ def test_pool_workers_come_with_torch_imported_and_the_parents_directory_and_env
         assert error is None, error
         assert result == {**result, "preloaded": True, "threads": 1, "cwd": str(tmp_path), "env": "set after the server started"}
         assert result["parent"] != os.getpid()  # forked by the server, not by this process
+
+
+def test_a_units_case_is_loaded_once_a_process_and_never_taken_once_its_files_change(three_cases, tmp_path, monkeypatch):
+    """unit_case hands a unit the case the run (or an earlier unit here) loaded, keyed by the run's
+    content hash: a rank's ~30 units a case do not read and check every frame file again, and a case
+    whose files changed since is not taken (its hash differs: loaded anew; files changed while a run
+    uses them: an error naming the case)."""
+    import shutil
+
+    import numpy as np
+
+    import parity.runs.inputs as IN
+    from parity.cases.format import load_case
+    from parity.errors import CaseError
+
+    three_cases = [shutil.copytree(c, tmp_path / c.name) for c in three_cases]  # one is changed below
+    loads = []
+    monkeypatch.setattr(IN, "load_case", lambda p: loads.append(p) or load_case(p))
+    monkeypatch.setattr(IN, "_CASES", IN.collections.OrderedDict())
+    first = load_case(three_cases[0])
+    IN.keep_cases([first])
+    assert IN.unit_case(str(three_cases[0]), first.content_hash()) is first and loads == []
+    other = IN.unit_case(str(three_cases[1]), load_case(three_cases[1]).content_hash())
+    assert IN.unit_case(str(three_cases[1]), other.content_hash()) is other and len(loads) == 1  # loaded once, then kept
+    gt = three_cases[1] / "lanes.npy"
+    np.save(gt, np.load(gt) + 1.0)  # the case changes: the run that found its new hash loads it anew
+    changed = load_case(three_cases[1]).content_hash()
+    assert changed != other.content_hash()
+    assert IN.unit_case(str(three_cases[1]), changed) is not other and len(loads) == 2
+    with pytest.raises(CaseError, match="changed while the run"):
+        IN.unit_case(str(three_cases[2]), "0" * 64)
+    monkeypatch.setattr(IN, "_KEPT_CASES", 2)
+    IN.unit_case(str(three_cases[0]), first.content_hash())  # now the most recently used
+    IN.unit_case(str(three_cases[2]), load_case(three_cases[2]).content_hash())
+    assert [k[0] for k in IN._CASES] == [str(three_cases[0]), str(three_cases[2])]  # bounded: the least recently used dropped

@@ -25,7 +25,7 @@ from ..provenance import git_sha, machine, sha256_json, versions
 from ..runners import REFERENCE, resolve
 from ..runners.artifacts import ArtifactCache
 from ..runs import units as U
-from ..runs.inputs import load_all_cases, new_run_id, resolve_pipeline
+from ..runs.inputs import keep_cases, load_all_cases, new_run_id, resolve_pipeline, unit_case
 from ..runs.executor import ExecutorSpec, active_runners, release_runners, run_units
 from ..runs.folder import RunFolder
 from ..runs.prepared import PreparedInputs
@@ -273,7 +273,7 @@ class UnitEvaluator:
         order = list(groups)
         bar = progress(sum(len(ks) for items in groups.values() for _, _, ks in items), "rank", "unit", self.progress)
         root = os.path.abspath(self.artifacts.root)
-        payloads = [{"case": os.path.abspath(items[0][0].root), "window": [int(f) for f in windows[cname]],
+        payloads = [{"case": os.path.abspath(items[0][0].root), "case_sha256": items[0][0].content_hash(), "window": [int(f) for f in windows[cname]],
                      "pipeline": pipes[cond.pipeline].to_dict(), "perturbation": cond.perturbation if not cond.clean else None,
                      "severity": cond.severity, "seed": self.seed, "batch_size": self.batch_size, "with_f1": cond.clean,
                      "cache_dir": root, "runners": runner_names,
@@ -299,6 +299,7 @@ class UnitEvaluator:
                         rows.append(_row(ck, case, r, cond, recs[r], ks[r], False))
                 bar.update(len(ks))
 
+        keep_cases(cases)  # a unit run here takes them; a worker loads each once
         try:
             run_units(self.executor, rank_unit, payloads, done)
         finally:
@@ -314,10 +315,9 @@ def rank_unit(payload: dict) -> list[dict]:
     A condition that cannot be prepared fails the whole unit."""
     import numpy as np
 
-    from ..cases.format import load_case
     from ..preprocessing.pipeline import Pipeline
 
-    case = load_case(payload["case"])
+    case = unit_case(payload["case"], payload["case_sha256"])
     pipe = Pipeline.from_dict(payload["pipeline"])
     store = PreparedInputs(payload["cache_dir"])
     prepared = store.get(payload["prepared_key"], pipe)

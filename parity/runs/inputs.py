@@ -1,6 +1,8 @@
 """What a run reads before it starts: every case validated up front, pipelines by name or file, captures, a run id."""
 from __future__ import annotations
 
+import collections
+import os
 import secrets
 from datetime import datetime, timezone
 
@@ -39,6 +41,42 @@ def load_all_cases(paths: list[str]) -> list[Case]:
     if dupes:
         raise CaseError([f"case name {n!r} is used by more than one case folder" for n in dupes])
     return cases
+
+
+# Cases loaded (and checked) in this process, by absolute path and content hash: the run that loaded
+# them up front, and each unit since, hands them to the units that follow instead of reading and checking
+# every frame file again (a rank's unit is one case x condition: each case was loaded ~30 times a rank,
+# a fifth of what adding a checkpoint cost). The content hash is the run's own, so a long-lived worker
+# (Ray) never takes a case whose files changed since; the oldest are dropped beyond _KEPT_CASES.
+_KEPT_CASES = 32
+_CASES: collections.OrderedDict = collections.OrderedDict()
+
+
+def keep_cases(cases: list[Case]) -> None:
+    """Hand the cases this run loaded to the units it runs in this process (the serial executor)."""
+    for c in cases:
+        _keep((os.path.abspath(c.root), c.content_hash()), c)
+
+
+def unit_case(path: str, sha256: str) -> Case:
+    """The case at `path` whose content hash the run found to be `sha256`: kept from the run or an
+    earlier unit in this process, else loaded and checked here (and kept for the next unit)."""
+    key = (os.path.abspath(path), sha256)
+    case = _CASES.get(key)
+    if case is None:
+        case = load_case(path)
+        if case.content_hash() != sha256:
+            raise CaseError([f"{case.root}: its files changed while the run was using them; run the command again"])
+        _keep(key, case)
+    _CASES.move_to_end(key)
+    return case
+
+
+def _keep(key: tuple, case: Case) -> None:
+    _CASES[key] = case
+    _CASES.move_to_end(key)
+    while len(_CASES) > _KEPT_CASES:
+        _CASES.popitem(last=False)
 
 
 def load_captures(specs: list[str], taken: list[str], pipelines) -> list:

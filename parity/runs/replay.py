@@ -29,7 +29,7 @@ from .batch import RunnerBatches, nonfinite_findings
 from .capture_checks import batch_invariance, realised_precision
 from .executor import ExecutorSpec, active_runners, release_runners
 from .folder import RunFolder
-from .inputs import load_all_cases, load_captures, new_run_id, resolve_pipeline
+from .inputs import keep_cases, load_all_cases, load_captures, new_run_id, resolve_pipeline, unit_case
 from .tables import CaseParts, lane_table, output_parity, output_table, read_groups
 
 log = logging.getLogger(__name__)
@@ -135,13 +135,13 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
         unit = {"checkpoint": os.path.abspath(ckpt.path), "runners": names, "engines": [os.path.abspath(e) for e in cfg.engines], "pipelines": [p.to_dict() for p in pipelines],
                 "batch_size": cfg.batch_size, "cache_dir": os.path.abspath(cache.root), "trt_timing_cache": cfg.trt_timing_cache and os.path.abspath(cfg.trt_timing_cache),
                 "captures": [c.spec.to_dict() for c in captures], "onnx_spec": cfg.onnx_spec}
-        _LOADED.update({os.path.abspath(c.root): c for c in parts.todo})
+        keep_cases(parts.todo)  # a unit run here takes them; a worker loads its own
         try:
             with ticking(bar) as ticks:
-                errors = parts.compute(spec, replay_unit, {c.name: {**unit, "case": os.path.abspath(c.root)} for c in parts.todo},
+                errors = parts.compute(spec, replay_unit, {c.name: {**unit, "case": os.path.abspath(c.root), "case_sha256": c.content_hash()}
+                                                           for c in parts.todo},
                                        lambda case, _piece, result: ticks.finish(case.name, len(case) * len(pipelines)))
         finally:
-            _LOADED.clear()
             release_runners()
         runner_info = parts.runner_info or runner_info
         if parts.runner_info:
@@ -200,22 +200,15 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     return ReplayResult(out, summary, exit_code)
 
 
-# The cases the replay running in this process loaded (and checked) a moment ago, by absolute path:
-# a unit run here (the serial executor) takes them instead of reading and checking every frame
-# file again; a unit in another process (a pool, Ray) loads its own.
-_LOADED: dict = {}
-
-
 def replay_unit(payload: dict) -> dict:
     """One case through every runner on every pipeline (the unit every executor runs): its lane
     table, jitter rows and the provenance of the runners that made them."""
-    from ..cases.format import load_case
     from ..preprocessing.pipeline import Pipeline
 
     ckpt, runners = active_runners(payload["checkpoint"], payload["runners"], payload["cache_dir"], payload["engines"],
                                    payload["trt_timing_cache"], payload.get("captures", ()), payload.get("onnx_spec"))
     pipelines = [Pipeline.from_dict(p) for p in payload["pipelines"]]
-    case = _LOADED.get(payload["case"]) or load_case(payload["case"])
+    case = unit_case(payload["case"], payload["case_sha256"])
     tables, jitter_rows, outputs = _replay_case(case, ckpt, ckpt.adapter(), pipelines, runners, payload["batch_size"])
     return {"tables": tables, "jitter": jitter_rows, "outputs": outputs, "runners": {r.name: r.describe() for r in runners}}
 

@@ -32,7 +32,7 @@ from ..provenance import git_sha, machine, sha256_json, source_hash, versions
 from ..runners import REFERENCE, create, resolve
 from ..runners.artifacts import ArtifactCache
 from .batch import RunnerBatches, RunnerOutputs, nonfinite_findings
-from .inputs import load_all_cases, load_captures, new_run_id, resolve_pipeline
+from .inputs import keep_cases, load_all_cases, load_captures, new_run_id, resolve_pipeline, unit_case
 from .executor import ExecutorSpec, active_runners, release_runners
 from .folder import RunFolder
 from .tables import CaseParts, lane_table, output_parity, output_table, read_groups
@@ -132,7 +132,9 @@ def sweep(cfg: SweepConfig):
                 "cache_dir": os.path.abspath(cache.root), "captures": [c.spec.to_dict() for c in captures]}
         try:
             with ticking(bar) as ticks:
-                errors = parts.compute(spec, sweep_unit, {c.name: {**unit, "case": os.path.abspath(c.root)} for c in parts.todo},
+                keep_cases(parts.todo)  # a unit run here takes them; a worker loads each once
+                errors = parts.compute(spec, sweep_unit, {c.name: {**unit, "case": os.path.abspath(c.root), "case_sha256": c.content_hash()}
+                                                          for c in parts.todo},
                                        lambda case, k, result: ticks.finish(parts.part(case.name, k), piece_frames(case, k)))
         finally:
             release_runners()
@@ -229,12 +231,11 @@ def _fed_again(clean: dict, names: list[str], src: np.ndarray, order: dict[int, 
 
 def sweep_unit(payload: dict) -> dict:
     """One case's window under every perturbation x severity (the unit every executor runs)."""
-    from ..cases.format import load_case
     from ..preprocessing.pipeline import Pipeline
 
     ckpt, runners = active_runners(payload["checkpoint"], payload["runners"], payload["cache_dir"], captures=payload.get("captures", ()))
     perts = [perturb.get(n) for n in payload["perturbations"]]
-    case = load_case(payload["case"])
+    case = unit_case(payload["case"], payload["case_sha256"])
     idx = window_frames(case.timestamps, payload["window_s"])
     conditions = [(p, sev) for p in perts for sev in payload["severities"]]
     piece = piece_conditions(len(conditions), payload.get("piece", 0), payload.get("pieces", 1))
