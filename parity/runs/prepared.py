@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -125,16 +126,22 @@ def _decode(raw: bytes, key: str, pipe):
         return None
     head_end = raw.index(b"\n", len(_MAGIC))
     head = json.loads(raw[len(_MAGIC) : head_end])
-    payload = raw[head_end + 1 :]
-    if head.get("key") != key or hashlib.blake2b(payload, digest_size=16).hexdigest() != head.get("digest"):
+    payload = memoryview(raw)[head_end + 1 :]
+    if head.get("key") != key:
         return None
-    data, arrays, at = payload, {}, 0
-    for name, (dtype, shape) in head["arrays"].items():
-        n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        arrays[name] = np.frombuffer(data, dtype, count=int(np.prod(shape)), offset=at).reshape(shape)
-        at += n
-    if at != len(data) or sum(head["lengths"]) != len(arrays["body"]):
-        return None
-    x = pipe.normalise(arrays["body"]) if head["levels"] else arrays["body"].copy()
+    # the digest on another thread (hashlib lets go of the GIL) while this one normalises: it was as long
+    # again; nothing is returned before it matches
+    with ThreadPoolExecutor(1) as pool:
+        digest = pool.submit(lambda: hashlib.blake2b(payload, digest_size=16).hexdigest())
+        arrays, at = {}, 0
+        for name, (dtype, shape) in head["arrays"].items():
+            n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            arrays[name] = np.frombuffer(payload, dtype, count=int(np.prod(shape)), offset=at).reshape(shape)
+            at += n
+        if at != len(payload) or sum(head["lengths"]) != len(arrays["body"]):
+            return None
+        x = pipe.normalise(arrays["body"]) if head["levels"] else arrays["body"].copy()
+        if digest.result() != head.get("digest"):
+            return None
     cuts = np.cumsum([0, *head["lengths"]])
     return [x[a:b] for a, b in zip(cuts[:-1], cuts[1:])], arrays["slots"].copy(), arrays["ts"].copy()
