@@ -285,6 +285,15 @@ static inline int paint_run(uint8_t *o, int32_t *lo, int32_t *hi, int w, int h, 
     return 1;
 }
 
+/* The discs of a group of vertices on row gy, columns g0..g1: one run per disc row (dl, dr [2R + 1]); 0 if
+ * one leaves the crop. */
+static inline int paint_discs(uint8_t *o, int32_t *lo, int32_t *hi, int w, int h, int R, const int32_t *dl, const int32_t *dr,
+                              int64_t gy, int64_t g0, int64_t g1) {
+    for (int k = -R; k <= R; k++)
+        if (!paint_run(o, lo, hi, w, h, gy + k, g0 + dl[k + R], g1 + dr[k + R])) return 0;
+    return 1;
+}
+
 /* paint_runs(S, q, side, max_step, start, count, rows, lefts, rights, dl, dr, x0, y0, w, h, out_rows, out_first, out_last)
  * -> n: the lane q[S, 2] drawn as OpenCV draws it into the w x h crop at (x0, y0), as its runs of pixels
  * (image row, first and last column), row by row, left to right. OpenCV draws each step as a stamp that
@@ -363,13 +372,12 @@ static PyObject *paint_runs(PyObject *self, PyObject *args) {
                 if (!paint_run(o, lo, hi, w, h, v[2 * i - 1] + ro[j] - y0, v[2 * i - 2] + le[j] - x0, v[2 * i - 2] + ri[j] - x0))
                     problem = "a stamp reaching outside the crop";
         }
-        if (i > 0) /* the group's discs, each row one run: each step along the row filled its discs' hull */
-            for (int k = -R; k <= R && !problem; k++)
-                if (!paint_run(o, lo, hi, w, h, gy + k - y0, g0 + DL[k + R] - x0, g1 + DR[k + R] - x0)) problem = "a stamp reaching outside the crop";
+        /* the group's discs, each row one run: each step along the row filled its discs' hull */
+        if (i > 0 && !problem && !paint_discs(o, lo, hi, w, h, R, DL, DR, gy - y0, g0 - x0, g1 - x0)) problem = "a stamp reaching outside the crop";
         gy = y, g0 = g1 = x;
     }
-    for (int k = -R; k <= R && !problem; k++) /* the last group's */
-        if (!paint_run(o, lo, hi, w, h, gy + k - y0, g0 + DL[k + R] - x0, g1 + DR[k + R] - x0)) problem = "a stamp reaching outside the crop";
+    if (!problem && !paint_discs(o, lo, hi, w, h, R, DL, DR, gy - y0, g0 - x0, g1 - x0)) /* the last group's */
+        problem = "a stamp reaching outside the crop";
     for (int r = 0; r < h; r++) { /* the runs, and the canvas cleared behind them */
         if (lo[r] > hi[r]) continue;
         uint8_t *row = o + (size_t)r * w, *end = row + hi[r] + 1;

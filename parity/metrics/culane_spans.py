@@ -274,18 +274,19 @@ def stamp_beyond_discs(dx: int, dy: int, thickness: int) -> tuple[np.ndarray, np
     R, dl, dr = disc(thickness)
     o = R + MAX_STEP + 2
     m = _draw([(o, o), (o + dx, o + dy)], thickness, 2 * o + 1)
-    discs = np.zeros_like(m)
-    for cx, cy in ((o, o), (o + dx, o + dy)):
+
+    def discs_between(cy: int, x_lo: int, x_hi: int) -> np.ndarray:  # the discs centred on row cy, columns x_lo..x_hi
+        out = np.zeros_like(m)
         for r in range(-R, R + 1):
-            discs[cy + r, cx + dl[r + R] : cx + dr[r + R] + 1] = 1
+            out[cy + r, x_lo + dl[r + R] : x_hi + dr[r + R] + 1] = 1
+        return out
+
+    discs = discs_between(o, o, o) | discs_between(o + dy, o + dx, o + dx)
     if (discs & ~m).any():
         raise RuntimeError(f"OpenCV's {thickness} px stamp of step ({dx}, {dy}) does not hold its discs: the painter does not apply")
-    if dy == 0:  # the painter joins a row's discs into one run per disc row: the stamp must be their hull
-        hull = np.zeros_like(m)
-        for r in range(-R, R + 1):
-            hull[o + r, o + min(dx, 0) + dl[r + R] : o + max(dx, 0) + dr[r + R] + 1] = 1
-        if (hull != m).any():
-            raise RuntimeError(f"OpenCV's {thickness} px stamp of step ({dx}, 0) is not its discs' hull: the painter does not apply")
+    # the painter joins a row's discs into one run per disc row: the stamp must be their hull
+    if dy == 0 and (discs_between(o, o + min(dx, 0), o + max(dx, 0)) != m).any():
+        raise RuntimeError(f"OpenCV's {thickness} px stamp of step ({dx}, 0) is not its discs' hull: the painter does not apply")
     padded = np.zeros((m.shape[0], m.shape[1] + 2), np.int8)
     padded[:, 1:-1] = m & ~discs
     rows, edges = np.nonzero(np.diff(padded, axis=1))  # a run's first column, then one past its last

@@ -67,8 +67,7 @@ def unit_case(path: str, sha256: str) -> Case:
         case = load_case(path)
         if case.content_hash() != sha256:
             raise CaseError([f"{case.root}: its files changed while the run was using them; run the command again"])
-        _keep(key, case)
-    _CASES.move_to_end(key)
+    _keep(key, case)
     return case
 
 
