@@ -30,7 +30,7 @@ from .capture_checks import batch_invariance, realised_precision
 from .executor import ExecutorSpec, active_runners, release_runners
 from .folder import RunFolder
 from .inputs import keep_cases, load_all_cases, load_captures, new_run_id, resolve_pipeline, unit_case
-from .tables import CaseParts, lane_table, output_parity, output_table, read_groups
+from .tables import CaseParts, lane_table, output_parity, output_table, read_groups, unit_result
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def replay_unit(payload: dict) -> dict:
     pipelines = [Pipeline.from_dict(p) for p in payload["pipelines"]]
     case = unit_case(payload["case"], payload["case_sha256"])
     tables, jitter_rows, outputs = _replay_case(case, ckpt, ckpt.adapter(), pipelines, runners, payload["batch_size"])
-    return {"tables": tables, "jitter": jitter_rows, "outputs": outputs, "runners": {r.name: r.describe() for r in runners}}
+    return unit_result(tables, jitter_rows, outputs, runners)
 
 
 def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size) -> tuple[list, list[dict], list]:

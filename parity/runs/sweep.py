@@ -35,7 +35,7 @@ from .batch import RunnerBatches, RunnerOutputs, nonfinite_findings
 from .inputs import keep_cases, load_all_cases, load_captures, new_run_id, resolve_pipeline, unit_case
 from .executor import ExecutorSpec, active_runners, release_runners
 from .folder import RunFolder
-from .tables import CaseParts, lane_table, output_parity, output_table, read_groups
+from .tables import CaseParts, lane_table, output_parity, output_table, read_groups, unit_result
 from .windows import DEFAULT_WINDOW_S, check_window, window_frames
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,7 @@ def sweep_unit(payload: dict) -> dict:
     fgsm_model = ckpt.build_model() if any(p.stage == "tensor" and p.name == "fgsm" for p, _ in mine) else None
     tables, jitter_rows, outputs = _sweep_case(case, idx, payload, ckpt, ckpt.adapter(), Pipeline.from_dict(payload["pipeline"]), runners,
                                                mine, fgsm_model, with_clean=piece.start == 0, unit=payload.get("part", case.name))
-    return {"tables": tables, "jitter": jitter_rows, "outputs": outputs, "runners": {r.name: r.describe() for r in runners}}
+    return unit_result(tables, jitter_rows, outputs, runners)
 
 
 def _sweep_case(case, idx, cfg: dict, ckpt, adapter, pipe, runners, conditions, fgsm_model, with_clean: bool,

@@ -96,6 +96,17 @@ def jitter_table(rows: list[dict]):
     return schema.arrow_table(schema.JITTER, data, len(rows))
 
 
+def unit_result(tables: list, jitter_rows: list[dict], outputs: list, runners) -> dict:
+    """What a replay or sweep unit returns: its lane rows, jitter rows and per-output parity each as
+    one table in one piece, and the provenance of the runners that made them. One piece because a
+    pool worker's result is pickled on its way to the parent: a sweep case's 62 + 62 small tables
+    took 0.18 s to pickle and 0.17 s to unpickle, one table each 0.005 s in all."""
+    import pyarrow as pa
+
+    return {"tables": pa.concat_tables(tables).combine_chunks(), "jitter": jitter_table(jitter_rows),
+            "outputs": pa.concat_tables(outputs).combine_chunks(), "runners": {r.name: r.describe() for r in runners}}
+
+
 def write_table(table, path) -> None:
     import pyarrow.parquet as pq
 
@@ -314,12 +325,9 @@ class CaseParts:
     def compute(self, spec, unit, payloads: dict, on_done=None) -> list[dict]:
         """Run `unit(payload)` for every case piece still to do on the executor `spec`
         (parity.runs.executor; a case's payload gets "piece", "pieces" and "part" when it is split);
-        each result ({"tables", "jitter", "outputs", "runners"}) is written as that piece's part
-        the moment it arrives and `on_done(case, piece, result)` called. A piece that fails is
+        each result (`unit_result`) is written as that piece's part the moment it arrives and `on_done(case, piece, result)` called. A piece that fails is
         recorded (error, exit code, traceback) and the others go on."""
         import logging
-
-        import pyarrow as pa
 
         from .executor import run_units
 
@@ -333,9 +341,9 @@ class CaseParts:
                 try:
                     files = self.folder.part_files(name, self.SUFFIXES)
                     key = self.keys[name]
-                    write_part(pa.concat_tables(result["tables"]), files[".parquet"], name, key)
-                    write_part(jitter_table(result["jitter"]), files[".jitter.parquet"], name, key)
-                    write_part(pa.concat_tables(result["outputs"]), files[".outputs.parquet"], name, key)
+                    write_part(result["tables"], files[".parquet"], name, key)
+                    write_part(result["jitter"], files[".jitter.parquet"], name, key)
+                    write_part(result["outputs"], files[".outputs.parquet"], name, key)
                     self.folder.add(name, key, files)
                     self.runner_info = self.runner_info or result.get("runners", {})
                 except OSError as exc:  # a full disk fails this case, said with the file
