@@ -4,7 +4,8 @@ A unit is a module-level function and a small picklable payload (paths, names, s
 object), so every executor runs exactly the same code on exactly the same inputs and returns
 the same result; the parent writes every part and the manifest (one writer per run folder).
 
-- `serial` (the default): units one after another in this process.
+- `serial` (the default): units one after another in this process; a unit may ask which comes next
+  (`upcoming_payload`: a replay prepares its case's first batches while it scores the one before).
 - `--workers N`: a local pool of N processes, each limited to `--threads` compute threads (default:
   cores / N) so torch and ONNX Runtime do not oversubscribe the machine. Workers fork from a fork
   server that imported torch, ONNX Runtime and parity's stages once and never computes (a fork of a
@@ -76,6 +77,15 @@ class ExecutorSpec:
         return {"executor": self.kind, "workers": self.workers, "threads": self.threads, "ray_address": self.ray_address}
 
 
+_UPCOMING: list = []  # the payload this process runs after the current unit: serial runs only
+
+
+def upcoming_payload() -> dict | None:
+    """The payload this process runs after the current unit, where it knows: the serial executor runs
+    them in order. None in a pool or on Ray, whose next unit may go to any process."""
+    return _UPCOMING[0] if _UPCOMING else None
+
+
 def run_units(spec: ExecutorSpec, fn, payloads: list, on_result):
     """Run fn(payload) for every payload and call on_result(i, result, error) as each finishes
     (error: None, or {"error", "exit_code", "traceback"} for a unit that raised). A failing unit
@@ -88,8 +98,12 @@ def run_units(spec: ExecutorSpec, fn, payloads: list, on_result):
         # in this process: no OMP_NUM_THREADS (too late for the libraries loaded here, and inherited by
         # every process started after, which would then compute with other thread counts)
         set_compute_threads(spec.threads)
-        for i, p in enumerate(payloads):
-            on_result(i, *_call(fn, p))
+        try:
+            for i, p in enumerate(payloads):
+                _UPCOMING[:] = payloads[i + 1 : i + 2]
+                on_result(i, *_call(fn, p))
+        finally:
+            _UPCOMING.clear()
         return
     if spec.kind == "local":
         from concurrent.futures import ProcessPoolExecutor, as_completed

@@ -27,7 +27,8 @@ from ..runners.artifacts import ArtifactCache
 from ..runners.captured import CaptureMismatch, CaptureRunner
 from .batch import RunnerBatches, nonfinite_findings
 from .capture_checks import batch_invariance, realised_precision
-from .executor import ExecutorSpec, active_runners, release_runners
+from . import ahead
+from .executor import ExecutorSpec, active_runners, release_runners, upcoming_payload
 from .folder import RunFolder
 from .inputs import keep_cases, load_all_cases, load_captures, new_run_id, resolve_pipeline, unit_case
 from .tables import CaseParts, lane_table, output_parity, output_table, read_groups, unit_result
@@ -142,6 +143,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
                                                            for c in parts.todo},
                                        lambda case, _piece, result: ticks.finish(case.name, len(case) * len(pipelines)))
         finally:
+            ahead.drop()
             release_runners()
         runner_info = parts.runner_info or runner_info
         if parts.runner_info:
@@ -205,16 +207,19 @@ def replay_unit(payload: dict) -> dict:
     table, jitter rows and the provenance of the runners that made them."""
     from ..preprocessing.pipeline import Pipeline
 
+    ahead.start(payload)  # unless the unit before began it: its first batches while the runners start
     ckpt, runners = active_runners(payload["checkpoint"], payload["runners"], payload["cache_dir"], payload["engines"],
                                    payload["trt_timing_cache"], payload.get("captures", ()), payload.get("onnx_spec"))
     pipelines = [Pipeline.from_dict(p) for p in payload["pipelines"]]
+    prepared = ahead.take(payload["case"], payload["case_sha256"])
     case = unit_case(payload["case"], payload["case_sha256"])
-    tables, jitter_rows, outputs = _replay_case(case, ckpt, ckpt.adapter(), pipelines, runners, payload["batch_size"])
+    tables, jitter_rows, outputs = _replay_case(case, ckpt, ckpt.adapter(), pipelines, runners, payload["batch_size"], prepared)
     return unit_result(tables, jitter_rows, outputs, runners)
 
 
-def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size) -> tuple[list, list[dict], list]:
-    """Every runner on every pipeline for one case: its lane tables, jitter rows and per-output parity tables."""
+def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size, prepared: dict) -> tuple[list, list[dict], list]:
+    """Every runner on every pipeline for one case: its lane tables, jitter rows and per-output parity tables.
+    `prepared`: batches prepared ahead (runs.ahead); the next unit's are begun once this case's inference is done."""
     rows = adapter.anchor_rows(case.height)
     gt = resample_rows(case.gt, case.anchor_rows, rows) if case.gt is not None else None  # as a bending/jitter reference
     mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
@@ -223,15 +228,18 @@ def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size) -> tuple[l
         spec_sha = sha256_json(pipe.to_dict())
         fed = [r for r in runners if not isinstance(r, CaptureRunner) or r.covers(spec_sha)]
         batches = RunnerBatches(fed, adapter, case.width)
+        pkey = ahead.pipeline_key(pipe.to_dict())
         for start in range(0, len(case), batch_size):
             idx = np.arange(start, min(start + batch_size, len(case)))
+            x = prepared.pop((pkey, start, int(idx[-1]) + 1), None)
             try:
-                batches.feed(pipe.prepare(case, idx))
+                batches.feed(pipe.prepare(case, idx) if x is None else x)
             except CaptureMismatch as exc:
                 raise capture_mismatch(exc, next(r for r in fed if r.name == exc.capture), case, pipe.name, spec_sha, idx) from None
             tick(case.name, len(idx))
         for name, o in batches.outputs().items():
             outputs[(name, pipe.name)] = o
+    ahead.start(upcoming_payload())
     lanes = {k: o.x for k, o in outputs.items()}
     tables, jitter_rows, by_output = [], [], []
     frames_all = np.arange(len(case))

@@ -1,0 +1,85 @@
+"""The next case's first batches, prepared on a second thread while this case is scored (and the first
+case's while the runners start).
+
+A serial replay keeps both cores busy while the runners infer, and one while a case is scored (decoding,
+metrics, tables: one Python thread). Preparing the next case's first frames meanwhile (reading its NV12,
+the resize, the normalisation: compiled code that releases the GIL) uses the other. The batches are
+the ones the unit would prepare itself (the same function of the same case, frames and pipeline), so
+nothing computed changes; a failure here is left to the unit, which prepares inline and reports it.
+At most AHEAD_BYTES of batches are held, and only where the run has two compute threads or
+more (a pool's worker has its share of the cores and no next unit it knows of).
+"""
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+
+AHEAD_BYTES = 64 << 20  # batches held ahead: 160 frames of the reference model's 3x112x288 float32
+_POOL: ThreadPoolExecutor | None = None
+_PENDING: list = []  # [(case key, future of {(pipeline key, start, stop): batch})]
+
+
+def pipeline_key(pipeline: dict) -> str:
+    return json.dumps(pipeline, sort_keys=True)
+
+
+def start(payload: dict | None) -> None:
+    """Begin preparing the first batches of `payload`'s case on every pipeline of it (a replay unit's
+    payload; nothing for None or on fewer than two compute threads)."""
+    from ..runners.base import compute_threads
+
+    threads = compute_threads() or os.cpu_count() or 1
+    if payload is None or threads < 2:
+        return
+    key = (os.path.abspath(payload["case"]), payload["case_sha256"])
+    if any(k == key for k, _ in _PENDING):
+        return
+    global _POOL
+    _POOL = _POOL or ThreadPoolExecutor(1, thread_name_prefix="parity-ahead")
+    _PENDING.append((key, _POOL.submit(_prepare, payload)))
+
+
+def take(path: str, sha256: str) -> dict:
+    """The batches prepared ahead for this case ({(pipeline key, start, stop): batch}), once every
+    preparation begun is done (the thread loads cases through runs.inputs, which is not shared); {}
+    where none were or they failed."""
+    out = {}
+    while _PENDING:
+        key, future = _PENDING.pop(0)
+        batches = _result(future)
+        if key == (os.path.abspath(path), sha256):
+            out = batches
+    return out
+
+
+def drop() -> None:
+    """Forget what was prepared ahead and not taken (the end of a run), once its thread is done."""
+    take("", "")
+
+
+def _result(future: Future) -> dict:
+    try:
+        return future.result()
+    except Exception:  # the unit prepares these frames itself and reports what fails there
+        return {}
+
+
+def _prepare(payload: dict) -> dict:
+    import numpy as np
+
+    from ..preprocessing.pipeline import Pipeline
+    from .inputs import unit_case
+
+    case = unit_case(payload["case"], payload["case_sha256"])
+    out, held, size = {}, 0, payload["batch_size"]
+    for p in payload["pipelines"]:  # in the order the unit feeds them
+        pipe = Pipeline.from_dict(p)
+        key = pipeline_key(pipe.to_dict())
+        for s in range(0, len(case), size):
+            if held >= AHEAD_BYTES:
+                return out
+            stop = min(s + size, len(case))
+            out[(key, s, stop)] = x = pipe.prepare(case, np.arange(s, stop))
+            held += x.nbytes
+    return out
