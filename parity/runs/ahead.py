@@ -36,7 +36,9 @@ def start(payload: dict | None) -> None:
     if any(k == key for k, _ in _PENDING):
         return
     global _POOL
-    _POOL = _POOL or ThreadPoolExecutor(1, thread_name_prefix="parity-ahead")
+    if _POOL is None:
+        _keep_freed_memory()
+        _POOL = ThreadPoolExecutor(1, thread_name_prefix="parity-ahead")
     _PENDING.append((key, _POOL.submit(_prepare, payload)))
 
 
@@ -56,6 +58,27 @@ def take(path: str, sha256: str) -> dict:
 def drop() -> None:
     """Forget what was prepared ahead and not taken (the end of a run), once its thread is done."""
     take("", "")
+
+
+def _keep_freed_memory() -> None:
+    """glibc's malloc, for the whole process: blocks up to 32 MB from its heaps, and up to 128 MB freed
+    at a heap's top kept for the next batch rather than given back. The thread preparing ahead keeps
+    nothing beyond a batch, so all it frees gathers at its heap's top, which glibc's adaptive
+    thresholds gave back to the system after nearly every batch, to be faulted in again for the next.
+    Replays of the default suite after a process's first (AMD EPYC): 55,000-600,000 page faults (0.3-1.7 s
+    of system time) -> 2,000-9,000 (0.2 s); a `parity replay` command 5.39 -> 5.24 s, peak RSS unchanged;
+    the replay memory bench's peak +60 MB. Elsewhere than glibc (no mallopt): nothing."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 128 << 20)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
 
 def _result(future: Future) -> dict:
