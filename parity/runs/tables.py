@@ -325,8 +325,9 @@ class CaseParts:
     def compute(self, spec, unit, payloads: dict, on_done=None) -> list[dict]:
         """Run `unit(payload)` for every case piece still to do on the executor `spec`
         (parity.runs.executor; a case's payload gets "piece", "pieces" and "part" when it is split);
-        each result (`unit_result`) is written as that piece's part the moment it arrives and `on_done(case, piece, result)` called. A piece that fails is
-        recorded (error, exit code, traceback) and the others go on."""
+        each result (`unit_result`) is written as that piece's part the moment it arrives and
+        `on_done(case, piece, result)` called. A piece that fails is recorded (error, exit code,
+        traceback) and the others go on."""
         import logging
 
         from .executor import run_units
