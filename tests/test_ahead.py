@@ -46,9 +46,10 @@ def test_each_cases_first_batches_are_prepared_on_the_second_thread_and_the_tabl
 
     monkeypatch.setattr(ahead, "AHEAD_BYTES", 1 << 30)
     assert (r := _replay(three_cases, random_checkpoint, tmp_path / "ahead", cache_dir)).returncode == 0, r.stderr
-    # 8 frames in batches of 4 on two pipelines: all four batches of every case, the first case's while the runners
-    # start, each later one's while the case before it is scored
-    assert sorted(prepared_where) == sorted(("parity-ahead", c.name, s, p) for c in three_cases for s in (0, 4) for p in ("vehicle", "training"))
+    # 8 frames in batches of 4 on two pipelines: the first case's four batches inline, all four of each later case
+    # while the case before it is scored
+    assert sorted(prepared_where) == sorted((where, c.name, s, p) for where, c in zip(("MainThread", "parity-ahead", "parity-ahead"), three_cases)
+                                            for s in (0, 4) for p in ("vehicle", "training"))
     prepared_where.clear()
     monkeypatch.setattr(ahead, "start", lambda payload: None)
     assert (r := _replay(three_cases, random_checkpoint, tmp_path / "inline", cache_dir)).returncode == 0, r.stderr
@@ -62,7 +63,7 @@ def test_what_is_held_ahead_is_bounded_and_one_compute_thread_prepares_nothing_a
 
     monkeypatch.setattr(ahead, "AHEAD_BYTES", 1)  # the first batch passes it
     assert (r := _replay(three_cases, random_checkpoint, tmp_path / "bounded", cache_dir)).returncode == 0, r.stderr
-    assert sorted(t[1:] for t in prepared_where if t[0] == "parity-ahead") == [(c.name, 0, "vehicle") for c in three_cases]
+    assert sorted(t[1:] for t in prepared_where if t[0] == "parity-ahead") == [(c.name, 0, "vehicle") for c in three_cases[1:]]
     assert len(prepared_where) == 3 * 4  # the rest inline, each batch once
     prepared_where.clear()
     assert (r := _replay(three_cases, random_checkpoint, tmp_path / "one-thread", cache_dir, threads="1")).returncode == 0, r.stderr

@@ -1,5 +1,4 @@
-"""The next case's first batches, prepared on a second thread while this case is scored (and the first
-case's while the runners start).
+"""The next case's first batches, prepared on a second thread while this case is scored.
 
 A serial replay keeps both cores busy while the runners infer, and one while a case is scored (decoding,
 metrics, tables: one Python thread). Preparing the next case's first frames meanwhile (reading its NV12,
@@ -7,16 +6,20 @@ the resize, the normalisation: compiled code that releases the GIL) uses the oth
 the ones the unit would prepare itself (the same function of the same case, frames and pipeline), so
 nothing computed changes; a failure here is left to the unit, which prepares inline and reports it.
 At most AHEAD_BYTES of batches are held, and only where the run has two compute threads or
-more (a pool's worker has its share of the cores and no next unit it knows of).
+more (a pool's worker has its share of the cores and no next unit it knows of). The thread is a
+daemon and a run's end never waits for it: a SIGTERM or Ctrl-C that lands in the main thread
+exits at once, whatever the thread was doing (a pool of non-daemon threads was joined at exit, and
+one such run hung there).
 """
 from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 
 AHEAD_BYTES = 64 << 20  # batches held ahead: 160 frames of the reference model's 3x112x288 float32
-_POOL: ThreadPoolExecutor | None = None
+_MALLOC_SET = False
 _PENDING: list = []  # [(case key, future of {(pipeline key, start, stop): batch})]
 
 
@@ -35,17 +38,29 @@ def start(payload: dict | None) -> None:
     key = (os.path.abspath(payload["case"]), payload["case_sha256"])
     if any(k == key for k, _ in _PENDING):
         return
-    global _POOL
-    if _POOL is None:
+    global _MALLOC_SET
+    if not _MALLOC_SET:
         _keep_freed_memory()
-        _POOL = ThreadPoolExecutor(1, thread_name_prefix="parity-ahead")
-    _PENDING.append((key, _POOL.submit(_prepare, payload)))
+        _MALLOC_SET = True
+    future: Future = Future()
+    threading.Thread(target=_run, args=(future, payload), name="parity-ahead", daemon=True).start()
+    _PENDING.append((key, future))
+
+
+def _run(future: Future, payload: dict) -> None:
+    try:
+        future.set_result(_prepare(payload))
+    except Exception as exc:  # the unit prepares these frames itself and reports what fails there
+        future.set_exception(exc)
+    except BaseException as exc:  # never leaves a unit waiting on it
+        future.set_exception(RuntimeError(f"preparing ahead stopped: {exc!r}"))
+        raise
 
 
 def take(path: str, sha256: str) -> dict:
     """The batches prepared ahead for this case ({(pipeline key, start, stop): batch}), once every
-    preparation begun is done (the thread loads cases through runs.inputs, which is not shared); {}
-    where none were or they failed."""
+    preparation begun is done (the thread loads cases through runs.inputs, which the unit uses next);
+    {} where none were or they failed."""
     out = {}
     while _PENDING:
         key, future = _PENDING.pop(0)
@@ -56,8 +71,9 @@ def take(path: str, sha256: str) -> dict:
 
 
 def drop() -> None:
-    """Forget what was prepared ahead and not taken (the end of a run), once its thread is done."""
-    take("", "")
+    """Forget what was prepared ahead and not taken (the end of a run, or a run stopped), without waiting
+    for a preparation still under way: its batches are dropped with it."""
+    _PENDING.clear()
 
 
 def _keep_freed_memory() -> None:

@@ -207,7 +207,6 @@ def replay_unit(payload: dict) -> dict:
     table, jitter rows and the provenance of the runners that made them."""
     from ..preprocessing.pipeline import Pipeline
 
-    ahead.start(payload)  # unless the unit before began it: its first batches while the runners start
     ckpt, runners = active_runners(payload["checkpoint"], payload["runners"], payload["cache_dir"], payload["engines"],
                                    payload["trt_timing_cache"], payload.get("captures", ()), payload.get("onnx_spec"))
     pipelines = [Pipeline.from_dict(p) for p in payload["pipelines"]]
