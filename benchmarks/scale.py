@@ -209,8 +209,8 @@ def main() -> None:
           f"pairs: replay {', '.join(f'{v:.1f}' for v in res['replay_s'])} s, bare loop {', '.join(f'{v:.1f}' for v in res['bare_s'])} s). The bare loop reads the "
           "same NV12 frames, runs the same `Pipeline.prepare` and the same activated runners; replay adds decoding the lanes, every "
           "metric, the tables, the parts and the summary. Each replay starts without the GT spans and lane drawings a previous "
-          "run in the process kept (`parity.metrics.culane.clear_caches`), as a command does. Replay prepares each case's first "
-          "batches on a second thread while the runners start or the case before is scored (`parity.runs.ahead`); the bare loop "
+          "run in the process kept (`parity.metrics.culane.clear_caches`), as a command does. Replay prepares the first batches "
+          "of every case after the first on a second thread while the case before is scored (`parity.runs.ahead`); the bare loop "
           "prepares every batch before its inference. Where replay's main thread spends its time (one profiled run, cumulative; "
           "the preparation on the second thread is not in it): " + ", ".join(f"{k} {v:.0%}" for k, v in sorted(res["replay_shares"].items(), key=lambda kv: -kv[1])) + ".", "",
           f"**Sweep** of {len(SWEEP_CASES)} default cases ({', '.join(SWEEP_CASES)}), the 10 deploy perturbations at severities 1, 3, 5, "
