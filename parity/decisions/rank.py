@@ -25,7 +25,7 @@ from ..provenance import git_sha, machine, sha256_json, versions
 from ..runners import REFERENCE, resolve
 from ..runners.artifacts import ArtifactCache
 from ..runs import units as U
-from ..runs.inputs import keep_cases, load_all_cases, new_run_id, resolve_pipeline, unit_case
+from ..runs.inputs import case_ref, keep_cases, load_all_cases, new_run_id, resolve_pipeline, unit_case
 from ..runs.executor import ExecutorSpec, active_runners, release_runners, run_units
 from ..runs.folder import RunFolder
 from ..runs.prepared import PreparedInputs
@@ -273,7 +273,7 @@ class UnitEvaluator:
         order = list(groups)
         bar = progress(sum(len(ks) for items in groups.values() for _, _, ks in items), "rank", "unit", self.progress)
         root = os.path.abspath(self.artifacts.root)
-        payloads = [{"case": os.path.abspath(items[0][0].root), "case_sha256": items[0][0].content_hash(), "window": [int(f) for f in windows[cname]],
+        payloads = [{**case_ref(items[0][0]), "window": [int(f) for f in windows[cname]],
                      "pipeline": pipes[cond.pipeline].to_dict(), "perturbation": cond.perturbation if not cond.clean else None,
                      "severity": cond.severity, "seed": self.seed, "batch_size": self.batch_size, "with_f1": cond.clean,
                      "cache_dir": root, "runners": runner_names,

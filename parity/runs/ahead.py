@@ -13,13 +13,15 @@ one such run hung there).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
 from concurrent.futures import Future
 
+from .inputs import case_key, unit_case
+
 AHEAD_BYTES = 64 << 20  # batches held ahead: 160 frames of the reference model's 3x112x288 float32
-_MALLOC_SET = False
 _PENDING: list = []  # [(case key, future of {(pipeline key, start, stop): batch})]
 
 
@@ -35,13 +37,10 @@ def start(payload: dict | None) -> None:
     threads = compute_threads() or os.cpu_count() or 1
     if payload is None or threads < 2:
         return
-    key = (os.path.abspath(payload["case"]), payload["case_sha256"])
+    key = case_key(payload["case"], payload["case_sha256"])
     if any(k == key for k, _ in _PENDING):
         return
-    global _MALLOC_SET
-    if not _MALLOC_SET:
-        _keep_freed_memory()
-        _MALLOC_SET = True
+    _keep_freed_memory()
     future: Future = Future()
     threading.Thread(target=_run, args=(future, payload), name="parity-ahead", daemon=True).start()
     _PENDING.append((key, future))
@@ -65,7 +64,7 @@ def take(path: str, sha256: str) -> dict:
     while _PENDING:
         key, future = _PENDING.pop(0)
         batches = _result(future)
-        if key == (os.path.abspath(path), sha256):
+        if key == case_key(path, sha256):
             out = batches
     return out
 
@@ -76,6 +75,7 @@ def drop() -> None:
     _PENDING.clear()
 
 
+@functools.cache  # once a process
 def _keep_freed_memory() -> None:
     """glibc's malloc, for the whole process: blocks up to 32 MB from its heaps, and up to 128 MB freed
     at a heap's top kept for the next batch rather than given back. The thread preparing ahead keeps
@@ -108,7 +108,6 @@ def _prepare(payload: dict) -> dict:
     import numpy as np
 
     from ..preprocessing.pipeline import Pipeline
-    from .inputs import unit_case
 
     case = unit_case(payload["case"], payload["case_sha256"])
     out, held, size = {}, 0, payload["batch_size"]

@@ -52,16 +52,26 @@ _KEPT_CASES = 32
 _CASES: collections.OrderedDict = collections.OrderedDict()
 
 
+def case_ref(case: Case) -> dict:
+    """How a unit's payload names its case: the absolute path and the content hash this run found."""
+    return {"case": os.path.abspath(case.root), "case_sha256": case.content_hash()}
+
+
+def case_key(path: str, sha256: str) -> tuple:
+    """The key a case is kept under: its absolute path and the run's content hash of it."""
+    return os.path.abspath(path), sha256
+
+
 def keep_cases(cases: list[Case]) -> None:
     """Hand the cases this run loaded to the units it runs in this process (the serial executor)."""
     for c in cases:
-        _keep((os.path.abspath(c.root), c.content_hash()), c)
+        _keep(case_key(c.root, c.content_hash()), c)
 
 
 def unit_case(path: str, sha256: str) -> Case:
     """The case at `path` whose content hash the run found to be `sha256`: kept from the run or an
     earlier unit in this process, else loaded and checked here (and kept for the next unit)."""
-    key = (os.path.abspath(path), sha256)
+    key = case_key(path, sha256)
     case = _CASES.get(key)
     if case is None:
         case = load_case(path)

@@ -30,7 +30,7 @@ from .capture_checks import batch_invariance, realised_precision
 from . import ahead
 from .executor import ExecutorSpec, active_runners, release_runners, upcoming_payload
 from .folder import RunFolder
-from .inputs import keep_cases, load_all_cases, load_captures, new_run_id, resolve_pipeline, unit_case
+from .inputs import case_ref, keep_cases, load_all_cases, load_captures, new_run_id, resolve_pipeline, unit_case
 from .tables import CaseParts, lane_table, output_parity, output_table, read_groups, unit_result
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
         keep_cases(parts.todo)  # a unit run here takes them; a worker loads its own
         try:
             with ticking(bar) as ticks:
-                errors = parts.compute(spec, replay_unit, {c.name: {**unit, "case": os.path.abspath(c.root), "case_sha256": c.content_hash()}
-                                                           for c in parts.todo},
+                errors = parts.compute(spec, replay_unit, {c.name: {**unit, **case_ref(c)} for c in parts.todo},
                                        lambda case, _piece, result: ticks.finish(case.name, len(case) * len(pipelines)))
         finally:
             ahead.drop()
@@ -224,10 +223,11 @@ def _replay_case(case, ckpt, adapter, pipelines, runners, batch_size, prepared: 
     mpp = metres_per_pixel(case.meta.get("camera"), rows, case.width)
     outputs: dict[tuple[str, str], object] = {}
     for pipe in pipelines:
-        spec_sha = sha256_json(pipe.to_dict())
+        pipe_spec = pipe.to_dict()
+        spec_sha = sha256_json(pipe_spec)
         fed = [r for r in runners if not isinstance(r, CaptureRunner) or r.covers(spec_sha)]
         batches = RunnerBatches(fed, adapter, case.width)
-        pkey = ahead.pipeline_key(pipe.to_dict())
+        pkey = ahead.pipeline_key(pipe_spec)
         for start in range(0, len(case), batch_size):
             idx = np.arange(start, min(start + batch_size, len(case)))
             x = prepared.pop((pkey, start, int(idx[-1]) + 1), None)

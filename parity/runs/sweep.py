@@ -32,7 +32,7 @@ from ..provenance import git_sha, machine, sha256_json, source_hash, versions
 from ..runners import REFERENCE, create, resolve
 from ..runners.artifacts import ArtifactCache
 from .batch import RunnerBatches, RunnerOutputs, nonfinite_findings
-from .inputs import keep_cases, load_all_cases, load_captures, new_run_id, resolve_pipeline, unit_case
+from .inputs import case_ref, keep_cases, load_all_cases, load_captures, new_run_id, resolve_pipeline, unit_case
 from .executor import ExecutorSpec, active_runners, release_runners
 from .folder import RunFolder
 from .tables import CaseParts, lane_table, output_parity, output_table, read_groups, unit_result
@@ -133,8 +133,7 @@ def sweep(cfg: SweepConfig):
         try:
             with ticking(bar) as ticks:
                 keep_cases(parts.todo)  # a unit run here takes them; a worker loads each once
-                errors = parts.compute(spec, sweep_unit, {c.name: {**unit, "case": os.path.abspath(c.root), "case_sha256": c.content_hash()}
-                                                          for c in parts.todo},
+                errors = parts.compute(spec, sweep_unit, {c.name: {**unit, **case_ref(c)} for c in parts.todo},
                                        lambda case, k, result: ticks.finish(parts.part(case.name, k), piece_frames(case, k)))
         finally:
             release_runners()
